@@ -1,0 +1,48 @@
+"""The `failover` command: one Typer app, one sub-module per group of verbs.
+
+Every verb raises `UserError` for input a user can fix; `main` turns that into
+exit 2 with one line per problem, and never shows a traceback for it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from failover.cli.common import console_err
+from failover.errors import FailoverError, UserError
+
+app = typer.Typer(
+    name="failover",
+    help="Multi-region failover controller for PostgreSQL logical-replication services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # Imported here so that each group registers its verbs on `app`.
+    from failover.cli import topology  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    try:
+        result = app(standalone_mode=False)
+    except UserError as exc:
+        for line in exc.problems:
+            console_err.print(f"error: {line}", markup=False, highlight=False)
+        sys.exit(2)
+    except FailoverError as exc:
+        console_err.print(f"failed: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except click.ClickException as exc:  # bad flags and arguments: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        console_err.print("aborted", markup=False)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,42 @@
+"""What every verb shares: consoles, JSON output, confirmation, option types."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from failover.errors import UserError
+
+console = Console()
+console_err = Console(stderr=True)
+
+TopologyOption = Annotated[
+    Path,
+    typer.Option("--topology", "-t", help="Topology folder (fleet.toml and one <region>.toml each).",
+                 envvar="FAILOVER_TOPOLOGY"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout; datetimes and paths become strings."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def confirm_or_abort(question: str, *, yes: bool) -> None:
+    """Ask before changing the world, unless --yes; refuse when nobody can answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} needs confirmation: pass --yes (stdin is not a terminal)")
+    if not typer.confirm(question, default=False):
+        raise typer.Abort()

@@ -1,0 +1,1 @@
+"""Local test regions on this machine: servers, the lab, faults and the drill."""
