@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from failover.cli.common import console_err
@@ -31,7 +30,8 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        result = app(standalone_mode=False)
+        # Standalone mode handles bad flags (exit 2), --help and typer.Exit itself.
+        app()
     except UserError as exc:
         for line in exc.problems:
             console_err.print(f"error: {line}", markup=False, highlight=False)
@@ -39,10 +39,3 @@ def main() -> None:
     except FailoverError as exc:
         console_err.print(f"failed: {exc}", markup=False, highlight=False)
         sys.exit(1)
-    except click.ClickException as exc:  # bad flags and arguments: exit 2
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        console_err.print("aborted", markup=False)
-        sys.exit(1)
-    sys.exit(result if isinstance(result, int) else 0)
