@@ -409,7 +409,9 @@ def _validation_problems(path: Path, exc: ValidationError) -> list[str]:
 
 
 def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
-                  files: dict[str, Path]) -> list[str]:
+                  files: dict[str, Path], *, all_regions_loaded: bool) -> list[str]:
+    """Problems between files; region membership is judged only when every region file
+    loaded, so that one broken file does not echo as a cascade of false problems."""
     problems: list[str] = []
     n = len(regions)
     if fleet.quorum is not None:
@@ -426,14 +428,14 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
             problems.append(f"{where}.name: service {service.name!r} is defined twice")
         seen.add(service.name)
         members = service.regions if service.regions is not None else list(regions)
-        for name in members:
+        for name in members if all_regions_loaded else []:
             if name not in regions:
                 problems.append(f"{where}.regions: unknown region {name!r} "
                                 f"(known: {', '.join(regions) or 'none'})")
             elif service.name not in regions[name].postgres:
                 problems.append(f"{files[name]}: postgres.{service.name}: missing; region {name!r} "
                                 f"takes part in service {service.name!r} and needs its endpoint")
-        if len(members) < 2:
+        if len(members) < 2 and all_regions_loaded:
             problems.append(f"{where}.regions: a service needs at least two regions to fail over")
         zone = fleet.dns.zone
         if zone is not None:
@@ -459,7 +461,7 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
             "unhealthy_threshold of the fastest liveness check), or the old primary could still "
             "take writes when the new one starts"
         )
-    if not regions:
+    if not regions and all_regions_loaded:
         problems.append(f"{fleet_path.parent}: no <region>.toml files; a fleet needs regions")
     return problems
 
@@ -484,6 +486,7 @@ def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
 
     regions: dict[str, Region] = {}
     files: dict[str, Path] = {}
+    problems_before_regions = len(problems)
     for region_path in sorted(path.glob("*.toml")):
         if region_path.name == FLEET_FILE:
             continue
@@ -505,7 +508,9 @@ def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
         files[region.name] = region_path
 
     if fleet is not None:
-        problems.extend(_cross_checks(fleet_path, fleet, regions, files))
+        all_loaded = len(problems) == problems_before_regions
+        problems.extend(_cross_checks(fleet_path, fleet, regions, files,
+                                      all_regions_loaded=all_loaded))
     if problems or fleet is None:
         raise UserError(f"{path}: the topology has {len(problems)} problem(s)", problems)
     return Topology(path=path, fleet=fleet, regions=regions, region_files=files)

@@ -1,0 +1,149 @@
+"""The topology loader: the example validates, and every user mistake is named precisely."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from failover.errors import UserError
+from failover.topology import PostgresCheck, load_topology
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "regions" / "example"
+
+
+@pytest.fixture
+def topo_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "topology"
+    shutil.copytree(EXAMPLE, target)
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(UserError) as info:
+        load_topology(path)
+    return info.value.problems
+
+
+def test_example_validates() -> None:
+    topo = load_topology(EXAMPLE)
+    assert list(topo.regions) == ["eu-west-1", "us-east-1", "us-west-2"]
+    assert topo.quorum == 2
+    assert topo.services["app"].writer_record == "app.example.test."
+    assert topo.services["app"].max_lag_seconds == 10.0
+    assert topo.services["app"].cooldown == 300.0
+    check = topo.regions["us-east-1"].checks[0]
+    assert isinstance(check, PostgresCheck)
+    assert (check.interval, check.timeout) == (1.0, 0.5)
+
+
+def test_unknown_region_in_a_service(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", 'app_roles = ["app"]', 'app_roles = ["app"]\nregions = ["us-east-1", "mars-1"]')
+    [problem] = problems_of(topo_dir)
+    assert "fleet.toml: services[0].regions: unknown region 'mars-1'" in problem
+
+
+def test_duplicate_region_names(topo_dir: Path) -> None:
+    edit(topo_dir / "eu-west-1.toml", 'name = "eu-west-1"', 'name = "us-east-1"')
+    problems = problems_of(topo_dir)
+    assert any("us-east-1.toml: name: region 'us-east-1' is already defined in" in p
+               and "eu-west-1.toml" in p for p in problems), problems
+
+
+def test_quorum_larger_than_the_fleet(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", "# quorum = 2", "quorum = 4")
+    [problem] = problems_of(topo_dir)
+    assert "fleet.toml: quorum: 4 is larger than the fleet (3 regions)" in problem
+
+
+def test_quorum_below_a_majority(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", "# quorum = 2", "quorum = 1")
+    [problem] = problems_of(topo_dir)
+    assert "not a strict majority" in problem
+
+
+def test_threshold_of_zero(topo_dir: Path) -> None:
+    edit(topo_dir / "us-west-2.toml", "unhealthy_threshold = 3", "unhealthy_threshold = 0")
+    [problem] = problems_of(topo_dir)
+    assert "us-west-2.toml: checks[0].unhealthy_threshold:" in problem
+    assert "greater than or equal to 1" in problem
+
+
+def test_timeout_not_shorter_than_interval(topo_dir: Path) -> None:
+    edit(topo_dir / "us-east-1.toml", 'timeout = "500ms"', 'timeout = "1s"')
+    [problem] = problems_of(topo_dir)
+    assert "us-east-1.toml: checks[0]: timeout (1 s) must be shorter than interval (1 s)" in problem
+
+
+def test_malformed_toml_names_the_line(topo_dir: Path) -> None:
+    edit(topo_dir / "eu-west-1.toml", "priority = 10", "priority = = 10")
+    [problem] = problems_of(topo_dir)
+    assert "eu-west-1.toml: malformed TOML:" in problem
+    assert "line 2" in problem
+
+
+def test_every_problem_is_reported_at_once(topo_dir: Path) -> None:
+    edit(topo_dir / "us-east-1.toml", 'timeout = "500ms"', 'timeout = "2s"')
+    edit(topo_dir / "us-west-2.toml", "healthy_threshold = 2", "healthy_threshold = 0")
+    edit(topo_dir / "fleet.toml", "# quorum = 2", "quorum = 9")
+    assert len(problems_of(topo_dir)) == 3
+
+
+def test_unknown_field_and_check_kind(topo_dir: Path) -> None:
+    edit(topo_dir / "us-east-1.toml", 'kind = "postgres"', 'kind = "ping"')
+    edit(topo_dir / "us-west-2.toml", "priority = 50", "priority = 50\npriorty = 1")
+    problems = problems_of(topo_dir)
+    assert any("us-east-1.toml: checks[0]: unknown check kind" in p for p in problems), problems
+    assert any("us-west-2.toml: priorty: unknown field" in p for p in problems), problems
+
+
+def test_record_outside_the_zone(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", 'writer_record = "app.example.test."', 'writer_record = "app.other.test."')
+    [problem] = problems_of(topo_dir)
+    assert "services[0].writer_record: app.other.test. is outside the zone example.test." in problem
+
+
+def test_self_fence_must_beat_detection(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", 'self_fence_after = "2s"', 'self_fence_after = "3s"')
+    [problem] = problems_of(topo_dir)
+    assert "self_fence_after: 3 s must be shorter than the 3 s" in problem
+
+
+def test_region_without_address(topo_dir: Path) -> None:
+    edit(topo_dir / "eu-west-1.toml", 'address = "127.0.3.1"', 'address = "eu.example"')
+    [problem] = problems_of(topo_dir)
+    assert "eu-west-1.toml: address: expected the IPv4 or IPv6 address" in problem
+
+
+def test_missing_password_env_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAILOVER_PG_PASSWORD", raising=False)
+    endpoint = load_topology(EXAMPLE).endpoint("us-east-1", "app")
+    with pytest.raises(UserError) as info:
+        endpoint.conninfo()
+    assert "us-east-1.toml: postgres.app: the PostgreSQL password comes from the environment " \
+           "variable FAILOVER_PG_PASSWORD, which is not set" in str(info.value)
+    monkeypatch.setenv("FAILOVER_PG_PASSWORD", "s3cret")
+    assert "password=s3cret" in endpoint.conninfo()
+    assert "s3cret" not in repr(endpoint) and "s3cret" not in endpoint.describe()
+
+
+def test_validate_cli_exit_codes(topo_dir: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "failover", "topology", "validate", str(topo_dir)],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout
+    edit(topo_dir / "fleet.toml", "# quorum = 2", "quorum = 4")
+    bad = subprocess.run([sys.executable, "-m", "failover", "topology", "validate", str(topo_dir)],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert "quorum: 4 is larger than the fleet" in bad.stderr
+    assert "Traceback" not in bad.stderr
