@@ -1,0 +1,61 @@
+"""The pure decision engine: observations -> verdicts -> plan.
+
+No I/O, no clock, no randomness: callers pass `now` and everything else.
+"""
+
+from failover.engine.actions import (
+    Action,
+    AddReader,
+    FenceRegion,
+    NoOp,
+    Plan,
+    PromoteSubscriber,
+    RemoveReader,
+    RepointSubscribers,
+    SetDnsWriter,
+)
+from failover.engine.apply import StaleEpoch, apply_plan
+from failover.engine.decide import Decision, decide
+from failover.engine.model import (
+    ClusterState,
+    Health,
+    Observation,
+    Policy,
+    RegionPolicy,
+    Replication,
+    Role,
+    ServicePolicy,
+    ServiceState,
+    majority,
+)
+from failover.engine.quorum import RegionVerdict, Verdict, Vote, choose_executor
+
+__all__ = [
+    "Action",
+    "AddReader",
+    "ClusterState",
+    "Decision",
+    "FenceRegion",
+    "Health",
+    "NoOp",
+    "Observation",
+    "Plan",
+    "Policy",
+    "PromoteSubscriber",
+    "RegionPolicy",
+    "RegionVerdict",
+    "RemoveReader",
+    "Replication",
+    "RepointSubscribers",
+    "Role",
+    "ServicePolicy",
+    "ServiceState",
+    "SetDnsWriter",
+    "StaleEpoch",
+    "Verdict",
+    "Vote",
+    "apply_plan",
+    "choose_executor",
+    "decide",
+    "majority",
+]

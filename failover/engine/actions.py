@@ -1,0 +1,95 @@
+"""What the engine asks for: typed actions, each stamped with its service and epoch.
+
+The epoch is the fencing token: the executor refuses an action whose epoch is
+lower than the one already recorded for the service. Every action says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FenceRegion:
+    """Make the service's database in `region` read-only and end its sessions."""
+
+    service: str
+    epoch: int
+    region: str
+    reason: str
+    # The old writer is usually unreachable when it is fenced during a
+    # failover: a failure must not stop the plan.
+    best_effort: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteSubscriber:
+    """Detach `region`'s subscription and make it the writer with `epoch`."""
+
+    service: str
+    epoch: int
+    region: str
+    previous_writer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RepointSubscribers:
+    """Subscribe `subscribers` to the new writer `publisher`."""
+
+    service: str
+    epoch: int
+    publisher: str
+    subscribers: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetDnsWriter:
+    """Compare-and-set the writer record from `from_region` to `to_region`."""
+
+    service: str
+    epoch: int
+    from_region: str
+    to_region: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddReader:
+    service: str
+    epoch: int
+    region: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveReader:
+    service: str
+    epoch: int
+    region: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoOp:
+    service: str
+    epoch: int
+    reason: str
+
+
+Action = (
+    FenceRegion | PromoteSubscriber | RepointSubscribers | SetDnsWriter | AddReader | RemoveReader
+    | NoOp
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Actions in execution order; `decided_at` is the `now` the plan was made for."""
+
+    decided_at: float
+    actions: tuple[Action, ...]
+
+    def changes(self) -> tuple[Action, ...]:
+        return tuple(action for action in self.actions if not isinstance(action, NoOp))

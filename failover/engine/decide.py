@@ -1,0 +1,94 @@
+"""One evaluation: observations + state + policy + now + me -> verdicts and a plan.
+
+Pure and order-independent: every collection is sorted or keyed before use,
+so every controller given the same inputs returns the same decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from failover.engine.actions import Action, FenceRegion, NoOp, Plan
+from failover.engine.model import ClusterState, Observation, Policy
+from failover.engine.planner import Context, ReplicationViews, plan_isolated, plan_service
+from failover.engine.quorum import (
+    RegionVerdict,
+    choose_executor,
+    fresh_observers,
+    isolated_for,
+    latest_observations,
+    region_verdicts,
+    sees_quorum,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    now: float
+    me: str
+    quorum: int
+    heard: tuple[str, ...]  # observers `me` hears, itself included
+    has_quorum: bool
+    isolated_for: float  # seconds without a quorum; 0 with one, inf if never had one
+    # Who runs the plan. With a quorum every controller computes the same one;
+    # without, a controller may only fence its own region, so it is `me`.
+    executor: str | None
+    executor_reason: str
+    verdicts: tuple[RegionVerdict, ...]
+    plan: Plan
+    ignored: tuple[str, ...]  # input the engine did not use, and why
+
+    @property
+    def executes(self) -> bool:
+        """Whether the deciding controller is the one that must run the plan."""
+        return self.executor == self.me
+
+
+def decide(
+    observations: Iterable[Observation], state: ClusterState, policy: Policy, now: float, me: str
+) -> Decision:
+    latest, ignored = latest_observations(observations, policy)
+    verdicts = region_verdicts(latest, policy, now)
+    fresh = fresh_observers(latest, policy, now)
+    heard = fresh | ({me} & policy.observers)
+    has_quorum = sees_quorum(fresh, policy, me)
+    isolated = isolated_for(latest, policy, now, me)
+    views = ReplicationViews(latest.values(), now - policy.observation_max_age)
+    ctx = Context(now, verdicts, views, policy.priority)
+    states = state.by_service()
+    notes = list(ignored)
+    notes += [f"state of service {name!r}: not a configured service"
+              for name in sorted(states.keys() - policy.service.keys())]
+    heard_text = f"{len(heard)} of {len(policy.priority)} observers (quorum {policy.quorum})"
+
+    actions: list[Action] = []
+    for name in sorted(policy.service):
+        service_state = states.get(name)
+        if service_state is None:
+            actions.append(NoOp(name, 0, "no state recorded for this service; nothing is known "
+                                         "about its writer"))
+        elif has_quorum:
+            actions += plan_service(policy.service[name], service_state, ctx)
+        else:
+            actions.append(plan_isolated(service_state, me=me, isolated=isolated,
+                                         self_fence_after=policy.self_fence_after,
+                                         heard=heard_text, ctx=ctx))
+
+    if has_quorum:
+        executor = choose_executor(fresh, verdicts, policy)
+        executor_reason = (
+            "the highest-priority observer that is heard and not in a DOWN region"
+            if executor is not None else "no observer is both heard and outside a DOWN region"
+        )
+    elif any(isinstance(action, FenceRegion) for action in actions):
+        executor, executor_reason = me, f"{me} is cut off and fences its own region"
+    else:
+        executor, executor_reason = None, f"{me} hears {heard_text}: nobody acts on its view"
+
+    return Decision(
+        now=now, me=me, quorum=policy.quorum, heard=tuple(sorted(heard)), has_quorum=has_quorum,
+        isolated_for=isolated, executor=executor, executor_reason=executor_reason,
+        verdicts=tuple(verdicts[name] for name in sorted(verdicts)),
+        plan=Plan(now, tuple(actions)), ignored=tuple(notes),
+    )

@@ -1,0 +1,121 @@
+"""What the engine reads: observations, the cluster state and the policy.
+
+Plain frozen dataclasses (slots, for speed: the engine runs every second over
+every service) that know nothing about files, pydantic or the network. The
+CLI, the controller and the tests build them; `policy.py` bridges from the
+topology.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    SUBSCRIBER = "subscriber"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """What one observer saw of one service's database in the target region."""
+
+    service: str
+    role: Role
+    fenced: bool = False
+    epoch: int | None = None  # the epoch recorded in the database (failover.state)
+    # `remote_lsn` of the subscription's replication origin: all subscribers of
+    # one publisher share its LSN space, so the highest value holds the most data.
+    applied_lsn: int | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None  # from the replicated heartbeat
+    ready: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One observer's latest view of one target region."""
+
+    observer: str
+    target: str
+    health: Health
+    consecutive: int
+    observed_at: float  # epoch seconds, on the observer's clock
+    services: tuple[Replication, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Where a service stands now, as recorded by the coordination backend."""
+
+    service: str
+    writer: str | None
+    epoch: int
+    last_failover_at: float | None = None
+    paused: bool = False
+    readers: frozenset[str] = frozenset()  # regions in the reader DNS record
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    services: tuple[ServiceState, ...]
+
+    def by_service(self) -> dict[str, ServiceState]:
+        return {state.service: state for state in self.services}
+
+
+@dataclass(frozen=True, slots=True)
+class RegionPolicy:
+    name: str
+    priority: int  # higher wins
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    name: str
+    regions: frozenset[str]  # the regions that hold a copy of the database
+    max_lag_bytes: int
+    max_lag_seconds: float
+    cooldown: float
+    # Operator override: fail over even when the target lags or is not ready,
+    # accepting the data loss. Never bypasses the quorum or the cooldown.
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules: every region runs one controller, so regions are also the observers."""
+
+    regions: tuple[RegionPolicy, ...]
+    services: tuple[ServicePolicy, ...]
+    quorum: int
+    observation_max_age: float
+    self_fence_after: float
+    priority: dict[str, int] = field(init=False, repr=False, compare=False)
+    service: dict[str, ServicePolicy] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.regions)
+        # Two disjoint groups could both reach a quorum that is not a strict
+        # majority and fail over in opposite directions.
+        if not n // 2 < self.quorum <= n:
+            raise ValueError(f"quorum {self.quorum} is not a strict majority of {n} observers")
+        object.__setattr__(self, "priority", {r.name: r.priority for r in self.regions})
+        object.__setattr__(self, "service", {s.name: s for s in self.services})
+
+    @property
+    def observers(self) -> frozenset[str]:
+        return frozenset(self.priority)
+
+
+def majority(observers: int) -> int:
+    """The default quorum: a strict majority."""
+    return observers // 2 + 1

@@ -1,0 +1,260 @@
+"""From verdicts to actions for one service: failover, reader record, self-fence.
+
+Which database role a region holds comes from its freshest fresh observation
+that knows the service's role (see `ReplicationViews`); the quorum decides
+only liveness, because a region that is DOWN has no reliable role to vote on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from failover.engine.actions import (
+    Action,
+    AddReader,
+    FenceRegion,
+    NoOp,
+    PromoteSubscriber,
+    RemoveReader,
+    RepointSubscribers,
+    SetDnsWriter,
+)
+from failover.engine.model import Observation, Replication, Role, ServicePolicy, ServiceState
+from failover.engine.quorum import RegionVerdict, Verdict
+
+
+def format_lsn(lsn: int) -> str:
+    """PostgreSQL's text form of an LSN: high/low 32 bits in hex."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+class ReplicationViews:
+    """The freshest known replication state of each (region, service).
+
+    Per target, fresh observations are ranked newest first (observer name
+    breaks ties); the first that reports a role other than unknown wins. The
+    per-observation service index is built only when reached: usually only
+    the newest observation of each target is ever indexed.
+    """
+
+    __slots__ = ("_indexes", "_ranked")
+
+    def __init__(self, observations: Iterable[Observation], cutoff: float) -> None:
+        ranked: dict[str, list[Observation]] = {}
+        for observation in observations:
+            if observation.observed_at >= cutoff:
+                ranked.setdefault(observation.target, []).append(observation)
+        for candidates in ranked.values():
+            candidates.sort(key=lambda o: (-o.observed_at, o.observer))
+        self._ranked = ranked
+        self._indexes: dict[tuple[str, int], dict[str, Replication]] = {}
+
+    def of(self, region: str, service: str) -> Replication | None:
+        for rank, observation in enumerate(self._ranked.get(region, ())):
+            index = self._indexes.get((region, rank))
+            if index is None:
+                index = {r.service: r for r in observation.services}
+                self._indexes[(region, rank)] = index
+            replication = index.get(service)
+            if replication is not None and replication.role is not Role.UNKNOWN:
+                return replication
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything shared by the plans of all services in one evaluation."""
+
+    now: float
+    verdicts: dict[str, RegionVerdict]
+    views: ReplicationViews
+    priority: dict[str, int]
+
+
+def _is_subscriber(replication: Replication | None) -> bool:
+    return (replication is not None and replication.role is Role.SUBSCRIBER
+            and not replication.fenced)
+
+
+def _verdict(ctx: Context, region: str) -> Verdict | None:
+    found = ctx.verdicts.get(region)
+    return None if found is None else found.verdict
+
+
+def _describe_lag(replication: Replication) -> str:
+    applied = "unknown" if replication.applied_lsn is None else format_lsn(replication.applied_lsn)
+    lag_bytes = "unknown" if replication.lag_bytes is None else f"{replication.lag_bytes} B"
+    lag_seconds = "unknown" if replication.lag_seconds is None else f"{replication.lag_seconds:g} s"
+    return f"applied {applied}, lag {lag_bytes} / {lag_seconds}"
+
+
+def _lag_problems(replication: Replication, policy: ServicePolicy) -> list[str]:
+    # Unknown lag counts as too much: the promise to users is a known RPO.
+    problems = []
+    if replication.lag_bytes is None:
+        problems.append("lag in bytes unknown")
+    elif replication.lag_bytes > policy.max_lag_bytes:
+        problems.append(f"lag {replication.lag_bytes} B > max_lag_bytes {policy.max_lag_bytes}")
+    if replication.lag_seconds is None:
+        problems.append("lag in seconds unknown")
+    elif replication.lag_seconds > policy.max_lag_seconds:
+        problems.append(f"lag {replication.lag_seconds:g} s > max_lag_seconds "
+                        f"{policy.max_lag_seconds:g}")
+    if not replication.ready:
+        problems.append("not ready")
+    return problems
+
+
+def _best_target(
+    ctx: Context, candidates: list[tuple[str, Replication]]
+) -> tuple[str, Replication]:
+    """Most applied data first, then the freshest heartbeat, then priority, then name."""
+
+    def rank(candidate: tuple[str, Replication]) -> tuple[float, float, int, str]:
+        region, replication = candidate
+        applied = -math.inf if replication.applied_lsn is None else replication.applied_lsn
+        lag_seconds = math.inf if replication.lag_seconds is None else replication.lag_seconds
+        return (-applied, lag_seconds, -ctx.priority[region], region)
+
+    return min(candidates, key=rank)
+
+
+def _failover(
+    policy: ServicePolicy, state: ServiceState, writer: str, ctx: Context
+) -> tuple[list[Action], str]:
+    """The failover actions and the writer after them (unchanged when refused)."""
+    service, epoch = state.service, state.epoch
+    if state.last_failover_at is not None:
+        since = ctx.now - state.last_failover_at
+        if since < policy.cooldown:
+            return [NoOp(service, epoch,
+                         f"writer {writer} is DOWN but the last failover was {since:.1f}s ago, "
+                         f"within the cooldown of {policy.cooldown:g}s; not failing over again")
+                    ], writer
+    candidates = []
+    for region in sorted(policy.regions):
+        if region == writer or _verdict(ctx, region) is not Verdict.UP:
+            continue
+        replication = ctx.views.of(region, service)
+        if replication is not None and _is_subscriber(replication):
+            candidates.append((region, replication))
+    if not candidates:
+        return [NoOp(service, epoch,
+                     f"writer {writer} is DOWN but no UP region holds an unfenced subscriber; "
+                     f"{writer} keeps the writer role")], writer
+    target, replication = _best_target(ctx, candidates)
+    problems = _lag_problems(replication, policy)
+    figures = _describe_lag(replication)
+    if problems and not policy.force:
+        return [NoOp(service, epoch,
+                     f"writer {writer} is DOWN; refusing to fail over to {target} "
+                     f"({figures}): {'; '.join(problems)}. Force it with an operator failover")
+                ], writer
+    forced = f" (forced despite: {'; '.join(problems)})" if problems else ""
+    new_epoch = epoch + 1
+    others = tuple(
+        region for region in sorted(policy.regions)
+        if region not in (writer, target)
+        and _verdict(ctx, region) not in (Verdict.DOWN, None)
+        and _is_subscriber(ctx.views.of(region, service))
+    )
+    actions: list[Action] = [
+        FenceRegion(service, new_epoch, writer,
+                    f"writer {writer} is DOWN: fence it in case it still takes writes "
+                    "(best effort: it is likely unreachable)", best_effort=True),
+        PromoteSubscriber(service, new_epoch, target, writer,
+                          f"{target} is the UP subscriber with the most applied data "
+                          f"({figures}){forced}; epoch {epoch} -> {new_epoch}"),
+    ]
+    if others:
+        actions.append(RepointSubscribers(service, new_epoch, target, others,
+                                          f"{', '.join(others)} subscribed to the old writer "
+                                          f"{writer}; subscribe them to {target}"))
+    actions.append(SetDnsWriter(service, new_epoch, writer, target,
+                                f"point the writer record from {writer} to {target}"))
+    return actions, target
+
+
+def _readers(
+    policy: ServicePolicy, state: ServiceState, writer: str, epoch: int, ctx: Context
+) -> list[Action]:
+    """Make the reader record hold the UP regions that serve the data, never nothing.
+
+    Only DOWN regions leave the record: a SUSPECT one may be fine, and
+    flapping DNS hurts more than a short wait for a verdict.
+    """
+    service = state.service
+    removals: list[Action] = []
+    for region in sorted(state.readers):
+        verdict = _verdict(ctx, region)
+        if region not in policy.regions or verdict is None:
+            removals.append(RemoveReader(service, epoch, region,
+                                         f"{region} does not hold a copy of {service}"))
+        elif verdict is Verdict.DOWN:
+            removals.append(RemoveReader(service, epoch, region, f"{region} is DOWN"))
+    additions: list[Action] = []
+    for region in sorted(policy.regions - state.readers):
+        if _verdict(ctx, region) is not Verdict.UP:
+            continue
+        if region == writer:
+            additions.append(AddReader(service, epoch, region, f"{region} is UP and the writer"))
+        elif _is_subscriber(ctx.views.of(region, service)):
+            additions.append(AddReader(service, epoch, region,
+                                       f"{region} is UP and an unfenced subscriber"))
+    if removals and not additions and len(removals) == len(state.readers):
+        gone = ", ".join(sorted(state.readers))
+        return [NoOp(service, epoch, f"keeping {gone} in the reader record: removing them would "
+                                     "leave it empty")]
+    return removals + additions
+
+
+def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> list[Action]:
+    """The actions for one service when this controller hears a quorum."""
+    service, epoch, writer = state.service, state.epoch, state.writer
+    if state.paused:
+        return [NoOp(service, epoch, "paused: automatic changes are off for this service")]
+    if writer is None:
+        return [NoOp(service, epoch, "no writer recorded; an operator must promote one")]
+    verdict = _verdict(ctx, writer)
+    if verdict is None or writer not in policy.regions:
+        return [NoOp(service, epoch, f"the recorded writer {writer!r} does not hold a copy of "
+                                     f"{service} in the topology; an operator must fix it")]
+    actions: list[Action] = []
+    if verdict is Verdict.DOWN:
+        actions, writer = _failover(policy, state, writer, ctx)
+    plan_epoch = epoch + 1 if writer != state.writer else epoch
+    actions += _readers(policy, state, writer, plan_epoch, ctx)
+    if not actions:
+        actions.append(NoOp(service, epoch,
+                            f"no change: writer {writer} is {verdict.value.upper()}; "
+                            "the reader record is up to date"))
+    return actions
+
+
+def plan_isolated(
+    state: ServiceState, *, me: str, isolated: float, self_fence_after: float, heard: str,
+    ctx: Context,
+) -> Action:
+    """What a controller that hears no quorum does for a service: nothing, or fence itself.
+
+    It fences the primary it sits with after `self_fence_after`, before the
+    majority can promote another one. A paused service is left alone: the
+    majority will not fail it over either.
+    """
+    service, epoch = state.service, state.epoch
+    cut_off = f"{me} hears {heard}: no quorum, not acting"
+    if state.writer != me or state.paused:
+        return NoOp(service, epoch, cut_off)
+    since = "ever" if math.isinf(isolated) else f"{isolated:.1f}s"
+    if isolated < self_fence_after:
+        return NoOp(service, epoch, f"{cut_off}; self-fence of the writer in "
+                                    f"{self_fence_after - isolated:.1f}s (cut off for {since})")
+    own = ctx.views.of(me, service)
+    if own is not None and own.fenced:
+        return NoOp(service, epoch, f"{cut_off}; the writer {me} is already fenced")
+    return FenceRegion(service, epoch, me,
+                       f"self-fence: {me} has been cut off from the quorum for {since} "
+                       f">= self_fence_after {self_fence_after:g}s; the majority may promote "
+                       "another writer", best_effort=False)
