@@ -444,10 +444,10 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
                 if record is not None and not (record == zone or record.endswith("." + zone)):
                     problems.append(f"{where}.{attr}: {record} is outside the zone {zone}")
     for name, region in regions.items():
-        for service in region.postgres:
-            if service not in seen:
-                problems.append(f"{files[name]}: postgres.{service}: no service {service!r} "
-                                f"in {fleet_path}")
+        for service_name in region.postgres:
+            if service_name not in seen:
+                problems.append(f"{files[name]}: postgres.{service_name}: no service "
+                                f"{service_name!r} in {fleet_path}")
         for index, check in enumerate(region.checks):
             if isinstance(check, PostgresCheck) and check.service not in region.postgres:
                 problems.append(f"{files[name]}: checks[{index}].service: region {name!r} has no "
