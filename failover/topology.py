@@ -341,7 +341,9 @@ class Topology:
             return self.services[name]
         except KeyError:
             known = ", ".join(self.services) or "none"
-            raise UserError(f"{flag}: no service {name!r} in {self.path / FLEET_FILE} (known: {known})") from None
+            raise UserError(
+                f"{flag}: no service {name!r} in {self.path / FLEET_FILE} (known: {known})"
+            ) from None
 
     def service_regions(self, service: Service) -> list[Region]:
         """Regions that hold a copy of the service's database, in configured order."""
