@@ -1,0 +1,487 @@
+"""Example tests for the decision engine, one rule each.
+
+The builders at the top are shared with the property tests in
+test_engine_invariants.py.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+
+import pytest
+
+from failover.engine import (
+    AddReader,
+    ClusterState,
+    FenceRegion,
+    Health,
+    NoOp,
+    Observation,
+    Policy,
+    PromoteSubscriber,
+    RegionPolicy,
+    RemoveReader,
+    Replication,
+    RepointSubscribers,
+    Role,
+    ServicePolicy,
+    ServiceState,
+    SetDnsWriter,
+    StaleEpoch,
+    Verdict,
+    apply_plan,
+    decide,
+    majority,
+)
+from failover.engine.actions import Plan
+from failover.engine.planner import format_lsn
+
+NOW = 1_700_000_000.0
+PRIORITIES = {"east": 30, "west": 20, "south": 10}
+UP, DOWN = Health.HEALTHY, Health.UNHEALTHY
+
+
+def make_policy(
+    priorities: Mapping[str, int] = PRIORITIES,
+    services: Iterable[str] = ("orders",),
+    *,
+    quorum: int | None = None,
+    max_age: float = 10.0,
+    self_fence_after: float = 5.0,
+    max_lag_bytes: int = 1_000_000,
+    max_lag_seconds: float = 30.0,
+    cooldown: float = 300.0,
+    force: bool = False,
+) -> Policy:
+    return Policy(
+        regions=tuple(RegionPolicy(name, prio) for name, prio in priorities.items()),
+        services=tuple(
+            ServicePolicy(name, frozenset(priorities), max_lag_bytes, max_lag_seconds, cooldown,
+                          force)
+            for name in services
+        ),
+        quorum=quorum or majority(len(priorities)),
+        observation_max_age=max_age,
+        self_fence_after=self_fence_after,
+    )
+
+
+def sub(service: str = "orders", *, lsn: int | None = 1000, lag_bytes: int | None = 0,
+        lag_seconds: float | None = 0.5, ready: bool = True, fenced: bool = False,
+        epoch: int = 1) -> Replication:
+    return Replication(service, Role.SUBSCRIBER, fenced, epoch, lsn, lag_bytes, lag_seconds, ready)
+
+
+def primary(service: str = "orders", *, epoch: int = 1, fenced: bool = False) -> Replication:
+    return Replication(service, Role.PRIMARY, fenced, epoch, None, 0, 0.0, True)
+
+
+def reports(
+    health: Mapping[str, Health],
+    replication: Mapping[str, Iterable[Replication]] | None = None,
+    *,
+    observers: Iterable[str] = PRIORITIES,
+    at: float = NOW - 1,
+) -> list[Observation]:
+    """Every observer reports every target in `health` with the same view."""
+    replication = replication or {}
+    return [
+        Observation(observer, target, state, 3, at, tuple(replication.get(target, ())))
+        for observer in observers
+        for target, state in health.items()
+    ]
+
+
+def one_service(writer: str | None = "east", *, epoch: int = 1,
+                readers: Iterable[str] = PRIORITIES, last_failover_at: float | None = None,
+                paused: bool = False, service: str = "orders") -> ClusterState:
+    return ClusterState((ServiceState(service, writer, epoch, last_failover_at, paused,
+                                      frozenset(readers)),))
+
+
+HEALTHY_FLEET = {"east": UP, "west": UP, "south": UP}
+EAST_DOWN = {"east": DOWN, "west": UP, "south": UP}
+ROLES = {"east": [primary()], "west": [sub(lsn=900)], "south": [sub(lsn=1000)]}
+
+
+def kinds(plan: Plan) -> list[str]:
+    return [type(action).__name__ for action in plan.actions]
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def test_a_region_is_up_down_or_suspect_by_quorum_of_fresh_votes() -> None:
+    observations = (reports({"east": DOWN}, observers=["west", "south"])
+                    + reports({"east": UP}, observers=["east"])
+                    + reports({"west": UP}, observers=["west", "east"])
+                    + reports({"west": DOWN}, observers=["south"])
+                    + reports({"south": UP}, observers=["south"])
+                    + reports({"south": DOWN}, observers=["east"]))
+    decision = decide(observations, one_service(), make_policy(), NOW, "west")
+    verdicts = {v.region: v for v in decision.verdicts}
+    assert verdicts["east"].verdict is Verdict.DOWN
+    assert (verdicts["east"].healthy, verdicts["east"].unhealthy) == (1, 2)
+    assert verdicts["west"].verdict is Verdict.UP
+    assert verdicts["south"].verdict is Verdict.SUSPECT
+    assert "no quorum of 2" in verdicts["south"].reason
+
+
+def test_stale_votes_are_listed_with_the_reason_and_never_count() -> None:
+    fresh = reports({"east": DOWN}, observers=["west"])
+    stale = reports({"east": DOWN}, observers=["south"], at=NOW - 11)
+    decision = decide(fresh + stale + reports(HEALTHY_FLEET, observers=["east"]),
+                      one_service(), make_policy(max_age=10), NOW, "west")
+    east = decision.verdicts[0]
+    assert east.region == "east"
+    assert east.verdict is Verdict.SUSPECT
+    south_vote = next(v for v in east.votes if v.observer == "south")
+    assert not south_vote.counted
+    assert south_vote.note.startswith("stale: 11.0s old > observation_max_age 10s")
+    assert all(isinstance(a, NoOp) for a in decision.plan.actions)
+
+
+def test_an_observation_exactly_max_age_old_is_still_fresh() -> None:
+    observations = reports(EAST_DOWN, ROLES, observers=["west", "south"], at=NOW - 10)
+    decision = decide(observations, one_service(), make_policy(max_age=10), NOW, "west")
+    assert decision.verdicts[0].verdict is Verdict.DOWN
+
+
+def test_the_freshest_of_duplicate_observations_is_the_vote() -> None:
+    older = reports({"east": DOWN}, observers=["west", "south"], at=NOW - 5)
+    newer = reports({"east": UP}, observers=["west", "south"], at=NOW - 2)
+    decision = decide(newer + older, one_service(), make_policy(), NOW, "west")
+    assert decision.verdicts[0].verdict is Verdict.UP
+
+
+def test_unknown_health_abstains() -> None:
+    observations = reports({"east": Health.UNKNOWN}, observers=["west", "south"])
+    east = decide(observations, one_service(), make_policy(), NOW, "west").verdicts[0]
+    assert east.verdict is Verdict.SUSPECT
+    assert all(v.counted for v in east.votes if v.observer != "east")
+    assert "abstains" in east.votes[2].note
+
+
+def test_observations_from_or_about_unconfigured_regions_are_ignored_and_reported() -> None:
+    stray = [Observation("mars", "east", DOWN, 3, NOW - 1),
+             Observation("west", "mars", DOWN, 3, NOW - 1)]
+    decision = decide(stray + reports(HEALTHY_FLEET), one_service(), make_policy(), NOW, "west")
+    assert [v.region for v in decision.verdicts] == ["east", "south", "west"]
+    assert decision.ignored == (
+        "observations from 'mars': not a configured observer",
+        "observations of 'mars': not a configured region",
+    )
+
+
+def test_policy_rejects_a_quorum_that_is_not_a_strict_majority() -> None:
+    with pytest.raises(ValueError, match="strict majority"):
+        make_policy(quorum=1)
+
+
+# ---------------------------------------------------------------- quorum and executor
+
+
+def test_a_controller_that_hears_no_quorum_does_not_act() -> None:
+    # west hears only itself, and it sees east DOWN: no failover.
+    observations = reports(EAST_DOWN, ROLES, observers=["west"])
+    decision = decide(observations, one_service(), make_policy(), NOW, "west")
+    assert not decision.has_quorum
+    assert decision.heard == ("west",)
+    assert decision.executor is None
+    assert kinds(decision.plan) == ["NoOp"]
+    assert "west hears 1 of 3 observers (quorum 2): no quorum, not acting" in \
+        decision.plan.actions[0].reason
+
+
+def test_me_counts_itself_towards_the_quorum() -> None:
+    # Only south's observations are in the snapshot, but west is alive: 2 of 3.
+    observations = reports(EAST_DOWN, ROLES, observers=["south"])
+    decision = decide(observations, one_service(), make_policy(), NOW, "west")
+    assert decision.has_quorum
+    assert decision.heard == ("south", "west")
+
+
+def test_the_executor_is_the_highest_priority_heard_observer_outside_a_down_region() -> None:
+    observations = reports(EAST_DOWN, ROLES, observers=["east", "west", "south"])
+    for me in ("east", "west", "south"):
+        decision = decide(observations, one_service(), make_policy(), NOW, me)
+        assert decision.executor == "west", "east is DOWN, so west (20) beats south (10)"
+        assert decision.executes is (me == "west")
+
+
+def test_executor_ties_are_broken_by_name() -> None:
+    policy = make_policy({"b": 5, "a": 5, "c": 1})
+    observations = reports({"a": UP, "b": UP, "c": UP}, observers=["a", "b", "c"])
+    decision = decide(observations, one_service("a", readers=["a"]), policy, NOW, "c")
+    assert decision.executor == "a"
+
+
+def test_a_cut_off_writer_fences_itself_after_self_fence_after() -> None:
+    policy = make_policy(max_age=10, self_fence_after=5)
+    own = reports({"east": UP}, {"east": [primary()]}, observers=["east"], at=NOW - 1)
+    # Peers were last heard 13 s ago: the quorum was lost 3 s ago (13 - 10).
+    peers = reports(HEALTHY_FLEET, ROLES, observers=["west", "south"], at=NOW - 13)
+    early = decide(own + peers, one_service("east"), policy, NOW, "east")
+    assert early.isolated_for == pytest.approx(3.0)
+    assert kinds(early.plan) == ["NoOp"]
+    assert "self-fence of the writer in 2.0s" in early.plan.actions[0].reason
+    assert early.executor is None
+
+    late = decide(own + peers, one_service("east"), policy, NOW + 2, "east")
+    fence = late.plan.actions[0]
+    assert isinstance(fence, FenceRegion)
+    assert (fence.region, fence.epoch, fence.best_effort) == ("east", 1, False)
+    assert late.executor == "east"
+    assert late.executes
+
+
+def test_a_cut_off_controller_that_never_heard_a_quorum_fences_its_writer() -> None:
+    own = reports({"east": UP}, {"east": [primary()]}, observers=["east"])
+    decision = decide(own, one_service("east"), make_policy(), NOW, "east")
+    assert math.isinf(decision.isolated_for)
+    assert isinstance(decision.plan.actions[0], FenceRegion)
+    assert "cut off from the quorum for ever" in decision.plan.actions[0].reason
+
+
+def test_a_cut_off_controller_without_the_writer_and_an_already_fenced_writer_stay_put() -> None:
+    reader = decide(reports({"west": UP}, observers=["west"]), one_service("east"),
+                    make_policy(), NOW, "west")
+    assert kinds(reader.plan) == ["NoOp"]
+    fenced = reports({"east": UP}, {"east": [primary(fenced=True)]}, observers=["east"])
+    writer = decide(fenced, one_service("east"), make_policy(), NOW, "east")
+    assert kinds(writer.plan) == ["NoOp"]
+    assert "already fenced" in writer.plan.actions[0].reason
+
+
+def test_a_paused_service_is_not_self_fenced() -> None:
+    own = reports({"east": UP}, {"east": [primary()]}, observers=["east"])
+    decision = decide(own, one_service("east", paused=True), make_policy(), NOW, "east")
+    assert kinds(decision.plan) == ["NoOp"]
+
+
+# ---------------------------------------------------------------- failover
+
+
+def test_failover_plan_when_the_writer_is_down() -> None:
+    observations = reports(EAST_DOWN, ROLES, observers=["west", "south"])
+    decision = decide(observations, one_service("east", epoch=7), make_policy(), NOW, "west")
+    assert kinds(decision.plan) == ["FenceRegion", "PromoteSubscriber", "RepointSubscribers",
+                                    "SetDnsWriter", "RemoveReader"]
+    fence, promote, repoint, dns, remove = decision.plan.actions
+    assert isinstance(fence, FenceRegion) and fence.region == "east" and fence.best_effort
+    assert isinstance(promote, PromoteSubscriber)
+    assert (promote.region, promote.previous_writer, promote.epoch) == ("south", "east", 8)
+    assert "applied 0/3E8" in promote.reason and "epoch 7 -> 8" in promote.reason
+    assert isinstance(repoint, RepointSubscribers)
+    assert (repoint.publisher, repoint.subscribers) == ("south", ("west",))
+    assert isinstance(dns, SetDnsWriter) and (dns.from_region, dns.to_region) == ("east", "south")
+    assert isinstance(remove, RemoveReader) and remove.region == "east"
+    assert {a.epoch for a in decision.plan.actions} == {8}
+    assert all(a.service == "orders" and a.reason for a in decision.plan.actions)
+
+
+@pytest.mark.parametrize(
+    ("west", "south", "winner"),
+    [
+        (sub(lsn=2000, lag_seconds=9), sub(lsn=1000, lag_seconds=0), "west"),  # most data first
+        (sub(lsn=1000, lag_seconds=2), sub(lsn=1000, lag_seconds=1), "south"),  # then heartbeat
+        (sub(lsn=1000, lag_seconds=1), sub(lsn=1000, lag_seconds=1), "west"),  # then priority
+        (sub(lsn=None), sub(lsn=1), "south"),  # an unknown position ranks last
+    ],
+)
+def test_the_target_is_the_up_subscriber_with_the_least_lag(
+    west: Replication, south: Replication, winner: str
+) -> None:
+    roles = {"east": [primary()], "west": [west], "south": [south]}
+    plan = decide(reports(EAST_DOWN, roles), one_service(), make_policy(), NOW, "west").plan
+    promote = plan.actions[1]
+    assert isinstance(promote, PromoteSubscriber) and promote.region == winner
+
+
+def test_equal_candidates_are_broken_by_name() -> None:
+    policy = make_policy({"a": 1, "c": 5, "b": 5})
+    roles = {"b": [sub()], "c": [sub()]}
+    plan = decide(reports({"a": DOWN, "b": UP, "c": UP}, roles, observers=["a", "b", "c"]),
+                  one_service("a", readers=["a"]), policy, NOW, "b").plan
+    assert isinstance(plan.actions[1], PromoteSubscriber) and plan.actions[1].region == "b"
+
+
+def test_only_up_unfenced_subscribers_are_targets() -> None:
+    health = {"east": DOWN, "west": UP, "south": UP}
+    roles = {"west": [sub(fenced=True)], "south": [primary()]}  # south: a stray second primary
+    plan = decide(reports(health, roles), one_service(), make_policy(), NOW, "west").plan
+    assert kinds(plan)[0] == "NoOp"
+    assert "no UP region holds an unfenced subscriber; east keeps the writer role" in \
+        plan.actions[0].reason
+
+
+def test_a_suspect_subscriber_is_not_a_target_and_a_suspect_writer_is_not_failed_over() -> None:
+    observations = (reports({"east": DOWN}, observers=["west", "south"])
+                    + reports({"west": UP}, ROLES, observers=["west", "south"])
+                    + reports({"south": UP}, ROLES, observers=["south"]))
+    plan = decide(observations, one_service(), make_policy(), NOW, "west").plan
+    promote = plan.actions[1]
+    assert isinstance(promote, PromoteSubscriber) and promote.region == "west"
+    assert "RepointSubscribers" in kinds(plan), "a SUSPECT subscriber is still re-pointed"
+
+    suspect_writer = reports({"east": DOWN}, observers=["west"]) + reports(
+        {"west": UP, "south": UP}, ROLES)
+    plan = decide(suspect_writer, one_service(), make_policy(), NOW, "west").plan
+    assert kinds(plan) == ["NoOp"]
+    assert "writer east is SUSPECT" in plan.actions[0].reason
+
+
+def test_down_subscribers_are_not_repointed() -> None:
+    policy = make_policy({"a": 4, "b": 3, "c": 2, "d": 1, "e": 0})
+    health = {"a": DOWN, "b": UP, "c": UP, "d": DOWN, "e": UP}
+    roles = {"b": [sub(lsn=5)], "c": [sub(lsn=4)], "d": [sub(lsn=3)], "e": [sub(lsn=2)]}
+    plan = decide(reports(health, roles, observers="abcde"), one_service("a", readers="abcde"),
+                  policy, NOW, "b").plan
+    repoint = plan.actions[2]
+    assert isinstance(repoint, RepointSubscribers) and repoint.subscribers == ("c", "e")
+
+
+@pytest.mark.parametrize(
+    ("replication", "problem"),
+    [
+        (sub(lag_bytes=2_000_000), "lag 2000000 B > max_lag_bytes 1000000"),
+        (sub(lag_seconds=31), "lag 31 s > max_lag_seconds 30"),
+        (sub(lag_bytes=None), "lag in bytes unknown"),
+        (sub(lag_seconds=None), "lag in seconds unknown"),
+        (sub(ready=False), "not ready"),
+    ],
+)
+def test_failover_is_refused_when_the_best_target_lags_unless_forced(
+    replication: Replication, problem: str
+) -> None:
+    roles = {"west": [replication]}
+    observations = reports(EAST_DOWN, roles)
+    refused = decide(observations, one_service(), make_policy(), NOW, "west").plan
+    assert kinds(refused) == ["NoOp", "RemoveReader"]
+    assert "refusing to fail over to west" in refused.actions[0].reason
+    assert problem in refused.actions[0].reason
+
+    forced = decide(observations, one_service(), make_policy(force=True), NOW, "west").plan
+    promote = forced.actions[1]
+    assert isinstance(promote, PromoteSubscriber) and promote.region == "west"
+    assert f"forced despite: {problem}" in promote.reason
+
+
+def test_no_second_failover_within_the_cooldown() -> None:
+    observations = reports(EAST_DOWN, ROLES)
+    within = one_service("east", last_failover_at=NOW - 299)
+    plan = decide(observations, within, make_policy(cooldown=300), NOW, "west").plan
+    assert kinds(plan)[0] == "NoOp"
+    assert "last failover was 299.0s ago, within the cooldown of 300s" in plan.actions[0].reason
+    after = one_service("east", last_failover_at=NOW - 300)
+    plan = decide(observations, after, make_policy(cooldown=300), NOW, "west").plan
+    assert kinds(plan)[1] == "PromoteSubscriber"
+
+
+def test_the_force_flag_does_not_bypass_the_cooldown() -> None:
+    plan = decide(reports(EAST_DOWN, ROLES), one_service("east", last_failover_at=NOW - 1),
+                  make_policy(force=True), NOW, "west").plan
+    assert "cooldown" in plan.actions[0].reason
+
+
+def test_a_paused_service_is_never_changed() -> None:
+    plan = decide(reports(EAST_DOWN, ROLES), one_service(paused=True, readers=["east"]),
+                  make_policy(), NOW, "west").plan
+    assert kinds(plan) == ["NoOp"]
+    assert plan.actions[0].reason.startswith("paused")
+
+
+def test_a_service_without_a_recorded_writer_or_state_is_left_alone() -> None:
+    policy = make_policy(services=["orders", "users"])
+    decision = decide(reports(HEALTHY_FLEET, ROLES), one_service(None), policy, NOW, "west")
+    assert kinds(decision.plan) == ["NoOp", "NoOp"]
+    assert "no writer recorded" in decision.plan.actions[0].reason
+    assert decision.plan.actions[1].service == "users"
+    assert "no state recorded" in decision.plan.actions[1].reason
+
+
+# ---------------------------------------------------------------- readers
+
+
+def test_readers_gain_up_subscribers_and_the_writer_and_lose_down_regions() -> None:
+    health = {"east": UP, "west": DOWN, "south": UP}
+    plan = decide(reports(health, ROLES), one_service("east", readers=["west"]), make_policy(),
+                  NOW, "east").plan
+    assert [(type(a).__name__, getattr(a, "region", None)) for a in plan.actions] == [
+        ("RemoveReader", "west"), ("AddReader", "east"), ("AddReader", "south")]
+
+
+def test_suspect_readers_stay_and_non_subscribers_are_not_added() -> None:
+    observations = reports({"east": UP}, ROLES) + reports({"west": DOWN}, observers=["east"])
+    roles = {**ROLES, "south": [Replication("orders", Role.UNKNOWN)]}
+    observations += reports({"south": UP}, roles)
+    plan = decide(observations, one_service("east", readers=["east", "west"]), make_policy(), NOW,
+                  "east").plan
+    assert kinds(plan) == ["NoOp"]
+    assert "no change: writer east is UP" in plan.actions[0].reason
+
+
+def test_the_reader_record_is_never_emptied() -> None:
+    health = {"east": UP, "west": DOWN, "south": DOWN}
+    observations = reports(health, {"east": [Replication("orders", Role.UNKNOWN)]})
+    plan = decide(observations, one_service("east", readers=["west", "south"]), make_policy(),
+                  NOW, "east").plan
+    # east is the writer and UP, so it joins; had it not, west/south would stay.
+    assert [type(a).__name__ for a in plan.actions] == ["RemoveReader", "RemoveReader",
+                                                        "AddReader"]
+    state = one_service("west", readers=["west", "south"])
+    plan = decide(reports({"east": DOWN, "west": DOWN, "south": DOWN}), state,
+                  make_policy(), NOW, "east").plan
+    assert kinds(plan) == ["NoOp", "NoOp"]
+    assert "removing them would leave it empty" in plan.actions[1].reason
+
+
+def test_readers_outside_the_service_are_removed() -> None:
+    policy = make_policy()
+    stray = ClusterState((ServiceState("orders", "east", 1, readers=frozenset({"east", "mars"})),))
+    plan = decide(reports(HEALTHY_FLEET, ROLES), stray, policy, NOW, "east").plan
+    assert isinstance(plan.actions[0], RemoveReader) and plan.actions[0].region == "mars"
+    assert [a.region for a in plan.actions[1:] if isinstance(a, AddReader)] == ["south", "west"]
+
+
+# ---------------------------------------------------------------- apply_plan, determinism
+
+
+def test_apply_plan_moves_the_writer_bumps_the_epoch_and_records_the_failover() -> None:
+    state = one_service("east", epoch=7)
+    plan = decide(reports(EAST_DOWN, ROLES), state, make_policy(), NOW, "west").plan
+    after = apply_plan(state, plan).services[0]
+    assert (after.writer, after.epoch, after.last_failover_at) == ("south", 8, NOW)
+    assert after.readers == {"west", "south"}
+    # The same plan again would promote with an epoch already used.
+    with pytest.raises(StaleEpoch, match="reuses epoch 8"):
+        apply_plan(apply_plan(state, plan), plan)
+
+
+def test_apply_plan_refuses_actions_with_an_older_epoch() -> None:
+    plan = Plan(NOW, (AddReader("orders", 3, "west", "test"),))
+    with pytest.raises(StaleEpoch, match="epoch 3 < recorded 4"):
+        apply_plan(one_service(epoch=4), plan)
+
+
+def test_shuffled_input_gives_the_same_decision() -> None:
+    policy = make_policy(services=["orders", "users"])
+    roles = {r: [*rs, sub("users", lsn=7)] for r, rs in ROLES.items()}
+    observations = reports(EAST_DOWN, roles) + reports({"east": UP}, at=NOW - 30)
+    state = ClusterState((ServiceState("users", "west", 2, readers=frozenset({"west"})),
+                          ServiceState("orders", "east", 1, readers=frozenset(PRIORITIES))))
+    expected = decide(observations, state, policy, NOW, "south")
+    shuffler = random.Random(4)
+    for _ in range(20):
+        shuffled = observations[:]
+        shuffler.shuffle(shuffled)
+        reordered = make_policy(dict(reversed(PRIORITIES.items())), ["users", "orders"])
+        assert decide(shuffled, ClusterState(state.services[::-1]), reordered, NOW,
+                      "south") == expected
+
+
+def test_format_lsn_matches_postgres() -> None:
+    assert format_lsn(0x16B3748) == "0/16B3748"
+    assert format_lsn((0x1 << 32) | 0xA0) == "1/A0"
