@@ -1,0 +1,1 @@
+"""How controllers share observations and agree on who acts."""
