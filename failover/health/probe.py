@@ -1,0 +1,84 @@
+"""What every probe kind shares: the result, the Protocol, and the time bound.
+
+A probe answers one question about one target ("does it answer, and how?").
+The bound is enforced here, around the whole attempt, so that a kind cannot
+forget it: a probe that overruns its `timeout` is a failure with the reason
+`timeout`, whatever it was doing (resolving, connecting, reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+TIMEOUT_REASON = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a kind decides about one attempt, before timing is added."""
+
+    ok: bool
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    latency_s: float
+    reason: str
+    # Kind-specific facts worth keeping, e.g. the replication positions a
+    # postgres probe read; JSON-serialisable.
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Probe(Protocol):
+    async def run(self) -> ProbeResult: ...
+
+    async def close(self) -> None: ...
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for an unexpected failure, readable at 3 a.m."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class BoundedProbe(ABC):
+    """A probe whose `attempt` is timed and cut off at `timeout`.
+
+    Subclasses implement `attempt`; an exception it raises is a failure whose
+    reason is the error, so a kind only maps the errors it can explain better.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    @abstractmethod
+    async def attempt(self) -> Outcome: ...
+
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
+        """Release what the probe keeps between runs; nothing by default."""
+
+    async def run(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                outcome = await self.attempt()
+        except TimeoutError:
+            outcome = Outcome(False, TIMEOUT_REASON)
+        except Exception as exc:  # a probe reports failures, it never raises them
+            outcome = Outcome(False, describe_error(exc))
+        return ProbeResult(outcome.ok, time.perf_counter() - started, outcome.reason,
+                           outcome.details)
