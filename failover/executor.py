@@ -65,7 +65,7 @@ class StepOutcome:
 @dataclass(frozen=True)
 class PlanOutcome:
     plan_id: str
-    outcome: str  # ok | failed | already-done
+    outcome: str  # ok | failed | deposed | already-done
     steps: tuple[StepOutcome, ...]
 
     @property
@@ -82,8 +82,12 @@ Progress = Callable[[str, int, str, dict[str, Any]], None]  # event, index, step
 
 class Executor:
     def __init__(self, journal: Journal, *, attempts: int = 5, step_deadline: float = 60.0,
-                 max_backoff: float = 2.0, on_progress: Progress | None = None) -> None:
+                 max_backoff: float = 2.0, on_progress: Progress | None = None,
+                 still_leading: Callable[[], bool] | None = None) -> None:
         self.journal = journal
+        # Asked before every step: a controller that lost the right to act
+        # (deposed leader, lost quorum) stops between steps, never mid-step.
+        self.still_leading = still_leading
         self.attempts = attempts
         self.step_deadline = step_deadline
         self.max_backoff = max_backoff
@@ -107,6 +111,10 @@ class Executor:
                 outcomes.append(StepOutcome(index, step.name, "skipped", 0, 0.0))
                 self._notify("skipped", index, step.name)
                 continue
+            if self.still_leading is not None and not self.still_leading():
+                self.journal.append(PLAN, event="end", outcome="deposed", failed_step=step.name,
+                                    error="this controller lost the right to act", **common)
+                return PlanOutcome(run.plan_id, "deposed", tuple(outcomes))
             outcome = self._run_step(run, index, step, common,
                                      first_attempt=progress.attempts.get(index, 0) + 1)
             outcomes.append(outcome)

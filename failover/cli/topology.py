@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from failover.cli.common import JsonOption, console, print_json
 from failover.cli import app
+from failover.cli.common import JsonOption, console, print_json
 from failover.topology import load_topology
 
 topology_app = typer.Typer(help="Validate and generate topology folders.", no_args_is_help=True)

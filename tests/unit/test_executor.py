@@ -149,3 +149,14 @@ def test_entries_skip_what_is_not_an_object(tmp_path: Path, junk: str) -> None:
     path = tmp_path / "journal.jsonl"
     path.write_text(junk + json.dumps({"kind": "plan", "ts": 1, "plan_id": "p"}) + "\n")
     assert [e["plan_id"] for e in Journal(path, source="x").entries()] == ["p"]
+
+
+def test_a_deposed_leader_stops_between_steps(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    first, second = AppendStep("a", out), AppendStep("b", out)
+    journal = Journal(tmp_path / "journal.jsonl", source="us-east-1")
+    leading = iter([True, False])
+    result = Executor(journal, still_leading=lambda: next(leading)).execute(
+        PlanRun("plan-2", 4, "app", [first, second]))
+    assert result.outcome == "deposed" and (first.calls, second.calls) == (1, 0)
+    assert journal.unfinished_plans() == []
