@@ -31,16 +31,12 @@ CRASH_AFTER_STEP_ENV = "FAILOVER_TEST_CRASH_AFTER_STEP"
 
 
 class Step(Protocol):
-    """One idempotent change to the world."""
+    """One idempotent change to the world; `run` may return a line on what it found or did."""
 
     @property
     def name(self) -> str: ...
 
-    def describe(self) -> str:
-        """What the step will do, exactly (SQL, DNS change): shown by --dry-run."""
-        ...
-
-    def run(self) -> None: ...
+    def run(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ class Executor:
             self._notify("start", index, step.name, attempt=attempt)
             t0 = time.monotonic()
             try:
-                step.run()
+                detail = step.run()
             except Exception as exc:
                 self.journal.append(STEP, event="end", index=index, step=step.name,
                                     attempt=attempt, outcome="error",
@@ -148,7 +144,8 @@ class Executor:
                 self._notify("error", index, step.name, attempt=attempt, error=_describe(exc))
                 raise
             self.journal.append(STEP, event="end", index=index, step=step.name, attempt=attempt,
-                                outcome="ok", duration=time.monotonic() - t0, **common)
+                                outcome="ok", duration=time.monotonic() - t0, detail=detail,
+                                **common)
             self._notify("ok", index, step.name, attempt=attempt,
                          duration=time.monotonic() - t0)
 

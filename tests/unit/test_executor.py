@@ -27,10 +27,7 @@ class AppendStep:
     error: Exception = field(default_factory=lambda: OSError("connection refused"))
     calls: int = 0
 
-    def describe(self) -> str:
-        return f"ensure {self.name!r} in {self.target}"
-
-    def run(self) -> None:
+    def run(self) -> str:
         self.calls += 1
         if self.calls <= self.failures:
             raise self.error
@@ -38,6 +35,8 @@ class AppendStep:
         if self.name not in lines:
             with self.target.open("a") as handle:
                 handle.write(self.name + "\n")
+            return "added"
+        return "already there"
 
 
 def make(tmp_path: Path, steps: list[AppendStep]) -> tuple[Executor, PlanRun, Journal]:
