@@ -1,0 +1,1 @@
+"""Health checks: probes of each kind, the threshold state machine, the probe scheduler."""
