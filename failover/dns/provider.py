@@ -45,7 +45,9 @@ class DnsProvider(Protocol):
         """Replace `expected` (None: the record must not exist) with `desired`.
 
         Raises RecordConflict naming what is there instead when the record is
-        not `expected`; an empty `desired.values` deletes the record.
+        not `expected` (its values; Route 53 also compares TTL and routing,
+        as its DELETE must match exactly); an empty `desired.values` deletes
+        the record. Already being `desired` counts as success.
         """
 
     def add_value(self, key: RecordKey, value: str, ttl: int) -> Change:
