@@ -1,0 +1,188 @@
+"""The probe scheduler: every check at its interval, results through the thresholds.
+
+Runs on the controller's asyncio loop with APScheduler 3's AsyncIOScheduler.
+Each check is one job with `max_instances=1` (a slow probe is never run
+twice at once), `coalesce=True` and a `misfire_grace_time` of half an
+interval (runs missed while the loop was busy collapse into one, and a run
+that is too late is skipped rather than piled up).
+
+Spreading the load: each check starts at a random phase within its interval,
+so a thousand checks of 1 s fire evenly across the second instead of all at
+its start. APScheduler's own `jitter` is not used: it adds the random offset
+to the previous (already jittered) fire time, so the offsets accumulate and
+every interval grows by half the jitter on average.
+
+Start delay (actual start minus scheduled time) is measured for every run:
+it is how late the loop is, and a late loop means stale health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from failover.health.probe import ProbeResult
+from failover.health.targets import ProbeTarget, TargetKey
+from failover.health.thresholds import HealthState, TargetHealth, observe
+
+log = logging.getLogger(__name__)
+
+# Enough recent start delays for a p99 over several minutes of a large fleet.
+START_DELAY_SAMPLES = 100_000
+
+# The time APScheduler meant a run to start, handed from the executor to the
+# job's task (a task copies the context it is created in).
+_scheduled_for: contextvars.ContextVar[dt.datetime] = contextvars.ContextVar("scheduled_for")
+
+
+class _StartTimeExecutor(AsyncIOExecutor):  # type: ignore[misc]
+    """AsyncIOExecutor that lets the job know when it was scheduled to run.
+
+    APScheduler 3 does not pass the scheduled time to the job; it does pass it
+    to `_do_submit_job` (stable across 3.x, and the dependency is pinned < 4).
+    """
+
+    def _do_submit_job(self, job: Any, run_times: list[dt.datetime]) -> None:
+        token = _scheduled_for.set(run_times[-1])
+        try:
+            super()._do_submit_job(job, run_times)
+        finally:
+            _scheduled_for.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckStatus:
+    """What the scheduler knows about one check now."""
+
+    region: str
+    check: str
+    health: TargetHealth
+    last_result: ProbeResult | None = None
+    last_run_at: float | None = None  # epoch seconds, when the last probe finished
+    start_delay_s: float | None = None  # of the last run
+
+    @property
+    def state(self) -> HealthState:
+        return self.health.state
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A check's state crossed a threshold; the controller journals these."""
+
+    region: str
+    check: str
+    purpose: str
+    previous: HealthState
+    current: HealthState
+    consecutive: int
+    result: ProbeResult
+    at: float  # epoch seconds
+
+
+TransitionCallback = Callable[[Transition], None]
+
+
+class ProbeScheduler:
+    def __init__(self, targets: Iterable[ProbeTarget],
+                 on_transition: TransitionCallback | None = None,
+                 *, rng: random.Random | None = None) -> None:
+        self.targets = list(targets)
+        self.on_transition = on_transition
+        self._rng = rng or random.Random()  # noqa: S311 - spreads load, not a secret
+        self._status: dict[TargetKey, CheckStatus] = {
+            target.key: CheckStatus(target.region, target.check.name, TargetHealth())
+            for target in self.targets
+        }
+        self._running: set[asyncio.Task[Any]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self.start_delays: deque[float] = deque(maxlen=START_DELAY_SAMPLES)
+        self.probes_run = 0
+        self.runs_skipped = 0  # missed their grace time or found the previous run still going
+
+    def start(self) -> None:
+        """Schedule every check; call from inside the running event loop."""
+        if self._scheduler is not None:
+            raise RuntimeError("the probe scheduler is already running")
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(),
+                                     executors={"default": _StartTimeExecutor()},
+                                     timezone=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        for target in self.targets:
+            interval = target.check.interval
+            phase = dt.timedelta(seconds=self._rng.uniform(0, interval))
+            scheduler.add_job(
+                self._probe, IntervalTrigger(seconds=interval, start_date=now + phase,
+                                             timezone=dt.UTC),
+                args=[target], id=f"{target.region}/{target.check.name}",
+                name=f"probe {target.region}/{target.check.name}",
+                max_instances=1, coalesce=True, misfire_grace_time=interval / 2,
+            )
+        scheduler.add_listener(self._skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    async def stop(self) -> None:
+        """Stop scheduling and let the probes in flight finish (each is time-bounded)."""
+        if self._scheduler is None:
+            return
+        self._scheduler.pause()
+        # Runs submitted just before the pause start on the next loop turn:
+        # let them register, so that they are awaited rather than cancelled.
+        await asyncio.sleep(0)
+        if self._running:
+            await asyncio.wait(set(self._running))
+        self._scheduler.shutdown(wait=False)
+        self._scheduler = None
+
+    def status(self) -> dict[TargetKey, CheckStatus]:
+        """The current state of every check, keyed by (region, check name)."""
+        return dict(self._status)
+
+    def _skipped(self, event: JobEvent) -> None:
+        self.runs_skipped += 1
+
+    async def _probe(self, target: ProbeTarget) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # APScheduler runs coroutine jobs as tasks
+        self._running.add(task)
+        try:
+            await self._probe_once(target)
+        finally:
+            self._running.discard(task)
+
+    async def _probe_once(self, target: ProbeTarget) -> None:
+        scheduled = _scheduled_for.get(None)
+        start_delay = (time.time() - scheduled.timestamp()) if scheduled is not None else None
+        if start_delay is not None:
+            self.start_delays.append(start_delay)
+        result = await target.probe.run()
+        self.probes_run += 1
+        before = self._status[target.key]
+        health = observe(before.health, result.ok, target.thresholds)
+        finished = time.time()
+        self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
+                                               finished, start_delay)
+        if health.state is not before.health.state and self.on_transition is not None:
+            transition = Transition(target.region, target.check.name, target.check.purpose,
+                                    before.health.state, health.state, health.consecutive,
+                                    result, finished)
+            try:
+                self.on_transition(transition)
+            except Exception:
+                # A failing listener (say, a full journal disk) must not stop health checking.
+                log.exception("transition callback failed for %s/%s",
+                              target.region, target.check.name)
