@@ -1,0 +1,65 @@
+"""A real BIND9 primary and secondary for the DNS tests, started once per test session.
+
+Use it from a test module with `from tests.support.bind import bind_pair  # noqa: F401`;
+the servers run as the unprivileged lab user on this session's own loopback block
+and are stopped by PID when the session ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from failover.dns.rfc2136 import Rfc2136Provider
+from failover.dns.tsig import TsigKey, generate_key
+from failover.dns.wire import Endpoint
+from failover.lab.bind import NamedServer, ensure_installed, free_port, start_primary, start_secondary
+from tests.support.loopback import allocate_block
+
+ZONE = "dns.test."
+
+
+@dataclass
+class BindPair:
+    primary: NamedServer
+    secondary: NamedServer
+    key: TsigKey
+    workdir: Path
+    zone: str = ZONE
+
+    @property
+    def servers(self) -> tuple[Endpoint, Endpoint]:
+        return self.primary.endpoint, self.secondary.endpoint
+
+    def provider(self, key: TsigKey | None = None, *, timeout: float = 1.0) -> Rfc2136Provider:
+        """A provider for the zone; both servers are found through the zone's NS records."""
+        return Rfc2136Provider(self.zone, self.primary.endpoint, key or self.key, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def bind_pair() -> Iterator[BindPair]:
+    ensure_installed()
+    block = allocate_block()
+    primary_at, secondary_at = block.address(53), block.address(54)
+    port = free_port([primary_at, secondary_at])
+    workdir = Path(tempfile.mkdtemp(prefix="failover-bind-"))
+    key = generate_key("failover-test")
+    started: list[NamedServer] = []
+    try:
+        primary = start_primary(workdir / "primary", Endpoint(primary_at, port), ZONE, key,
+                                nameservers=[primary_at, secondary_at],
+                                notify=[Endpoint(secondary_at, port)])
+        started.append(primary)
+        secondary = start_secondary(workdir / "secondary", Endpoint(secondary_at, port), ZONE,
+                                    primary.endpoint, key)
+        started.append(secondary)
+        yield BindPair(primary=primary, secondary=secondary, key=key, workdir=workdir)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
