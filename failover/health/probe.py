@@ -45,6 +45,10 @@ class Probe(Protocol):
 
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for an unexpected failure, readable at 3 a.m."""
+    # Client libraries wrap the socket error (aiohttp: "Connect call failed
+    # (host, port)"); the underlying errno says more.
+    while isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ConnectionResetError):
