@@ -9,6 +9,7 @@ conflict, bad input) stops the plan at once: retrying cannot change the answer.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class StepOutcome:
 @dataclass(frozen=True)
 class PlanOutcome:
     plan_id: str
-    outcome: str  # ok | failed | deposed | already-done
+    outcome: str  # ok | failed | deposed | interrupted | already-done
     steps: tuple[StepOutcome, ...]
 
     @property
@@ -88,6 +89,11 @@ class Executor:
         self.step_deadline = step_deadline
         self.max_backoff = max_backoff
         self.on_progress = on_progress
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Stop after the step in flight (SIGTERM); the plan stays unfinished and resumes later."""
+        self._stop.set()
 
     def _notify(self, event: str, index: int, name: str, **fields: Any) -> None:
         if self.on_progress is not None:
@@ -107,6 +113,8 @@ class Executor:
                 outcomes.append(StepOutcome(index, step.name, "skipped", 0, 0.0))
                 self._notify("skipped", index, step.name)
                 continue
+            if self._stop.is_set():
+                return PlanOutcome(run.plan_id, "interrupted", tuple(outcomes))
             if self.still_leading is not None and not self.still_leading():
                 self.journal.append(PLAN, event="end", outcome="deposed", failed_step=step.name,
                                     error="this controller lost the right to act", **common)

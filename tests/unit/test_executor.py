@@ -159,3 +159,22 @@ def test_a_deposed_leader_stops_between_steps(tmp_path: Path) -> None:
         PlanRun("plan-2", 4, "app", [first, second]))
     assert result.outcome == "deposed" and (first.calls, second.calls) == (1, 0)
     assert journal.unfinished_plans() == []
+
+
+def test_a_stop_request_leaves_the_plan_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    journal = Journal(tmp_path / "journal.jsonl", source="us-east-1")
+    executor = Executor(journal)
+
+    class StopAfterRun(AppendStep):
+        def run(self) -> str:
+            executor.request_stop()
+            return super().run()
+
+    steps = [StopAfterRun("a", out), AppendStep("b", out)]
+    result = executor.execute(PlanRun("plan-3", 5, "app", steps))
+    assert result.outcome == "interrupted" and out.read_text() == "a\n"
+    [unfinished] = journal.unfinished_plans()
+    assert unfinished.steps_done == {0}
+    assert Executor(journal).execute(PlanRun("plan-3", 5, "app", steps)).outcome == "ok"
+    assert out.read_text() == "a\nb\n"

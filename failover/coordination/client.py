@@ -1,0 +1,45 @@
+"""Signed requests to controllers from the CLI (status, history, operator verbs)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from failover.coordination.signing import sign
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+
+
+class ControllerUnreachable(Exception):
+    pass
+
+
+def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any = None,
+         query: str = "", timeout: float = 5.0) -> Reply:
+    """One request; `key` signs it. ControllerUnreachable when nothing answers in time."""
+    data = b"" if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers.update(sign(key, method, path, data))
+    url = base_url.rstrip("/") + path + (f"?{query}" if query else "")
+    request = urllib.request.Request(url, data=data if method != "GET" else None,
+                                     headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(response.status, json.loads(response.read() or b"null"))
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return Reply(exc.code, json.loads(raw))
+        except ValueError:
+            return Reply(exc.code, {"error": raw.decode(errors="replace")[:300]})
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ControllerUnreachable(f"{base_url}: {reason}") from exc

@@ -1,0 +1,71 @@
+"""From the states of one region's checks to this controller's observation of that region.
+
+Only liveness checks decide a region's health: any unhealthy one makes the
+region unhealthy, all healthy make it healthy, anything else is unknown.
+Readiness and info checks are reported but never condemn a region. The
+replication positions come from the postgres checks' latest details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from failover.engine import Health, Observation, Replication, Role
+from failover.health.postgres import readiness_problem
+from failover.health.scheduler import CheckStatus
+from failover.health.thresholds import HealthState
+from failover.topology import Check, PostgresCheck, Service
+
+CheckView = tuple[Check, CheckStatus]
+
+
+def _role(value: Any) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        return Role.UNKNOWN
+
+
+def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Replication:
+    return Replication(
+        service=service,
+        role=_role(details.get("role")),
+        fenced=bool(details.get("fenced")),
+        epoch=details.get("epoch"),
+        applied_lsn=details.get("remote_lsn_bytes"),
+        lag_bytes=details.get("lag_bytes"),
+        lag_seconds=details.get("lag_seconds"),
+        ready=ready,
+    )
+
+
+def _region_health(liveness: Sequence[CheckStatus]) -> tuple[Health, int]:
+    unhealthy = [s for s in liveness if s.state is HealthState.UNHEALTHY]
+    if unhealthy:
+        return Health.UNHEALTHY, max(s.health.consecutive for s in unhealthy)
+    if liveness and all(s.state is HealthState.HEALTHY for s in liveness):
+        return Health.HEALTHY, min(s.health.consecutive for s in liveness)
+    return Health.UNKNOWN, 0
+
+
+def observe_region(observer: str, target: str, views: Sequence[CheckView], now: float,
+                   services: Mapping[str, Service]) -> Observation:
+    liveness = [status for check, status in views if check.purpose == "liveness"]
+    health, consecutive = _region_health(liveness)
+    # The observation is as old as its oldest liveness result: a verdict must
+    # not rest on a check that stopped reporting.
+    times = [status.last_run_at for status in liveness]
+    observed_at = now if not times or None in times else min(t for t in times if t is not None)
+    seen: dict[str, Replication] = {}
+    for check, status in views:
+        if not isinstance(check, PostgresCheck) or status.last_result is None:
+            continue
+        details = status.last_result.details
+        service = services.get(check.service)
+        if "role" not in details or service is None:
+            continue  # the database did not answer: nothing is known of its role
+        ready = readiness_problem(details, service) is None
+        seen[service.name] = replication_of(service.name, details, ready)
+    return Observation(observer, target, health, consecutive, observed_at,
+                       tuple(seen[name] for name in sorted(seen)))
