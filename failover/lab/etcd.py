@@ -1,0 +1,278 @@
+"""A real three-member etcd cluster on loopback, for tests and `lab up --coordination etcd`.
+
+Every member listens on its own loopback address with etcd's standard ports
+(clients 2379, peers 2380), keeps its own data directory, runs in the
+foreground and is stopped by PID. Faults: `kill` (SIGKILL), `pause` (SIGSTOP:
+the member holds its sockets and answers nothing) and `partition` (iptables
+drops everything sent to the member and everything it sends).
+
+A partition needs to tell the member's own packets apart, and on loopback a
+member dials its peers from 127.0.0.1 like everyone else; so when we are root
+each member runs under a uid of its own, derived from its address, and the
+partition matches that uid. The uid needs no passwd entry: etcd only writes
+its data directory, which is handed to that uid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import etcd3gw
+from etcd3gw import exceptions as etcd_errors
+
+from failover.errors import FailoverError, UserError
+from failover.lab.unprivileged import RunAs, server_user
+
+APT_PACKAGES = ("etcd-server",)
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+_STATUS_TIMEOUT = 1.0
+# Member uids live above the range useradd hands out, one per loopback address.
+_UID_BASE = 3_000_000
+_RULE_TAG = "failover-etcd-partition"
+
+
+def etcd_binary() -> Path:
+    """Where `etcd` is; a UserError says which package to install when it is missing."""
+    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
+    if found is None:
+        raise UserError(f"etcd is not installed: apt-get install -y {' '.join(APT_PACKAGES)}")
+    return Path(found)
+
+
+def ensure_installed() -> Path:
+    """Install etcd with apt when it is missing (test runners call this); its path."""
+    try:
+        return etcd_binary()
+    except UserError:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
+                       check=True, env=env, timeout=600)
+        return etcd_binary()
+
+
+def _member_user(address: str) -> RunAs:
+    """A uid of the member's own when we are root (see the module docstring), else ourselves."""
+    if os.geteuid() != 0:
+        return server_user()
+    offset = int(ipaddress.IPv4Address(address)) - int(ipaddress.IPv4Address("127.0.0.0"))
+    lab = server_user()
+    return RunAs(uid=_UID_BASE + offset, gid=lab.gid, name=f"etcd@{address}")
+
+
+def _iptables(action: str, rule: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", "5", action, "OUTPUT", *rule, "-m", "comment",
+                           "--comment", _RULE_TAG, "-j", "DROP"],
+                          capture_output=True, text=True, check=False, timeout=15)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    address: str
+    datadir: Path
+    run_as: RunAs
+    initial_cluster: str
+    cluster_token: str
+    heartbeat_ms: int
+    election_ms: int
+    process: subprocess.Popen[bytes] | None = None
+    partitioned: bool = field(default=False)
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.address}:{CLIENT_PORT}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.address}:{PEER_PORT}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.datadir.parent / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise FailoverError(f"etcd member {self.name} is not running")
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start (or restart after a stop or a kill, on the same data) this member."""
+        if self.running:
+            return
+        self.datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run_as.chown(self.datadir)
+        argv = [
+            str(etcd_binary()), "--name", self.name, "--data-dir", str(self.datadir),
+            "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster-token", self.cluster_token, "--initial-cluster-state", "new",
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=self.datadir.parent, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=self.run_as.preexec(),  # noqa: PLW1509
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+
+    def client(self, timeout: float = _STATUS_TIMEOUT) -> etcd3gw.Etcd3Client:
+        return etcd3gw.Etcd3Client(host=self.address, port=CLIENT_PORT, timeout=timeout,
+                                   api_path="/v3/")
+
+    def status(self) -> dict[str, str] | None:
+        """This member's view: its id and its leader's id; None when it does not answer."""
+        try:
+            answer = self.client().status()
+        except etcd_errors.Etcd3Exception:
+            return None
+        return {"member_id": str(answer["header"]["member_id"]), "leader": str(answer.get("leader", 0))}
+
+    def kill(self) -> None:
+        """SIGKILL: the member dies at once, as in a crash."""
+        if self.running:
+            os.kill(self.pid, signal.SIGKILL)
+            assert self.process is not None
+            self.process.wait(timeout=_STOP_TIMEOUT)
+
+    def pause(self) -> None:
+        """SIGSTOP: the member keeps its sockets open and answers nothing (a hung member)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def partition(self) -> None:
+        """Drop every packet sent to this member and every packet it sends (needs root)."""
+        if self.run_as.uid is None or os.geteuid() != 0:
+            raise FailoverError("partitioning an etcd member needs root (iptables, own uid)")
+        rules = (["-d", f"{self.address}/32"], ["-m", "owner", "--uid-owner", str(self.run_as.uid)])
+        self.partitioned = True
+        for rule in rules:
+            result = _iptables("-I", rule)
+            if result.returncode != 0:
+                self.heal()
+                raise FailoverError(f"iptables refused the partition of {self.name}: "
+                                    f"{result.stderr.strip()}")
+
+    def heal(self) -> None:
+        """Remove this member's partition rules (every copy: heal is safe to repeat)."""
+        if not self.partitioned:
+            return
+        for rule in (["-d", f"{self.address}/32"],
+                     ["-m", "owner", "--uid-owner", str(self.run_as.uid)]):
+            while _iptables("-D", rule).returncode == 0:
+                pass
+        self.partitioned = False
+
+    def stop(self) -> None:
+        """Heal, then SIGTERM, then SIGKILL if it has not exited within 10 s."""
+        self.heal()
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.pid, signal.SIGCONT)  # a paused member cannot act on SIGTERM
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=_STOP_TIMEOUT)
+
+
+@dataclass
+class EtcdCluster:
+    members: list[EtcdMember]
+    workdir: Path
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [member.client_url for member in self.members]
+
+    def member(self, name: str) -> EtcdMember:
+        return next(m for m in self.members if m.name == name)
+
+    def leader(self, *, timeout: float = _START_TIMEOUT) -> EtcdMember:
+        """The member the running members agree leads the cluster; waits for an election."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {m.name: m.status() for m in self.members if m.running and not m.partitioned}
+            answers = [s for s in seen.values() if s is not None]
+            leaders = {s["leader"] for s in answers}
+            if answers and len(leaders) == 1 and leaders != {"0"}:
+                (leader_id,) = leaders
+                for name, status in seen.items():
+                    if status is not None and status["member_id"] == leader_id:
+                        return self.member(name)
+            if time.monotonic() > deadline:
+                raise FailoverError(f"no etcd leader agreed within {timeout:g} s: {seen}; "
+                                    f"logs in {self.workdir}")
+            time.sleep(0.05)
+
+    def wait_ready(self, *, timeout: float = _START_TIMEOUT) -> None:
+        """Every running member answers and they agree on one leader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            crashed = [m.name for m in self.members
+                       if m.process is not None and m.process.poll() is not None]
+            if crashed:
+                raise FailoverError(f"etcd members {crashed} exited; see {self.workdir}/*.log")
+            statuses = [m.status() for m in self.members if m.running]
+            if statuses and all(s is not None and s["leader"] != "0" for s in statuses):
+                self.leader(timeout=max(0.0, deadline - time.monotonic()))
+                return
+            if time.monotonic() > deadline:
+                raise FailoverError(f"etcd cluster not ready within {timeout:g} s; "
+                                    f"see {self.workdir}/*.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+def start_cluster(workdir: Path, addresses: Sequence[str], *, heartbeat_ms: int = 100,
+                  election_ms: int = 1000, name_prefix: str = "etcd") -> EtcdCluster:
+    """Start one member per address under `workdir` and wait until they elect a leader.
+
+    The defaults elect within about a second after a member dies, so tests stay fast.
+    """
+    ensure_installed()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Members run as other uids and must reach their data through `workdir`.
+    workdir.chmod(0o755)
+    names = [f"{name_prefix}{index}" for index in range(1, len(addresses) + 1)]
+    initial = ",".join(f"{name}=http://{address}:{PEER_PORT}"
+                       for name, address in zip(names, addresses, strict=True))
+    members = [
+        EtcdMember(name=name, address=address, datadir=workdir / name, run_as=_member_user(address),
+                   initial_cluster=initial, cluster_token=f"{name_prefix}-{workdir.name}",
+                   heartbeat_ms=heartbeat_ms, election_ms=election_ms)
+        for name, address in zip(names, addresses, strict=True)
+    ]
+    cluster = EtcdCluster(members=members, workdir=workdir)
+    try:
+        for member in members:
+            member.start()
+        cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
