@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import dns.query
 import dns.rcode
@@ -15,13 +16,16 @@ import pytest
 from failover.dns import DnsRejected, RecordConflict, RecordKey, RecordSet, VisibilityTimeout
 from failover.dns.tsig import TsigKey, generate_key
 from failover.dns.wire import answer
-from tests.support.bind import ZONE, BindPair, bind_pair  # noqa: F401
 
+if TYPE_CHECKING:
+    from tests.support.bind import BindPair
+
+pytest_plugins = ["tests.support.bind"]  # the session's BIND9 servers
 pytestmark = pytest.mark.integration
 
 
-def fresh_key() -> RecordKey:
-    return RecordKey(f"w-{uuid.uuid4().hex[:10]}.{ZONE}", "A")
+def fresh_key(zone: str) -> RecordKey:
+    return RecordKey(f"w-{uuid.uuid4().hex[:10]}.{zone}", "A")
 
 
 def record(key: RecordKey, *values: str, ttl: int = 30) -> RecordSet:
@@ -36,7 +40,7 @@ def served_by_each(pair: BindPair, key: RecordKey) -> list[frozenset[str] | None
 
 def created(pair: BindPair, *values: str) -> RecordSet:
     provider = pair.provider()
-    key = fresh_key()
+    key = fresh_key(pair.zone)
     provider.wait_visible(provider.compare_and_set(None, record(key, *values)), timeout=10)
     return record(key, *values)
 
@@ -54,7 +58,7 @@ def test_signed_update_moves_the_writer_and_every_server_answers_it(bind_pair: B
 
 def test_unsigned_update_is_refused_and_the_record_is_unchanged(bind_pair: BindPair) -> None:
     old = created(bind_pair, "192.0.2.1")
-    update = dns.update.UpdateMessage(ZONE)  # no keyring: unsigned
+    update = dns.update.UpdateMessage(bind_pair.zone)  # no keyring: unsigned
     update.replace(old.key.name, 30, "A", "203.0.113.66")
 
     response = dns.query.tcp(update, bind_pair.primary.endpoint.host,

@@ -1,6 +1,6 @@
 """A real BIND9 primary and secondary for the DNS tests, started once per test session.
 
-Use it from a test module with `from tests.support.bind import bind_pair  # noqa: F401`;
+Use it from a test module with `pytest_plugins = ["tests.support.bind"]`;
 the servers run as the unprivileged lab user on this session's own loopback block
 and are stopped by PID when the session ends.
 """
