@@ -1,0 +1,323 @@
+"""Coordination through an etcd cluster: a drop-in for the peer exchange.
+
+Keys under the configured prefix:
+
+- `observations/<controller>`: that controller's latest observations, attached
+  to its lease, so a dead controller's votes vanish when its lease expires.
+- `leader`: the controller executing plans, attached to its lease, created
+  only where no leader key exists. Its create revision is the plan's fencing
+  token, and every step checks, in a transaction, that the key still carries it.
+- `records/<service>`: the fleet's record of the service, written only where
+  its mod revision is still the one this controller read (compare-and-swap).
+
+A controller that cannot reach etcd takes no automatic action: `problem()`
+says why and `lead()` refuses, except to fence its own region, which needs no
+one's leave (the engine decides that from observations going stale, so the
+last ones read are kept with their own timestamps, never refreshed).
+
+The lease is renewed by a task of its own, not by the exchange, so that a
+leader busy with a long step keeps its leadership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import Sequence
+
+from pydantic import SecretStr, TypeAdapter, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from failover.coordination.base import OBSERVATIONS, Leadership, ServiceRecord
+from failover.coordination.etcd_client import (
+    EtcdClient,
+    EtcdRefused,
+    EtcdUnavailable,
+    KeyValue,
+    created_at,
+    delete,
+    get,
+    get_prefix,
+    modified_at,
+    put,
+)
+from failover.engine import Decision, Observation
+from failover.errors import ConflictError, FailoverError, UserError
+from failover.topology import EtcdSettings
+
+RECORD = TypeAdapter(ServiceRecord)
+_LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: a put named a lease that already expired
+
+
+def request_timeout(lease_ttl: float) -> float:
+    """Long enough for a loaded cluster, short enough to try every endpoint within a lease."""
+    return min(2.0, max(0.5, lease_ttl / 4))
+
+
+def _password(settings: EtcdSettings, where: str) -> SecretStr | None:
+    if settings.password_env is None:
+        return None
+    value = os.environ.get(settings.password_env)
+    if value is None:
+        raise UserError(f"{where}: coordination.etcd.password_env names {settings.password_env}, "
+                        "which is not set in the environment")
+    return SecretStr(value)
+
+
+class EtcdCoordinator:
+    backend = "etcd"
+
+    def __init__(self, me: str, settings: EtcdSettings, *, timeout: float | None = None,
+                 where: str = "fleet.toml") -> None:
+        self.me = me
+        self._ttl = max(1, math.ceil(settings.lease_ttl))
+        self._client = EtcdClient(
+            settings.endpoints, timeout=timeout or request_timeout(settings.lease_ttl),
+            ca_file=str(settings.ca_file) if settings.ca_file else None,
+            cert_file=str(settings.cert_file) if settings.cert_file else None,
+            key_file=str(settings.key_file) if settings.key_file else None,
+            user=settings.user, password=_password(settings, where),
+        )
+        prefix = settings.prefix.rstrip("/")
+        self._observations_prefix = f"{prefix}/observations/"
+        self._records_prefix = f"{prefix}/records/"
+        self._leader_key = f"{prefix}/leader"
+        self._lease: int | None = None
+        self._lease_valid_until = 0.0  # monotonic; what etcd promised at the last renewal
+        self._lease_lock = asyncio.Lock()
+        self._keepalive: asyncio.Task[None] | None = None
+        self._mine: dict[str, Observation] = {}
+        self._others: dict[tuple[str, str], Observation] = {}
+        self._records: dict[str, ServiceRecord] = {}
+        self._revisions: dict[str, int] = {}  # mod revision of each record as last read
+        self._leadership: Leadership | None = None
+        self._problem: str | None = "no exchange with etcd yet"
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        # etcd may be down when the controller starts: the controller must run
+        # anyway (it may have to fence its region), and the keepalive retries.
+        with contextlib.suppress(FailoverError):
+            await self._ensure_lease()
+        self._keepalive = asyncio.create_task(self._keep_lease_alive(), name="etcd-lease")
+
+    async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+            self._keepalive = None
+        await self.resign()
+        if self._lease is not None:
+            # A clean stop withdraws this controller's votes now rather than at expiry.
+            with contextlib.suppress(FailoverError):
+                await asyncio.to_thread(self._client.revoke, self._lease)
+            self._lease = None
+        self._client.close()
+
+    # ---------------------------------------------------------- lease
+
+    def _lost_lease(self) -> None:
+        self._lease = None
+        self._leadership = None  # the leader key went with the lease
+
+    async def _ensure_lease(self) -> int:
+        async with self._lease_lock:
+            if self._lease is not None and time.monotonic() < self._lease_valid_until:
+                return self._lease
+            if self._lease is not None:
+                self._lost_lease()
+            sent = time.monotonic()
+            lease = await asyncio.to_thread(self._client.grant, self._ttl)
+            self._lease, self._lease_valid_until = lease, sent + self._ttl
+            return lease
+
+    async def _renew(self) -> None:
+        async with self._lease_lock:
+            if self._lease is None:
+                return
+            sent = time.monotonic()
+            remaining = await asyncio.to_thread(self._client.keepalive, self._lease)
+            if remaining <= 0:
+                self._lost_lease()
+                self._problem = "this controller's etcd lease expired; taking a new one"
+            else:
+                self._lease_valid_until = sent + remaining
+
+    async def _keep_lease_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                if self._lease is None:
+                    await self._ensure_lease()
+                else:
+                    await self._renew()
+            except FailoverError as exc:
+                self._unreachable(exc)
+
+    def _unreachable(self, exc: FailoverError) -> None:
+        if isinstance(exc, EtcdRefused) and exc.code == _LEASE_NOT_FOUND:
+            self._lost_lease()
+        self._problem = f"etcd: {exc}; no automatic action until it answers"
+
+    # ---------------------------------------------------------- exchange
+
+    async def exchange(self, mine: Sequence[Observation]) -> None:
+        for observation in mine:
+            self._mine[observation.target] = observation
+        body = OBSERVATIONS.dump_json(sorted(self._mine.values(), key=lambda o: o.target))
+        try:
+            lease = await self._ensure_lease()
+            result = await asyncio.to_thread(
+                self._client.txn, [],
+                [put(self._observations_prefix + self.me, body, lease),
+                 get_prefix(self._observations_prefix), get_prefix(self._records_prefix)])
+        except FailoverError as exc:
+            self._unreachable(exc)
+            return
+        self._problem = None
+        observations, records = result.ranges
+        self._others = self._read_observations(observations)
+        self._records, self._revisions = self._read_records(records)
+
+    def _read_observations(self, kvs: Sequence[KeyValue]) -> dict[tuple[str, str], Observation]:
+        """Everyone else's latest observations, each taken only from its observer's own key."""
+        others: dict[tuple[str, str], Observation] = {}
+        for kv in kvs:
+            owner = kv.key.removeprefix(self._observations_prefix)
+            if owner == self.me:
+                continue
+            try:
+                parsed = OBSERVATIONS.validate_json(kv.value)
+            except ValidationError:
+                continue  # a controller of another version; its own logs say more
+            others.update({(o.observer, o.target): o for o in parsed if o.observer == owner})
+        return others
+
+    def _read_records(self, kvs: Sequence[KeyValue]
+                      ) -> tuple[dict[str, ServiceRecord], dict[str, int]]:
+        records: dict[str, ServiceRecord] = {}
+        revisions: dict[str, int] = {}
+        for kv in kvs:
+            try:
+                record = RECORD.validate_json(kv.value)
+            except ValidationError:
+                continue
+            records[record.service] = record
+            revisions[record.service] = kv.mod_revision
+        return records, revisions
+
+    def observations(self) -> list[Observation]:
+        return [*self._mine.values(), *self._others.values()]
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    # ---------------------------------------------------------- records
+
+    def records(self) -> dict[str, ServiceRecord]:
+        return dict(self._records)
+
+    async def put_record(self, record: ServiceRecord) -> None:
+        held = self._records.get(record.service)
+        if not record.newer_than(held):
+            raise ConflictError(
+                f"service {record.service!r}: etcd already holds epoch {held.epoch} version "
+                f"{held.version}, not older than epoch {record.epoch} version {record.version}"
+                if held else f"service {record.service!r}: record not newer")
+        key = self._records_prefix + record.service
+        try:
+            result = await asyncio.to_thread(
+                self._client.txn, [modified_at(key, self._revisions.get(record.service, 0))],
+                [put(key, RECORD.dump_json(record))], [get(key)])
+        except FailoverError as exc:
+            self._unreachable(exc)
+            raise
+        if result.succeeded:
+            self._records[record.service], self._revisions[record.service] = record, result.revision
+            return
+        (stored,) = result.ranges[0] or (None,)
+        current = RECORD.validate_json(stored.value) if stored is not None else None
+        if stored is not None and current == record:
+            # Our own write, applied before its answer was lost to a timeout.
+            self._revisions[record.service] = stored.mod_revision
+            return
+        if stored is None or current is None:
+            self._records.pop(record.service, None)
+            self._revisions.pop(record.service, None)
+            raise ConflictError(f"service {record.service!r}: its record was deleted from etcd "
+                                "since this controller read it")
+        self._records[record.service], self._revisions[record.service] = current, stored.mod_revision
+        raise ConflictError(
+            f"service {record.service!r}: its record in etcd changed since this controller read "
+            f"it (now writer {current.writer}, epoch {current.epoch} version {current.version})")
+
+    # ---------------------------------------------------------- leadership
+
+    async def lead(self, decision: Decision) -> Leadership | None:
+        if not decision.executes:
+            await self.resign()  # let the controller the engine chose take the leader key
+            return None
+        if not decision.has_quorum:
+            # Cut off: the only plan is fencing this controller's own region, as with peers.
+            epochs = [action.epoch for action in decision.plan.changes()]
+            return Leadership(self.me, max(epochs, default=0), needs_quorum=False)
+        if self._leadership is not None and await self.still_leading(self._leadership):
+            return self._leadership
+        try:
+            lease = await self._ensure_lease()
+            result = await asyncio.to_thread(
+                self._client.txn, [created_at(self._leader_key, 0)],
+                [put(self._leader_key, self.me.encode(), lease)], [get(self._leader_key)])
+        except FailoverError as exc:
+            self._unreachable(exc)
+            return None
+        if result.succeeded:
+            token = result.revision
+        else:
+            (held,) = result.ranges[0] or (None,)
+            # A leader key on our own lease is our campaign, applied before a timeout hid it.
+            if held is None or held.lease != lease:
+                return None
+            token = held.create_revision
+        self._leadership = Leadership(self.me, token)
+        return self._leadership
+
+    async def still_leading(self, leadership: Leadership) -> bool:
+        if leadership.holder != self.me:
+            return False
+        if not leadership.needs_quorum:
+            return True
+        # Ride out an etcd election, but never past the moment our lease may
+        # have expired: after that another controller may lead.
+        left = self._lease_valid_until - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(EtcdUnavailable), stop=stop_after_delay(left),
+                wait=wait_random_exponential(multiplier=0.05, max=0.5), reraise=True,
+            ):
+                with attempt:
+                    result = await asyncio.to_thread(
+                        self._client.txn, [created_at(self._leader_key, leadership.token)], [])
+        except FailoverError as exc:
+            self._unreachable(exc)
+            return False
+        if not result.succeeded and self._leadership == leadership:
+            self._leadership = None
+        return result.succeeded
+
+    async def resign(self) -> None:
+        """Give the leader key back after a plan, so that whoever the engine picks next can lead."""
+        leadership, self._leadership = self._leadership, None
+        if leadership is None:
+            return
+        with contextlib.suppress(FailoverError):
+            await asyncio.to_thread(
+                self._client.txn, [created_at(self._leader_key, leadership.token)],
+                [delete(self._leader_key)])
