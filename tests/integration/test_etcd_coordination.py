@@ -1,0 +1,266 @@
+"""Each operation of the etcd coordinator against a real three-member etcd cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from etcd3gw.lease import Lease
+
+from failover.coordination.base import ServiceRecord
+from failover.coordination.etcd import EtcdCoordinator
+from failover.engine import Health, Observation
+from failover.errors import ConflictError, UserError
+from failover.lab.etcd import EtcdCluster
+from failover.topology import EtcdSettings
+from tests.support.etcd import LEASE_TTL, admin_client, coordinator, failover_decision, new_prefix
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.support.etcd"]  # the module's etcd cluster
+
+
+def observation(observer: str, target: str, health: Health = Health.HEALTHY) -> Observation:
+    return Observation(observer, target, health, consecutive=3, observed_at=time.time())
+
+
+def leader_key_revision(cluster: EtcdCluster, prefix: str) -> int | None:
+    found = admin_client(cluster).get(f"{prefix}/leader", metadata=True)
+    return int(found[0][1]["create_revision"]) if found else None
+
+
+def test_each_controller_sees_every_controllers_observations(etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> tuple[list[Observation], list[Observation]]:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            await a.exchange([observation("a", "c", Health.UNHEALTHY)])
+            await b.exchange([observation("b", "c")])
+            await a.exchange([])
+            return a.observations(), b.observations()
+        finally:
+            await a.close()
+            await b.close()
+
+    seen_by_a, seen_by_b = asyncio.run(scenario())
+    assert {(o.observer, o.target, o.health) for o in seen_by_a} == {
+        ("a", "c", Health.UNHEALTHY), ("b", "c", Health.HEALTHY)}
+    # b exchanged before a's second round: it has a's first observation, and its own.
+    assert {(o.observer, o.health) for o in seen_by_b} == {("a", Health.UNHEALTHY),
+                                                           ("b", Health.HEALTHY)}
+
+
+_DYING_CONTROLLER = textwrap.dedent("""
+    import asyncio, sys, time
+    from failover.coordination.etcd import EtcdCoordinator
+    from failover.engine import Health, Observation
+    from failover.topology import EtcdSettings
+
+    async def main():
+        settings = EtcdSettings(endpoints=sys.argv[1].split(","), prefix=sys.argv[2],
+                                lease_ttl=float(sys.argv[3]))
+        a = EtcdCoordinator("a", settings, timeout=0.75)
+        await a.start()
+        await a.exchange([Observation("a", "c", Health.UNHEALTHY, 3, time.time())])
+        assert a.problem() is None, a.problem()
+        print("exchanged", flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+""")
+
+
+def test_a_dead_controllers_observations_expire_with_its_lease(etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+    dying = subprocess.Popen(
+        [sys.executable, "-c", _DYING_CONTROLLER, ",".join(etcd_cluster.endpoints), prefix,
+         str(LEASE_TTL)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout is not None and dying.stdout.readline().strip() == "exchanged"
+
+        async def scenario() -> None:
+            b = coordinator(etcd_cluster, "b", prefix)
+            await b.start()
+            try:
+                await b.exchange([observation("b", "c")])
+                assert {o.observer for o in b.observations()} == {"a", "b"}
+                os.kill(dying.pid, signal.SIGKILL)  # no revoke: only the lease can clean up
+
+                async def votes_of_a() -> int:
+                    await b.exchange([])
+                    return sum(o.observer == "a" for o in b.observations())
+
+                deadline = time.monotonic() + 10 * LEASE_TTL
+                while await votes_of_a() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert await votes_of_a() == 0, "a's votes outlived its lease"
+                assert b.problem() is None
+            finally:
+                await b.close()
+
+        asyncio.run(scenario())
+    finally:
+        dying.kill()
+        dying.wait(timeout=10)
+
+
+def test_a_cleanly_stopped_controller_withdraws_its_votes_at_once(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> list[str]:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            await a.exchange([observation("a", "c")])
+            await a.close()
+            await b.exchange([])
+            return [o.observer for o in b.observations()]
+        finally:
+            await b.close()
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_exactly_one_of_concurrent_campaigners_wins(etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+    names = ["a", "b", "c", "d", "e"]
+
+    async def scenario() -> tuple[list[tuple[str, int | None]], int | None]:
+        controllers = [coordinator(etcd_cluster, name, prefix) for name in names]
+        for c in controllers:
+            await c.start()
+        try:
+            won = await asyncio.gather(*(c.lead(failover_decision(c.me)) for c in controllers))
+            outcome = [(c.me, w.token if w else None)
+                       for c, w in zip(controllers, won, strict=True)]
+            return outcome, leader_key_revision(etcd_cluster, prefix)
+        finally:
+            for c in controllers:
+                await c.close()
+
+    outcome, stored_token = asyncio.run(scenario())
+    winners = [token for _, token in outcome if token is not None]
+    assert winners == [stored_token], outcome
+
+
+def test_the_token_is_the_leader_keys_revision_and_a_deposed_leader_stops(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            first = await a.lead(failover_decision("a"))
+            assert first is not None and first.holder == "a"
+            assert first.token == leader_key_revision(etcd_cluster, prefix)
+            assert await b.lead(failover_decision("b")) is None
+            assert await a.still_leading(first)
+
+            # a's lease ends as if a had been cut off from etcd for a whole TTL.
+            assert a._lease is not None
+            Lease(a._lease, admin_client(etcd_cluster)).revoke()
+            second = await b.lead(failover_decision("b"))
+            assert second is not None and second.token > first.token
+            assert second.token == leader_key_revision(etcd_cluster, prefix)
+            assert not await a.still_leading(first)
+            assert await b.still_leading(second)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_controller_the_engine_does_not_choose_gives_the_leader_key_back(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            held = await a.lead(failover_decision("a"))
+            assert held is not None
+            assert await a.lead(failover_decision("a", executes=False)) is None
+            assert not await a.still_leading(held)
+            assert await b.lead(failover_decision("b")) is not None
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_record_writes_are_compare_and_swap(etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+    first = ServiceRecord("app", writer="a", epoch=1)
+    failed_over = ServiceRecord("app", writer="b", epoch=2, last_failover_at=100.0)
+    paused = first.bumped(paused=True)
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            await a.put_record(first)
+            await b.exchange([])
+            assert b.records() == {"app": first}
+            await a.put_record(failed_over)
+            # b read the record before a's failover: its write must not land.
+            with pytest.raises(ConflictError, match="changed since this controller read it"):
+                await b.put_record(paused)
+            assert b.records() == {"app": failed_over}  # the conflict tells b what is stored
+            with pytest.raises(ConflictError, match="not older"):
+                await b.put_record(paused)
+            resumed = failed_over.bumped(paused=True)
+            await b.put_record(resumed)
+            await a.exchange([])
+            assert a.records() == {"app": resumed}
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+    stored = admin_client(etcd_cluster).get(f"{prefix}/records/app")
+    assert b'"writer":"b"' in stored[0] and b'"paused":true' in stored[0]
+
+
+def test_a_controller_cut_off_from_the_fleet_may_fence_its_own_region(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> None:
+        a = coordinator(etcd_cluster, "a", prefix)
+        await a.start()
+        try:
+            fence = await a.lead(failover_decision("a", has_quorum=False, epoch=5))
+            assert fence is not None and not fence.needs_quorum and fence.token == 5
+            assert await a.still_leading(fence)
+            assert leader_key_revision(etcd_cluster, prefix) is None  # no etcd leadership taken
+        finally:
+            await a.close()
+
+    asyncio.run(scenario())
+
+
+def test_bad_endpoints_and_a_missing_password_are_reported_with_the_field(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match=r"coordination\.etcd\.endpoints"):
+        EtcdCoordinator("a", EtcdSettings(endpoints=["127.0.0.1:2379"]))
+    monkeypatch.delenv("FAILOVER_TEST_ETCD_PASSWORD", raising=False)
+    with pytest.raises(UserError, match="password_env names FAILOVER_TEST_ETCD_PASSWORD"):
+        EtcdCoordinator("a", EtcdSettings(endpoints=["http://127.0.0.1:2379"], user="failover",
+                                          password_env="FAILOVER_TEST_ETCD_PASSWORD"))
