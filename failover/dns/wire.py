@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import dns.exception
@@ -15,6 +16,13 @@ import dns.rdataclass
 import dns.rdatatype
 
 from failover.errors import UserError
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,8 @@ class Endpoint:
                 port = rest.removeprefix(":")
         elif host.count(":") == 1:
             host, port = host.split(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or (
+                ":" in host and not _is_ipv6(host)):
             raise UserError(f"{field_name}: {text!r} is not host:port (e.g. 192.0.2.53:53)")
         return cls(host, int(port))
 

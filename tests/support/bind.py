@@ -63,3 +63,23 @@ def bind_pair() -> Iterator[BindPair]:
         for server in reversed(started):
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_topology(folder: Path, dns_table: str, *, zone: str = ZONE,
+                   regions: dict[str, str] | None = None) -> Path:
+    """A minimal topology folder: one service `orders` in the given regions (name -> address)
+    and the `[dns]` table given as TOML (without the `[dns]` header and zone)."""
+    regions = regions or {"east": "192.0.2.1", "west": "192.0.2.2"}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fleet.toml").write_text(
+        'name = "dnstest"\n\n'
+        f'[dns]\nzone = "{zone}"\n{dns_table}\n\n'
+        '[[services]]\nname = "orders"\ndatabase = "orders"\n'
+        f'writer_record = "orders.{zone}"\nreader_record = "orders-ro.{zone}"\nttl = 15\n'
+    )
+    for name, address in regions.items():
+        (folder / f"{name}.toml").write_text(
+            f'name = "{name}"\ncontroller_url = "http://{address}:8700"\naddress = "{address}"\n\n'
+            f'[postgres.orders]\nhost = "{address}"\ndbname = "orders"\nuser = "failover"\n'
+        )
+    return folder
