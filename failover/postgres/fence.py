@@ -1,0 +1,128 @@
+"""Fence and unfence a region's copy of a service.
+
+`default_transaction_read_only` alone is no fence: any session can turn it
+off. A fence therefore also refuses logins to the service's application roles
+and terminates every client session, so that no session that could undo the
+setting survives. Walsenders stay: a switchover still needs them to drain.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from failover.errors import UserError
+from failover.postgres.connection import Connection, ServiceDatabases
+from failover.postgres.state import check_epoch, record_fenced
+from failover.postgres.steps import Step
+
+_TERMINATE_CLIENTS = (
+    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND backend_type = 'client backend' "
+    "AND pid <> pg_backend_pid()")
+
+
+def _read_only(dbname: str, on: bool) -> sql.Composed:
+    if on:
+        return sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+            sql.Identifier(dbname))
+    return sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+        sql.Identifier(dbname))
+
+
+def set_database_read_only(conn: Connection, dbname: str, on: bool) -> None:
+    conn.execute(_read_only(dbname, on))
+
+
+def _login(role: str, allowed: bool) -> sql.Composed:
+    return sql.SQL("ALTER ROLE {} " + ("LOGIN" if allowed else "NOLOGIN")).format(
+        sql.Identifier(role))
+
+
+def set_app_logins(conn: Connection, roles: list[str], allowed: bool) -> str:
+    missing = [role for role in roles if conn.execute(
+        "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is None]
+    if missing:
+        raise UserError(f"services.app_roles: role(s) {', '.join(missing)} do not exist on "
+                        f"{conn.info.host}:{conn.info.port}; fix the topology or create them")
+    for role in roles:
+        conn.execute(_login(role, allowed))
+    verb = "may log in" if allowed else "refused logins"
+    return f"{', '.join(roles)} {verb}" if roles else "no application roles configured"
+
+
+def terminate_clients(conn: Connection) -> str:
+    row = conn.execute(_TERMINATE_CLIENTS).fetchone()
+    return f"terminated {row[0] if row else 0} client sessions"
+
+
+def epoch_step(db: ServiceDatabases, region: str, epoch: int) -> Step:
+    service = db.service.name
+
+    def run() -> str:
+        recorded = check_epoch(db.conn(region), service, epoch, region=region)
+        return f"epoch {epoch} >= recorded {recorded}"
+
+    return Step("check the epoch", region,
+                (f"SELECT failover.check_epoch('{service}', {epoch})",), run)
+
+
+def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[Step]:
+    service = db.service.name
+    dbname = db.endpoint(region).dbname
+    roles = db.service.app_roles
+    steps = [epoch_step(db, region, epoch)] if epoch is not None else []
+
+    def record() -> str:
+        record_fenced(db.conn(region), service, True)
+        return "fenced = true (heartbeats stop)"
+
+    def read_only() -> str:
+        set_database_read_only(db.conn(region), dbname, True)
+        return f"database {dbname} read-only for new sessions"
+
+    return [
+        *steps,
+        Step("record the fence", region,
+             (f"UPDATE failover.node_state SET fenced = true WHERE service = '{service}'",), record),
+        Step("make the database read-only", region, (_read_only(dbname, True).as_string(),),
+             read_only),
+        Step("refuse application logins", region,
+             tuple(_login(role, False).as_string() for role in roles),
+             lambda: set_app_logins(db.conn(region), roles, False)),
+        Step("terminate client sessions", region, (_TERMINATE_CLIENTS,),
+             lambda: terminate_clients(db.conn(region))),
+    ]
+
+
+def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[Step]:
+    """Undo a fence; the database becomes writable only if this node is the primary."""
+    service = db.service.name
+    dbname = db.endpoint(region).dbname
+    roles = db.service.app_roles
+    steps = [epoch_step(db, region, epoch)] if epoch is not None else []
+
+    def writable_if_primary() -> str:
+        conn = db.conn(region)
+        row = conn.execute("SELECT role FROM failover.node_state WHERE service = %s",
+                           [service]).fetchone()
+        if row is None or row[0] != "primary":
+            return f"stays read-only (role {row[0] if row else 'unknown'})"
+        set_database_read_only(conn, dbname, False)
+        return f"database {dbname} writable (primary)"
+
+    def record() -> str:
+        record_fenced(db.conn(region), service, False)
+        return "fenced = false"
+
+    return [
+        *steps,
+        Step("allow application logins", region,
+             tuple(_login(role, True).as_string() for role in roles),
+             lambda: set_app_logins(db.conn(region), roles, True)),
+        Step("make the database writable if primary", region,
+             (f"{_read_only(dbname, False).as_string()}  -- only when role = 'primary'",),
+             writable_if_primary),
+        Step("record the unfence", region,
+             (f"UPDATE failover.node_state SET fenced = false WHERE service = '{service}'",),
+             record),
+    ]

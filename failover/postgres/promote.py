@@ -1,0 +1,325 @@
+"""Unplanned promotion: make subscriber S the service's primary, then re-point the others.
+
+The step order is what makes it safe: the applied position is recorded
+before the subscription (and the origin holding it) is dropped; sequences move
+past anything the dead primary could have handed out; the publication and
+one slot per other subscriber exist before S's first write, so re-pointed
+subscribers miss nothing; the epoch is bumped before S becomes writable.
+Every step checks before it acts, so rerunning the list after a crash
+anywhere ends in the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import LiteralString
+
+from psycopg import sql
+
+from failover.errors import FailoverError, SafetyRefusal
+from failover.postgres.connection import ServiceDatabases, same_server
+from failover.postgres.fence import fence_steps, set_app_logins, set_database_read_only
+from failover.postgres.inspect import NodeStatus, inspect_node
+from failover.postgres.lsn import format_lsn
+from failover.postgres.names import slot_name
+from failover.postgres.replication import (
+    HIDDEN,
+    create_subscription_statement,
+    drop_subscription,
+    drop_subscription_statements,
+    ensure_publication,
+    ensure_publication_sql,
+    ensure_slot,
+    ensure_slot_sql,
+    slot_exists,
+    subscription_conninfo,
+    truncate_published,
+)
+from failover.postgres.state import check_epoch, record_handover, record_role
+from failover.postgres.steps import Step
+
+DEFAULT_SEQUENCE_GAP = 1000
+
+_ORPHAN_PREPARED = ("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pg\\_gid\\_%' "
+                    "AND database = current_database()")
+_TERMINATE_STALE = (
+    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND backend_type = 'client backend' "
+    "AND pid <> pg_backend_pid() AND backend_start < "
+    "(SELECT writable_since FROM failover.node_state WHERE service = %s)")
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    service: str
+    target: str
+    old_primary: str | None
+    subscribers: tuple[str, ...]  # re-pointed to the target
+    epoch: int
+    steps: tuple[Step, ...]
+
+
+def next_epoch(db: ServiceDatabases) -> int:
+    """One above the highest epoch any reachable region recorded."""
+    highest = 0
+    for region in db.regions:
+        conn = db.try_conn(region)
+        if conn is not None:
+            row = conn.execute("SELECT coalesce(max(epoch), 0) FROM failover.node_state "
+                               "WHERE service = %s", [db.service.name]).fetchone()
+            highest = max(highest, int(row[0]) if row else 0)
+    return highest + 1
+
+
+def find_old_primary(db: ServiceDatabases, target: str) -> str | None:
+    """The region S replicated from: its subscription's publisher, or what it recorded."""
+    conn = db.conn(target)
+    region = db.region_of(subscription_conninfo(conn, db.service.name))
+    if region is not None:
+        return region
+    status = inspect_node(conn, db.service.name)
+    if status.handover_from is not None:
+        return status.handover_from
+    for other in db.regions:
+        other_conn = db.try_conn(other) if other != target else None
+        if other_conn is not None and inspect_node(other_conn, db.service.name).role == "primary":
+            return other
+    return None
+
+
+# ------------------------------------------------------------ steps shared with switchover
+
+
+def detach_step(db: ServiceDatabases, target: str) -> Step:
+    return Step("detach and drop the subscription", target,
+                tuple(s.as_string() for s in drop_subscription_statements(db.service.name)),
+                lambda: drop_subscription(db.conn(target), db.service.name))
+
+
+def rollback_prepared_step(db: ServiceDatabases, target: str) -> Step:
+    def run() -> str:
+        conn = db.conn(target)
+        gids = [str(row[0]) for row in conn.execute(_ORPHAN_PREPARED).fetchall()]
+        for gid in gids:
+            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+        return f"rolled back {len(gids)} orphan prepared transactions"
+
+    return Step("roll back orphan prepared transactions", target,
+                (_ORPHAN_PREPARED, "ROLLBACK PREPARED '<each gid>'"), run)
+
+
+def publication_step(db: ServiceDatabases, target: str) -> Step:
+    return Step("create the publication", target, (ensure_publication_sql(db.service.name),),
+                lambda: ensure_publication(db.conn(target), db.service.name))
+
+
+def slots_step(db: ServiceDatabases, target: str, subscribers: tuple[str, ...]) -> Step:
+    slots = [slot_name(db.service.name, region) for region in subscribers]
+
+    def run() -> str:
+        conn = db.conn(target)
+        return "; ".join(ensure_slot(conn, slot) for slot in slots) or "no other subscriber"
+
+    return Step("create one slot per other subscriber", target,
+                tuple(ensure_slot_sql(slot) for slot in slots), run)
+
+
+def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> Step:
+    service = db.service.name
+    dbname = db.endpoint(target).dbname
+    bookkeeping: tuple[LiteralString, ...] = (
+        "UPDATE failover.node_state SET role = 'primary', epoch = greatest(epoch, %(epoch)s), "
+        "fenced = false, writable_since = clock_timestamp(), updated_at = clock_timestamp() "
+        "WHERE service = %(service)s",
+        "INSERT INTO failover.heartbeat (service, region, epoch, beat_at) "
+        "VALUES (%(service)s, %(region)s, %(epoch)s, clock_timestamp()) ON CONFLICT (service) "
+        "DO UPDATE SET region = excluded.region, epoch = excluded.epoch, beat_at = excluded.beat_at",
+    )
+    params = {"service": service, "region": target, "epoch": epoch}
+
+    def run() -> str:
+        conn = db.conn(target)
+        # One transaction: the epoch, the role and writability change together.
+        with conn.transaction():
+            for statement in bookkeeping:
+                conn.execute(statement, params)
+            set_app_logins(conn, db.service.app_roles, True)
+            set_database_read_only(conn, dbname, False)
+        return f"primary at epoch {epoch}, writable"
+
+    return Step(f"bump the epoch to {epoch} and make the database writable", target,
+                (*(s % {k: repr(v) for k, v in params.items()} for s in bookkeeping),
+                 *(f'ALTER ROLE "{role}" LOGIN' for role in db.service.app_roles),
+                 f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only'), run)
+
+
+def terminate_stale_step(db: ServiceDatabases, target: str) -> Step:
+    def run() -> str:
+        row = db.conn(target).execute(_TERMINATE_STALE, [db.service.name]).fetchone()
+        return f"terminated {row[0] if row else 0} read-only sessions"
+
+    return Step("terminate sessions opened while read-only", target,
+                (_TERMINATE_STALE % f"'{db.service.name}'",), run)
+
+
+def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: str | None,
+                 epoch: int) -> Step:
+    """Subscribe `region` to the new primary: clean hand-over if it applied exactly what the
+    target applied, else a full resync (TRUNCATE + copy), never a silent gap."""
+    service = db.service.name
+    slot = slot_name(service, region)
+    target_endpoint = db.endpoint(target)
+
+    def run() -> str:
+        conn = db.try_conn(region)
+        if conn is None:
+            return (f"unreachable: skipped; rerun this action with --epoch {epoch} "
+                    "when it is back")
+        check_epoch(conn, service, epoch, region=region)
+        current = subscription_conninfo(conn, service)
+        if current is not None and same_server(current, target_endpoint):
+            record_role(conn, service, "subscriber", epoch)
+            return f"already subscribed to {target}"
+        status = inspect_node(conn, service)
+        if status.role == "primary":
+            return f"was a primary: left fenced for `failover rejoin {region}`"
+        if status.handover_epoch == epoch:
+            applied = status.handover_lsn
+        else:
+            applied = status.remote_lsn
+            record_handover(conn, service, lsn=format_lsn(applied), source=old_primary,
+                            epoch=epoch)
+        target_conn = db.conn(target)
+        target_applied = inspect_node(target_conn, service).handover_lsn
+        clean = (applied is not None and applied == target_applied
+                 and slot_exists(target_conn, slot))
+        drop_subscription(conn, service)
+        if not clean:
+            ensure_slot(target_conn, slot)
+            truncate_published(conn)
+        conn.execute(create_subscription_statement(
+            service, target_endpoint.conninfo(), slot, copy_data=not clean))
+        record_role(conn, service, "subscriber", epoch)
+        if clean:
+            return f"clean hand-over at {format_lsn(applied)}"
+        return (f"full resync: applied {format_lsn(applied)} here, "
+                f"{format_lsn(target_applied)} on {target}")
+
+    hidden = target_endpoint.conninfo(password=HIDDEN)
+    return Step(f"re-point {region} to {target}", region, (
+        f"SELECT failover.check_epoch('{service}', {epoch})",
+        *(s.as_string() for s in drop_subscription_statements(service)),
+        f"-- if {region} applied exactly what {target} applied and slot {slot} exists:",
+        create_subscription_statement(service, hidden, slot, copy_data=False).as_string(),
+        "-- else: create the slot on the target if missing, then",
+        "TRUNCATE <every table of failover.publishable_tables()>",
+        create_subscription_statement(service, hidden, slot, copy_data=True).as_string(),
+    ), run)
+
+
+# ------------------------------------------------------------ promotion
+
+
+def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, epoch: int,
+                   allow_data_loss: bool) -> Step:
+    service = db.service
+
+    def refusal(status: NodeStatus, lag_bytes: int | None) -> str | None:
+        seconds, size = status.lag_seconds, lag_bytes
+        problems = []
+        if seconds is None or seconds > service.max_lag_seconds:
+            problems.append(f"{'unknown' if seconds is None else f'{seconds:.1f}'} s behind "
+                            f"(max_lag_seconds {service.max_lag_seconds:g})")
+        if size is None or size > service.max_lag_bytes:
+            problems.append(f"{'unknown' if size is None else size} bytes behind "
+                            f"(max_lag_bytes {service.max_lag_bytes})")
+        return "; ".join(problems) or None
+
+    def run() -> str:
+        conn = db.conn(target)
+        status = inspect_node(conn, service.name)
+        if status.handover_epoch == epoch:
+            return f"already recorded at {format_lsn(status.handover_lsn)}"
+        if status.role == "primary" and not status.subscription_present:
+            return "already the primary"
+        lag_bytes = status.lag_bytes
+        publisher = db.try_conn(old_primary) if old_primary is not None else None
+        if publisher is not None and status.remote_lsn is not None:
+            # The publisher lives: its WAL end is exact where our memory is not.
+            row = publisher.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+                                    [format_lsn(status.remote_lsn)]).fetchone()
+            lag_bytes = max(0, int(row[0])) if row else lag_bytes
+        problem = refusal(status, lag_bytes)
+        if problem is not None and not allow_data_loss:
+            raise SafetyRefusal(
+                f"region {target} is {problem} for service {service.name!r}: promoting it would "
+                "lose the transactions it has not applied; pick a less lagging region, wait, or "
+                "pass --allow-data-loss")
+        record_handover(conn, service.name, lsn=format_lsn(status.remote_lsn),
+                        source=old_primary, epoch=epoch)
+        figures = f"{status.lag_seconds} s, {lag_bytes} bytes behind"
+        accepted = f" (accepted with --allow-data-loss: {problem})" if problem else ""
+        return f"applied up to {format_lsn(status.remote_lsn)}, {figures}{accepted}"
+
+    return Step("check lag and record the applied position", target, (
+        f"SELECT * FROM failover.node_status('{service.name}', ...)  -- refuse above "
+        f"{service.max_lag_seconds:g} s or {service.max_lag_bytes} bytes",
+        f"UPDATE failover.node_state SET handover_lsn = <remote_lsn>, handover_epoch = {epoch} "
+        f"WHERE service = '{service.name}'",
+    ), run)
+
+
+def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) -> Step:
+    steps = fence_steps(db, old_primary, epoch=epoch)
+
+    def run() -> str:
+        if db.try_conn(old_primary) is None:
+            return "unreachable: nothing to fence"
+        return "; ".join(step.run() for step in steps)
+
+    return Step("fence the old primary if reachable", old_primary,
+                tuple(s for step in steps for s in step.sql), run)
+
+
+def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> Step:
+    query = f"SELECT * FROM failover.sync_sequences({int(gap)})"
+
+    def run() -> str:
+        moved = db.conn(target).execute(query.encode()).fetchall()
+        return f"moved {len(moved)} sequences past max(column) + {gap}"
+
+    return Step("sync sequences", target, (query,), run)
+
+
+def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = None,
+                   allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
+                   repoint: bool = True) -> PromotionPlan:
+    """The steps that promote `target`; reads the current state, changes nothing.
+
+    `repoint=False` leaves out re-pointing the other subscribers: the controller
+    runs those after moving DNS, so that clients do not wait for them.
+    """
+    db.endpoint(target, flag="REGION")
+    old_primary = find_old_primary(db, target)
+    if old_primary == target:
+        raise FailoverError(f"region {target} is already the primary of {db.service.name!r}")
+    epoch = next_epoch(db) if epoch is None else epoch
+    subscribers = tuple(r for r in db.regions if r not in (target, old_primary))
+    steps = [
+        Step("check the epoch", target, (f"SELECT failover.check_epoch('{db.service.name}', "
+                                         f"{epoch})",),
+             lambda: f"recorded {check_epoch(db.conn(target), db.service.name, epoch, region=target)}"),
+        *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
+        _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
+        detach_step(db, target),
+        rollback_prepared_step(db, target),
+        _sync_sequences_step(db, target, sequence_gap),
+        publication_step(db, target),
+        slots_step(db, target, subscribers),
+        take_writer_role_step(db, target, epoch),
+        terminate_stale_step(db, target),
+        *(repoint_step(db, region, target, old_primary, epoch)
+          for region in (subscribers if repoint else ())),
+    ]
+    return PromotionPlan(service=db.service.name, target=target, old_primary=old_primary,
+                         subscribers=subscribers, epoch=epoch, steps=tuple(steps))

@@ -1,0 +1,135 @@
+"""Idempotent operations on a service's publication, slots and subscription.
+
+Each function checks before it acts, so that calling it again after a crash
+is harmless; the `*_sql` functions return the statements it says, for dry runs.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from failover.postgres.connection import Connection
+from failover.postgres.names import publication_name, subscription_name
+
+# In dry-run output, where a connection string would show a password.
+HIDDEN = "********"
+
+
+def publishable_tables(conn: Connection) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM failover.publishable_tables() t "
+        "JOIN pg_class c ON c.oid = t JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "ORDER BY 1, 2").fetchall()
+    return [(str(schema), str(name)) for schema, name in rows]
+
+
+def _table_list(tables: list[tuple[str, str]]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
+
+
+def ensure_publication(conn: Connection, service: str) -> str:
+    """The service's publication holds exactly the publishable tables."""
+    name = publication_name(service)
+    tables = publishable_tables(conn)
+    current = conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s "
+        "ORDER BY 1, 2", [name]).fetchall()
+    exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
+    if exists is None:
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(name), _table_list(tables)))
+        return f"created publication {name} ({len(tables)} tables)"
+    if [tuple(row) for row in current] != tables:
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(
+            sql.Identifier(name), _table_list(tables)))
+        return f"publication {name} now holds {len(tables)} tables"
+    return f"publication {name} already holds all {len(tables)} tables"
+
+
+def ensure_publication_sql(service: str) -> str:
+    return (f"CREATE PUBLICATION {publication_name(service)} FOR TABLE "
+            "<every table of failover.publishable_tables()>  -- or ALTER PUBLICATION ... SET TABLE")
+
+
+def slot_exists(conn: Connection, slot: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
+                        [slot]).fetchone() is not None
+
+
+def ensure_slot(conn: Connection, slot: str) -> str:
+    if slot_exists(conn, slot):
+        return f"slot {slot} exists"
+    conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [slot])
+    return f"created slot {slot}"
+
+
+def ensure_slot_sql(slot: str) -> str:
+    return f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')  -- unless it exists"
+
+
+def subscription_conninfo(conn: Connection, service: str) -> str | None:
+    row = conn.execute(
+        "SELECT subconninfo FROM pg_subscription WHERE subname = %s AND subdbid = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        [subscription_name(service)]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def drop_subscription_statements(service: str) -> list[sql.Composed]:
+    """Detach first, so that DROP works even when the publisher is gone (its slot stays there)."""
+    name = sql.Identifier(subscription_name(service))
+    return [sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name),
+            sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name),
+            sql.SQL("DROP SUBSCRIPTION {}").format(name)]
+
+
+def drop_subscription(conn: Connection, service: str) -> str:
+    if subscription_conninfo(conn, service) is None:
+        return "no subscription"
+    for statement in drop_subscription_statements(service):
+        conn.execute(statement)
+    return f"dropped subscription {subscription_name(service)}"
+
+
+def create_subscription_statement(service: str, publisher_conninfo: str, slot: str, *,
+                                  copy_data: bool, create_slot: bool = False) -> sql.Composed:
+    return sql.SQL(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH "
+        "(slot_name = {}, create_slot = {}, copy_data = {})").format(
+            sql.Identifier(subscription_name(service)), sql.Literal(publisher_conninfo),
+            sql.Identifier(publication_name(service)), sql.Literal(slot),
+            sql.SQL("true" if create_slot else "false"), sql.SQL("true" if copy_data else "false"))
+
+
+def truncate_published(conn: Connection) -> str:
+    """Empty every published table before a full copy (copying into rows loops on duplicates)."""
+    tables = publishable_tables(conn)
+    conn.execute(sql.SQL("TRUNCATE {}").format(_table_list(tables)))
+    return f"truncated {len(tables)} tables"
+
+
+def drop_logical_slots(conn: Connection, *, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Drop every logical slot of this database except `keep` (their WAL is retained forever).
+
+    Table-sync slots of interrupted copies are included. A slot still in use
+    by a walsender is released first by terminating that walsender.
+    """
+    rows = conn.execute(
+        "SELECT slot_name, active_pid FROM pg_replication_slots WHERE slot_type = 'logical' "
+        "AND database = current_database() AND NOT temporary ORDER BY 1").fetchall()
+    dropped = []
+    for slot, active_pid in rows:
+        if slot in keep:
+            continue
+        if active_pid is not None:
+            conn.execute("SELECT pg_terminate_backend(%s, 5000)", [active_pid])
+        conn.execute("SELECT pg_drop_replication_slot(%s) FROM pg_replication_slots "
+                     "WHERE slot_name = %s", [slot, slot])
+        dropped.append(str(slot))
+    return dropped
+
+
+def drop_publication(conn: Connection, service: str) -> str:
+    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+        sql.Identifier(publication_name(service))))
+    return f"no publication {publication_name(service)}"

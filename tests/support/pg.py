@@ -1,0 +1,212 @@
+"""PostgreSQL fixtures: one 3-server cluster per version per test session, a fresh database per test.
+
+Import the fixtures into a test module with
+`from tests.support.pg import pg_cluster, service_db, replicated  # noqa: F401`.
+
+CREATE DATABASE on the shared servers is much cheaper than initdb, so every
+test gets its own database (and its own replication objects) and may kill
+servers: the teardown restarts them and drops what the test left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_servers
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.heartbeat import HeartbeatThread
+from failover.postgres.replicate import plan_replication
+from failover.postgres.schema import install
+from failover.postgres.steps import run_steps
+from failover.topology import PostgresEndpoint, Service
+from tests.support.loopback import allocate_block
+
+REGIONS = ("alpha", "bravo", "charlie")
+APP_ROLE = "app"
+SERVICE = "shop"
+
+# Three kinds of default ids: bigserial, identity, and a table with two sequences.
+APP_SCHEMA = """
+CREATE TABLE items (id bigserial PRIMARY KEY, note text NOT NULL);
+CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text NOT NULL);
+CREATE TABLE orders (id serial PRIMARY KEY, ref bigserial UNIQUE, note text NOT NULL);
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app;
+"""
+APP_TABLES = ("items", "events", "orders")
+
+
+def available_bindirs() -> list[tuple[str, Path]]:
+    """(id, bindir) for every PostgreSQL on this machine the tests should run against."""
+    found = []
+    embedded = pg_bindir() if not os.environ.get("FAILOVER_PG_BINDIR") else None
+    if embedded is not None:
+        found.append(("pg-embedded", embedded))
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin")):
+        if (bindir / "postgres").exists():
+            found.append((f"pg{bindir.parent.name}", bindir))
+    if os.environ.get("FAILOVER_PG_BINDIR"):
+        found.append(("pg-configured", Path(os.environ["FAILOVER_PG_BINDIR"])))
+    return found
+
+
+_BINDIRS = available_bindirs()
+
+
+@dataclass
+class Cluster:
+    servers: dict[str, PgServer]
+
+    @property
+    def version(self) -> int:
+        return next(iter(self.servers.values())).version
+
+    def restart_dead(self) -> None:
+        for server in self.servers.values():
+            if not server.is_running():
+                server.start()
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
+               what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture(scope="session", params=[b for _, b in _BINDIRS], ids=[i for i, _ in _BINDIRS])
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    block = allocate_block()
+    root = Path(tempfile.mkdtemp(prefix="failover-pg-"))
+    servers = start_servers(root, {name: block.address(i + 1) for i, name in enumerate(REGIONS)},
+                            bindir=request.param, durable=False)
+    try:
+        for server in servers:
+            with server.connect() as conn:
+                conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
+        yield Cluster({server.name: server for server in servers})
+    finally:
+        stop_servers(servers)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class ServiceDb:
+    """A fresh database on every server of the cluster, schema installed, not yet replicated."""
+
+    cluster: Cluster
+    dbname: str
+    service: Service
+    db: ServiceDatabases
+    heartbeats: list[HeartbeatThread] = field(default_factory=list)
+
+    def server(self, region: str) -> PgServer:
+        return self.cluster.servers[region]
+
+    def admin(self, region: str) -> psycopg.Connection[tuple[object, ...]]:
+        return self.server(region).connect(self.dbname)
+
+    def app_conninfo(self, region: str) -> str:
+        return self.server(region).conninfo(self.dbname, user=APP_ROLE)
+
+    def start_heartbeat(self, region: str) -> HeartbeatThread:
+        thread = HeartbeatThread(self.server(region).conninfo(self.dbname), SERVICE,
+                                 interval=0.2).start()
+        self.heartbeats.append(thread)
+        return thread
+
+    def rows(self, region: str, table: str) -> list[tuple[object, ...]]:
+        with self.admin(region) as conn:
+            return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+
+    def wait_synced(self, region: str, timeout: float = 60.0) -> None:
+        """Until every table of `region`'s subscription finished its initial copy."""
+        def ready() -> bool:
+            with self.admin(region) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE srsubstate <> 'r'), count(*) "
+                    "FROM pg_subscription_rel").fetchone()
+                return row is not None and row[0] == 0 and row[1] > 0
+        wait_until(ready, timeout=timeout, what=f"{region} to finish its initial copy")
+
+    def wait_same(self, source: str, region: str, tables: tuple[str, ...] = APP_TABLES,
+                  timeout: float = 30.0) -> None:
+        def same() -> bool:
+            return all(self.rows(source, t) == self.rows(region, t) for t in tables)
+        wait_until(same, timeout=timeout, what=f"{region} to hold what {source} holds")
+
+
+def _drop_subscriptions(server: PgServer, dbname: str) -> None:
+    with server.connect(dbname) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        subs = conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d "
+                            "ON d.oid = s.subdbid WHERE d.datname = current_database()").fetchall()
+        for (sub,) in subs:
+            conn.execute(f'ALTER SUBSCRIPTION "{sub}" DISABLE')
+            conn.execute(f'ALTER SUBSCRIPTION "{sub}" SET (slot_name = NONE)')
+            conn.execute(f'DROP SUBSCRIPTION "{sub}"')
+
+
+def _drop_database(server: PgServer, dbname: str) -> None:
+    with server.connect() as conn:
+        for slot, pid in conn.execute("SELECT slot_name, active_pid FROM pg_replication_slots "
+                                      "WHERE database = %s", [dbname]).fetchall():
+            if pid is not None:
+                conn.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+            conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+        conn.execute(f"ALTER ROLE {APP_ROLE} LOGIN")
+
+
+@pytest.fixture
+def service_db(pg_cluster: Cluster) -> Iterator[ServiceDb]:
+    pg_cluster.restart_dead()
+    dbname = f"t_{uuid.uuid4().hex[:10]}"
+    service = Service(name=SERVICE, database=dbname, writer_record="shop.lab.test.",
+                      app_roles=[APP_ROLE], max_lag_seconds=5.0, max_lag_bytes=16 * 1024 * 1024)
+    endpoints = {name: PostgresEndpoint(host=server.host, port=server.port, dbname=dbname,
+                                        user="postgres", connect_timeout=2.0)
+                 for name, server in pg_cluster.servers.items()}
+    for region, server in pg_cluster.servers.items():
+        with server.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        with server.connect(dbname) as conn:
+            conn.execute(APP_SCHEMA)
+            install(conn, SERVICE, region)
+    db = ServiceDatabases(service=service, endpoints=endpoints)
+    sdb = ServiceDb(cluster=pg_cluster, dbname=dbname, service=service, db=db)
+    try:
+        yield sdb
+    finally:
+        for thread in sdb.heartbeats:
+            thread.stop()
+        db.close()
+        pg_cluster.restart_dead()
+        # Subscriptions first everywhere, or their workers would take the slots back.
+        for server in pg_cluster.servers.values():
+            _drop_subscriptions(server, dbname)
+        for server in pg_cluster.servers.values():
+            _drop_database(server, dbname)
+
+
+@pytest.fixture
+def replicated(service_db: ServiceDb) -> ServiceDb:
+    """alpha publishes, bravo and charlie subscribe (initial copy done), alpha beats."""
+    run_steps(plan_replication(service_db.db, "alpha").steps)
+    for region in ("bravo", "charlie"):
+        service_db.wait_synced(region)
+    service_db.start_heartbeat("alpha")
+    return service_db
