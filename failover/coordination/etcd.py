@@ -16,7 +16,9 @@ one's leave (the engine decides that from observations going stale, so the
 last ones read are kept with their own timestamps, never refreshed).
 
 The lease is renewed by a task of its own, not by the exchange, so that a
-leader busy with a long step keeps its leadership.
+leader busy with a long step keeps its leadership. Leadership lasts one plan:
+the next `exchange()` (or `resign()`) gives the leader key back, and a
+campaign fails when the records it decided on changed since they were read.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ from failover.topology import EtcdSettings
 
 RECORD = TypeAdapter(ServiceRecord)
 _LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: a put named a lease that already expired
+
+
+def _parse_record(value: bytes) -> ServiceRecord | None:
+    try:
+        return RECORD.validate_json(value)
+    except ValidationError:
+        return None  # written by a controller of another version; its own logs say more
 
 
 def request_timeout(lease_ttl: float) -> float:
@@ -167,6 +176,9 @@ class EtcdCoordinator:
     # ---------------------------------------------------------- exchange
 
     async def exchange(self, mine: Sequence[Observation]) -> None:
+        # Leadership lasts one plan, and the controller exchanges only between
+        # plans: whoever the engine picks next must be able to take the key.
+        await self.resign()
         for observation in mine:
             self._mine[observation.target] = observation
         body = OBSERVATIONS.dump_json(sorted(self._mine.values(), key=lambda o: o.target))
@@ -203,12 +215,10 @@ class EtcdCoordinator:
         records: dict[str, ServiceRecord] = {}
         revisions: dict[str, int] = {}
         for kv in kvs:
-            try:
-                record = RECORD.validate_json(kv.value)
-            except ValidationError:
-                continue
-            records[record.service] = record
-            revisions[record.service] = kv.mod_revision
+            record = _parse_record(kv.value)
+            if record is not None:
+                records[record.service] = record
+                revisions[record.service] = kv.mod_revision
         return records, revisions
 
     def observations(self) -> list[Observation]:
@@ -224,11 +234,10 @@ class EtcdCoordinator:
 
     async def put_record(self, record: ServiceRecord) -> None:
         held = self._records.get(record.service)
-        if not record.newer_than(held):
+        if held is not None and not record.newer_than(held):
             raise ConflictError(
                 f"service {record.service!r}: etcd already holds epoch {held.epoch} version "
-                f"{held.version}, not older than epoch {record.epoch} version {record.version}"
-                if held else f"service {record.service!r}: record not newer")
+                f"{held.version}, not older than epoch {record.epoch} version {record.version}")
         key = self._records_prefix + record.service
         try:
             result = await asyncio.to_thread(
@@ -241,17 +250,16 @@ class EtcdCoordinator:
             self._records[record.service], self._revisions[record.service] = record, result.revision
             return
         (stored,) = result.ranges[0] or (None,)
-        current = RECORD.validate_json(stored.value) if stored is not None else None
-        if stored is not None and current == record:
-            # Our own write, applied before its answer was lost to a timeout.
-            self._revisions[record.service] = stored.mod_revision
+        current = _parse_record(stored.value) if stored is not None else None
+        self._revisions[record.service] = stored.mod_revision if stored is not None else 0
+        if current == record:  # our own write, applied before a timeout hid its answer
+            self._records[record.service] = record
             return
-        if stored is None or current is None:
+        if current is None:
             self._records.pop(record.service, None)
-            self._revisions.pop(record.service, None)
-            raise ConflictError(f"service {record.service!r}: its record was deleted from etcd "
-                                "since this controller read it")
-        self._records[record.service], self._revisions[record.service] = current, stored.mod_revision
+            raise ConflictError(f"service {record.service!r}: its record in etcd was deleted or "
+                                "rewritten unreadably since this controller read it")
+        self._records[record.service] = current
         raise ConflictError(
             f"service {record.service!r}: its record in etcd changed since this controller read "
             f"it (now writer {current.writer}, epoch {current.epoch} version {current.version})")
@@ -266,25 +274,34 @@ class EtcdCoordinator:
             # Cut off: the only plan is fencing this controller's own region, as with peers.
             epochs = [action.epoch for action in decision.plan.changes()]
             return Leadership(self.me, max(epochs, default=0), needs_quorum=False)
-        if self._leadership is not None and await self.still_leading(self._leadership):
-            return self._leadership
+        # The decision stands on the records as last read: a plan another
+        # leader finished since then (its record written) must not run again.
+        read = {service: self._revisions.get(service, 0)
+                for service in sorted({action.service for action in decision.plan.changes()})}
         try:
             lease = await self._ensure_lease()
             result = await asyncio.to_thread(
-                self._client.txn, [created_at(self._leader_key, 0)],
-                [put(self._leader_key, self.me.encode(), lease)], [get(self._leader_key)])
+                self._client.txn,
+                [created_at(self._leader_key, 0),
+                 *(modified_at(self._records_prefix + s, rev) for s, rev in read.items())],
+                [put(self._leader_key, self.me.encode(), lease)],
+                [get(self._leader_key), *(get(self._records_prefix + s) for s in read)])
         except FailoverError as exc:
             self._unreachable(exc)
             return None
         if result.succeeded:
-            token = result.revision
-        else:
-            (held,) = result.ranges[0] or (None,)
-            # A leader key on our own lease is our campaign, applied before a timeout hid it.
-            if held is None or held.lease != lease:
-                return None
-            token = held.create_revision
-        self._leadership = Leadership(self.me, token)
+            self._leadership = Leadership(self.me, result.revision)
+            return self._leadership
+        held, *stored = result.ranges
+        # A leader key on our own lease is ours: an earlier campaign, or this
+        # one applied before a timeout hid its answer.
+        if not held or held[0].lease != lease:
+            return None
+        self._leadership = Leadership(self.me, held[0].create_revision)
+        if any((kvs[0].mod_revision if kvs else 0) != read[service]
+               for service, kvs in zip(read, stored, strict=True)):
+            await self.resign()
+            return None
         return self._leadership
 
     async def still_leading(self, leadership: Leadership) -> bool:

@@ -204,6 +204,52 @@ def test_a_controller_the_engine_does_not_choose_gives_the_leader_key_back(
     asyncio.run(scenario())
 
 
+def test_leadership_lasts_one_plan_the_next_exchange_gives_it_back(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            held = await a.lead(failover_decision("a"))
+            assert held is not None and await a.still_leading(held)
+            await a.exchange([])
+            assert not await a.still_leading(held)
+            assert await b.lead(failover_decision("b")) is not None
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_campaign_on_records_that_changed_since_they_were_read_fails(
+        etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            await a.put_record(ServiceRecord("app", writer="a", epoch=1))
+            await b.exchange([])
+            # a fails the service over and records it before b's decision reaches etcd.
+            await a.put_record(ServiceRecord("app", writer="b", epoch=2))
+            assert await b.lead(failover_decision("b")) is None
+            assert leader_key_revision(etcd_cluster, prefix) is None
+            await b.exchange([])
+            assert b.records()["app"].epoch == 2
+            assert await b.lead(failover_decision("b", epoch=3)) is not None
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
 def test_record_writes_are_compare_and_swap(etcd_cluster: EtcdCluster) -> None:
     prefix = new_prefix()
     first = ServiceRecord("app", writer="a", epoch=1)
