@@ -40,6 +40,16 @@ class BindPair:
         """A provider for the zone; both servers are found through the zone's NS records."""
         return Rfc2136Provider(self.zone, self.primary.endpoint, key or self.key, timeout=timeout)
 
+    def topology(self, folder: Path, **rfc2136: str) -> Path:
+        """A topology folder whose DNS is this pair; `rfc2136` overrides fields (TOML values)."""
+        settings = {"server": f'"{self.primary.endpoint.host}"',
+                    "port": str(self.primary.endpoint.port),
+                    "key_file": f'"{self.primary.workdir / "tsig.key"}"',
+                    "timeout": '"1s"', **rfc2136}
+        table = "\n".join(f"{name} = {value}" for name, value in settings.items())
+        return write_topology(folder, f'provider = "rfc2136"\n[dns.rfc2136]\n{table}\n',
+                              zone=self.zone)
+
 
 @pytest.fixture(scope="session")
 def bind_pair() -> Iterator[BindPair]:
