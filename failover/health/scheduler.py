@@ -2,9 +2,10 @@
 
 Runs on the controller's asyncio loop with APScheduler 3's AsyncIOScheduler.
 Each check is one job with `max_instances=1` (a slow probe is never run
-twice at once), `coalesce=True` and a `misfire_grace_time` of half an
-interval (runs missed while the loop was busy collapse into one, and a run
-that is too late is skipped rather than piled up).
+twice at once), `coalesce=True` (runs missed while the loop was busy
+collapse into one) and a `misfire_grace_time` of half an interval (a run
+that is later than that is skipped: the next one is near). APScheduler 3
+takes the grace in whole seconds, so it is at least 1 s.
 
 Spreading the load: each check starts at a random phase within its interval,
 so a thousand checks of 1 s fire evenly across the second instead of all at
@@ -129,7 +130,8 @@ class ProbeScheduler:
                                              timezone=dt.UTC),
                 args=[target], id=f"{target.region}/{target.check.name}",
                 name=f"probe {target.region}/{target.check.name}",
-                max_instances=1, coalesce=True, misfire_grace_time=interval / 2,
+                max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, round(interval / 2)),
             )
         scheduler.add_listener(self._skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         scheduler.start()
