@@ -6,6 +6,11 @@ answer in time (down, hung, partitioned from its cluster's quorum) the call
 moves on to the next endpoint, once round. Calls are synchronous: the
 coordinator runs them in a worker thread.
 
+TLS: `ca_file` verifies the members, `cert_file`/`key_file` is the client
+certificate. etcd refuses a gateway request whose client certificate carries
+a common name (it could not be used as the user name there), so that
+certificate must have none; authenticate with `user` and `password_env`.
+
 Every write the coordinator makes is safe to send twice: a transaction that
 timed out on one endpoint may have been applied before it is sent to the
 next, so callers read back what a failed compare found instead of trusting it.
@@ -22,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import etcd3gw
+import requests
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.lease import Lease
 from pydantic import SecretStr
@@ -132,6 +138,26 @@ def _describe(exc: etcd_errors.Etcd3Exception) -> str:
     return str(message or exc.detail_text or type(exc).__name__)[:300]
 
 
+def gateway_client(endpoint: str, *, timeout: float, ca_file: str | None = None,
+                   cert_file: str | None = None, key_file: str | None = None
+                   ) -> etcd3gw.Etcd3Client:
+    """A client of one endpoint's gateway, configured by its arguments alone.
+
+    requests lets REQUESTS_CA_BUNDLE override a session's own CA file and
+    routes through proxies from the environment: neither may silently change
+    how the controller reaches its coordination store, so the environment is ignored.
+    """
+    scheme, host, port = _parse_endpoint(endpoint)
+    session = requests.Session()
+    session.trust_env = False
+    if ca_file is not None:
+        session.verify = ca_file
+    if cert_file is not None and key_file is not None:
+        session.cert = (cert_file, key_file)
+    return etcd3gw.Etcd3Client(host=host, port=port, protocol=scheme, timeout=timeout,
+                               session=session)
+
+
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int]:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -153,13 +179,13 @@ class EtcdClient:
         if (user is None) != (password is None):
             raise UserError("fleet.toml: coordination.etcd: user and password_env go together; "
                             "set both or neither")
+        if (cert_file is None) != (key_file is None):
+            raise UserError("fleet.toml: coordination.etcd: cert_file and key_file go together; "
+                            "set both or neither")
         self.endpoints = list(endpoints)
-        self._clients = []
-        for endpoint in self.endpoints:
-            scheme, host, port = _parse_endpoint(endpoint)
-            self._clients.append(etcd3gw.Etcd3Client(
-                host=host, port=port, protocol=scheme, timeout=timeout, ca_cert=ca_file,
-                cert_cert=cert_file, cert_key=key_file))
+        self._clients = [gateway_client(endpoint, timeout=timeout, ca_file=ca_file,
+                                        cert_file=cert_file, key_file=key_file)
+                         for endpoint in self.endpoints]
         self._user = user
         self._password = password
         self._authenticated: set[int] = set()
@@ -203,6 +229,8 @@ class EtcdClient:
         if self._user is None or self._password is None:
             return
         client = self._clients[index]
+        # etcd checks a token before the call: an expired one would fail this too.
+        client.session.headers.pop("Authorization", None)
         answer = client.post(client.get_url("/auth/authenticate"), json={
             "name": self._user, "password": self._password.get_secret_value()})
         client.session.headers["Authorization"] = str(answer["token"])

@@ -28,6 +28,7 @@ from pathlib import Path
 import etcd3gw
 from etcd3gw import exceptions as etcd_errors
 
+from failover.coordination.etcd_client import gateway_client
 from failover.errors import FailoverError, UserError
 from failover.lab.unprivileged import RunAs, server_user
 
@@ -76,6 +77,18 @@ def _iptables(action: str, rule: Sequence[str]) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, check=False, timeout=15)
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for the client port: members serve `cert_file` and ask clients for a
+    certificate signed by `ca_file`. Peers still talk plain HTTP on loopback."""
+
+    ca_file: Path
+    cert_file: Path  # its subject alternative names cover every member's address
+    key_file: Path
+    client_cert_file: Path  # what the kit itself presents to ask a member's status
+    client_key_file: Path
+
+
 @dataclass
 class EtcdMember:
     name: str
@@ -86,12 +99,14 @@ class EtcdMember:
     cluster_token: str
     heartbeat_ms: int
     election_ms: int
+    tls: ClientTls | None = None
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     partitioned: bool = field(default=False)
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.address}:{CLIENT_PORT}"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{CLIENT_PORT}"
 
     @property
     def peer_url(self) -> str:
@@ -125,7 +140,7 @@ class EtcdMember:
             "--initial-cluster-token", self.cluster_token, "--initial-cluster-state", "new",
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
-            "--logger", "zap", "--log-outputs", "stderr",
+            "--logger", "zap", "--log-outputs", "stderr", *self._tls_args(), *self.extra_args,
         ]
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -134,9 +149,25 @@ class EtcdMember:
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             )
 
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        # The member runs as another uid: it gets its own readable copies.
+        tls_dir = self.datadir.parent / f"{self.name}-tls"
+        tls_dir.mkdir(mode=0o700, exist_ok=True)
+        for source in (self.tls.ca_file, self.tls.cert_file, self.tls.key_file):
+            shutil.copyfile(source, tls_dir / source.name)
+        self.run_as.chown(tls_dir)
+        return ["--cert-file", str(tls_dir / self.tls.cert_file.name),
+                "--key-file", str(tls_dir / self.tls.key_file.name),
+                "--trusted-ca-file", str(tls_dir / self.tls.ca_file.name), "--client-cert-auth"]
+
     def client(self, timeout: float = _STATUS_TIMEOUT) -> etcd3gw.Etcd3Client:
-        return etcd3gw.Etcd3Client(host=self.address, port=CLIENT_PORT, timeout=timeout,
-                                   api_path="/v3/")
+        if self.tls is None:
+            return gateway_client(self.client_url, timeout=timeout)
+        return gateway_client(self.client_url, timeout=timeout, ca_file=str(self.tls.ca_file),
+                              cert_file=str(self.tls.client_cert_file),
+                              key_file=str(self.tls.client_key_file))
 
     def status(self) -> dict[str, str] | None:
         """This member's view: its id and its leader's id; None when it does not answer."""
@@ -249,10 +280,12 @@ class EtcdCluster:
 
 
 def start_cluster(workdir: Path, addresses: Sequence[str], *, heartbeat_ms: int = 100,
-                  election_ms: int = 1000, name_prefix: str = "etcd") -> EtcdCluster:
+                  election_ms: int = 1000, name_prefix: str = "etcd",
+                  tls: ClientTls | None = None, extra_args: Sequence[str] = ()) -> EtcdCluster:
     """Start one member per address under `workdir` and wait until they elect a leader.
 
-    The defaults elect within about a second after a member dies, so tests stay fast.
+    The defaults elect within about a second after a member dies, so tests stay fast;
+    `extra_args` go to every member's command line as they are.
     """
     ensure_installed()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +297,8 @@ def start_cluster(workdir: Path, addresses: Sequence[str], *, heartbeat_ms: int 
     members = [
         EtcdMember(name=name, address=address, datadir=workdir / name, run_as=_member_user(address),
                    initial_cluster=initial, cluster_token=f"{name_prefix}-{workdir.name}",
-                   heartbeat_ms=heartbeat_ms, election_ms=election_ms)
+                   heartbeat_ms=heartbeat_ms, election_ms=election_ms, tls=tls,
+                   extra_args=tuple(extra_args))
         for name, address in zip(names, addresses, strict=True)
     ]
     cluster = EtcdCluster(members=members, workdir=workdir)
