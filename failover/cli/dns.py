@@ -108,9 +108,6 @@ def set_writer(
     if region.name not in members:
         raise UserError(f"--to: region {region.name!r} has no copy of service {service.name!r} "
                         f"(its regions: {', '.join(members)})")
-    if not region.address:
-        raise UserError(f"{topo.region_files[region.name]}: address: region {region.name!r} has "
-                        "no address to publish; set address = \"<IP clients connect to>\"")
     if len(_record_types(topo, service)) > 1:
         raise UserError(f"service {service.name!r}: its regions mix IPv4 and IPv6 addresses, so "
                         "one writer record cannot hold any of them; give them one family")

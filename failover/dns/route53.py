@@ -86,9 +86,12 @@ class Route53Provider:
                             "`aws route53 list-hosted-zones`")
         self.timeout = timeout
         self.poll_interval = poll_interval
-        # Real Route 53 enforces exact-match DELETE itself; emulators may not
-        # (moto 5.2 does not), so there the current record is checked first.
-        # That check is not atomic: it narrows the window, it does not close it.
+        # Real Route 53 enforces exact-match DELETE itself. Emulators may not:
+        # moto 5.2 accepts a DELETE of values the record once had, and refuses
+        # DELETE(old)+CREATE(new) when that CREATE ever happened before (a
+        # writer moving back to a region). For them the current record is
+        # checked first and then replaced with one UPSERT: that check is not
+        # atomic, it narrows the window of a race, it does not close it.
         self.verify_before_change = verify_before_change
         self._attempts = attempts
         self.bucket = TokenBucket(requests_per_second, burst)
@@ -197,6 +200,16 @@ class Route53Provider:
             item["HealthCheckId"] = record.routing.health_check_id
         return item
 
+    def _batch(self, expected: RecordSet | None, desired: RecordSet) -> list[ChangeTypeDef]:
+        if self.verify_before_change and desired.values:
+            return [{"Action": "UPSERT", "ResourceRecordSet": self._to_api(desired)}]
+        changes: list[ChangeTypeDef] = []
+        if expected is not None:
+            changes.append({"Action": "DELETE", "ResourceRecordSet": self._to_api(expected)})
+        if desired.values:
+            changes.append({"Action": "CREATE", "ResourceRecordSet": self._to_api(desired)})
+        return changes
+
     def compare_and_set(self, expected: RecordSet | None, desired: RecordSet) -> Change:
         key = self._checked(desired.key)
         where = str(key)
@@ -221,11 +234,7 @@ class Route53Provider:
                 return done
             if current != expected:
                 raise RecordConflict(key, old_values or None, current)
-        changes: list[ChangeTypeDef] = []
-        if expected is not None:
-            changes.append({"Action": "DELETE", "ResourceRecordSet": self._to_api(expected)})
-        if desired.values:
-            changes.append({"Action": "CREATE", "ResourceRecordSet": self._to_api(desired)})
+        changes = self._batch(expected, desired)
         try:
             response = self._call(
                 f"change {key}",

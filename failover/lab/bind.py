@@ -14,6 +14,7 @@ own loopback block.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -66,7 +67,9 @@ class ZoneRecord:
 
 def free_port(hosts: Sequence[str], *, first: int = 20000, last: int = 60000) -> int:
     """A port free for both TCP and UDP on every one of `hosts` (DNS needs both)."""
-    for port in range(first + os.getpid() % 1000 * 37 % (last - first), last):
+    start = random.randrange(first, last)  # noqa: S311 - spreads sessions, not a secret
+    for offset in range(last - first):
+        port = first + (start - first + offset) % (last - first)
         sockets: list[socket.socket] = []
         try:
             for host in hosts:
@@ -195,6 +198,10 @@ def _start(workdir: Path, endpoint: Endpoint, zone: str, config: str) -> NamedSe
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=user.preexec(), env=user.env(),  # noqa: PLW1509 - drops privileges only
         )
+    except OSError:
+        if added_address:
+            _release_loopback_address(endpoint.host)
+        raise
     finally:
         log.close()
     server = NamedServer(endpoint=endpoint, zone=zone, workdir=workdir, process=process,
@@ -258,3 +265,12 @@ def start_secondary(workdir: Path, endpoint: Endpoint, zone: str, primary: Endpo
         f"\tallow-notify {{ {primary.host}; }};\n}};\n"
     )
     return _start(workdir, endpoint, zone, config)
+
+
+def restart(workdir: Path, endpoint: Endpoint, zone: str) -> NamedServer:
+    """Start named again from the configuration a stopped server left in `workdir`.
+
+    The zone file is not rewritten, so the update journal (.jnl) is replayed:
+    every change accepted before the stop is served again.
+    """
+    return _start(workdir, endpoint, zone, (workdir / "named.conf").read_text())
