@@ -49,6 +49,13 @@ class _PrerequisiteFailed(Exception):
     """NXRRSET/YXRRSET: the record is not what the update's prerequisite said."""
 
 
+# What the server's TSIG error says about our key.
+_PEER_ERRORS: dict[type[Exception], str] = {
+    dns.tsig.PeerBadKey: "BADKEY: it knows no key named {key!r} with this algorithm",
+    dns.tsig.PeerBadSignature: "BADSIG: its secret for {key!r} differs from ours",
+    dns.tsig.PeerBadTime: "BADTIME: our clocks differ by more than the allowed fudge",
+}
+
 _DISCOVERY_ERRORS: tuple[type[Exception], ...] = (
     *TRANSIENT_ERRORS, ServerAnswerError, dns.exception.DNSException,
 )
@@ -125,7 +132,8 @@ class Rfc2136Provider:
             response = dns.query.tcp(update, self.server.host, port=self.server.port,
                                      timeout=self.timeout)
         except dns.tsig.PeerError as exc:  # the server says why the signature failed
-            raise DnsRejected(f"{self.server} refused the update of {key}: {type(exc).__name__}; "
+            reason = _PEER_ERRORS.get(type(exc), type(exc).__name__).format(key=self._key.name)
+            raise DnsRejected(f"{self.server} refused the update of {key} (NOTAUTH, {reason}); "
                               f"{key_hint}") from None
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
