@@ -27,6 +27,8 @@ def _register() -> None:
     from failover.cli import topology  # noqa: F401
     from failover.cli import dns  # noqa: F401
     from failover.cli import check  # noqa: F401
+    from failover.cli import fleet  # noqa: F401
+    from failover.cli import lab  # noqa: F401
 
 
 def main() -> None:

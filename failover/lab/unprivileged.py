@@ -76,9 +76,15 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-def server_user() -> RunAs:
-    """Who servers run as: ourselves, or `failover-lab` when we are root."""
+def server_user(name: str = LAB_USER) -> RunAs:
+    """Who servers run as: ourselves, or the user `name` (created on first use) when we are root."""
     if os.geteuid() != 0:
         return RunAs(uid=None, gid=None, name=pwd.getpwuid(os.geteuid()).pw_name)
-    entry = _ensure_user(LAB_USER)
+    entry = _ensure_user(name)
     return RunAs(uid=entry.pw_uid, gid=entry.pw_gid, name=entry.pw_name)
+
+
+def region_user(region: str) -> RunAs:
+    """The user a lab region's processes run as: one per region, so that packet filters
+    can tell the regions' traffic apart by owner (see `failover lab fault --kind isolate`)."""
+    return server_user(f"fo-{region}"[:32])

@@ -1,0 +1,249 @@
+"""The fleet's verbs: run a controller, see what the controllers see, pause and resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from failover.cli import app
+from failover.cli.common import JsonOption, TopologyOption, console, print_json
+from failover.coordination.client import ControllerUnreachable, call
+from failover.errors import FailoverError, UserError
+from failover.topology import Topology, load_topology
+
+controller_app = typer.Typer(help="The per-region controller process.", no_args_is_help=True)
+app.add_typer(controller_app, name="controller")
+
+
+def fleet_key(topo: Topology) -> bytes:
+    secret = topo.fleet_key()
+    if secret is None:
+        raise UserError(f"{topo.path / 'fleet.toml'}: coordination: no fleet key; set key_file "
+                        "or key_env (and that variable) so that controllers can sign requests")
+    return secret.get_secret_value().encode()
+
+
+@controller_app.command("run")
+def run(
+    topology: TopologyOption,
+    region: Annotated[str, typer.Option("--region", envvar="FAILOVER_REGION",
+                                        help="The region this controller runs in.")],
+    state_dir: Annotated[Path, typer.Option("--state-dir", envvar="FAILOVER_STATE_DIR",
+                                            help="Where the journal and records live.")] =
+    Path("/var/lib/failover"),
+    log_level: Annotated[str, typer.Option("--log-level", envvar="FAILOVER_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run the controller of REGION until SIGTERM (JSON logs on stderr)."""
+    from failover import logs
+    from failover.controller import Controller, run_forever
+
+    topo = load_topology(topology)
+    topo.region(region)
+    logs.configure(region, log_level)
+    run_forever(Controller(topo, region, state_dir=state_dir, key=fleet_key(topo)))
+
+
+def _statuses(topo: Topology) -> dict[str, dict[str, Any] | str]:
+    out: dict[str, dict[str, Any] | str] = {}
+    for name, region in topo.regions.items():
+        try:
+            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
+            out[name] = reply.body if isinstance(reply.body, dict) else f"HTTP {reply.status}"
+        except ControllerUnreachable as exc:
+            out[name] = f"unreachable: {exc}"
+    return out
+
+
+def _acting(statuses: dict[str, dict[str, Any] | str]) -> dict[str, Any] | None:
+    """The view of the controller the fleet names executor, else any with a quorum."""
+    views = [s for s in statuses.values() if isinstance(s, dict)]
+    for view in views:
+        if view.get("executor") == view.get("region") and view.get("has_quorum"):
+            return view
+    return next((v for v in views if v.get("has_quorum")), views[0] if views else None)
+
+
+def _status_table(topo: Topology, statuses: dict[str, dict[str, Any] | str]) -> Table:
+    view = _acting(statuses)
+    table = Table(title=f"fleet {topo.fleet.name}" + (
+        f" as seen by {view['region']}" if view else " (no controller answers)"))
+    for column in ("region", "controller", "verdict", "votes"):
+        table.add_column(column)
+    for name in topo.regions:
+        status = statuses[name]
+        controller = ("up, quorum" if isinstance(status, dict) and status.get("has_quorum")
+                      else "up, NO quorum" if isinstance(status, dict) else status)
+        verdict = (view or {}).get("verdicts", {}).get(name, {})
+        votes = ", ".join(f"{v['observer']}: {v['health'] or 'nothing'}"
+                          + ("" if v.get("counted") else f" (not counted: {v.get('note')})")
+                          for v in verdict.get("votes", []))
+        table.add_row(name, controller, verdict.get("verdict", "?"), votes)
+    if view:
+        for service, info in view.get("services", {}).items():
+            lags = "; ".join(
+                f"{region}: {r['role']}{' fenced' if r['fenced'] else ''}"
+                + (f" lag {r['lag_seconds']:.1f}s/{r['lag_bytes']}B"
+                   if r.get("lag_seconds") is not None and r['role'] == "subscriber" else "")
+                for region, r in sorted(info.get("replication", {}).items()))
+            plan = info.get("last_plan") or {}
+            table.caption = (table.caption or "") + (
+                f"\n{service}: writer {info.get('writer')} epoch {info.get('epoch')}"
+                f"{' PAUSED' if info.get('paused') else ''}"
+                f"{' DEGRADED: ' + info['degraded'] if info.get('degraded') else ''}; {lags}"
+                + (f"; last plan {plan.get('plan_id')} {plan.get('outcome')}" if plan else ""))
+        if view.get("coordination_problem"):
+            table.caption = (table.caption or "") + f"\nno automatic action: {view['coordination_problem']}"
+    return table
+
+
+@app.command("status")
+def status(
+    topology: TopologyOption,
+    json_out: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")]
+    = False,
+) -> None:
+    """The fleet as the controllers see it: verdicts and votes, writers, epochs, lag, plans."""
+    topo = load_topology(topology)
+    if json_out:
+        print_json({"fleet": topo.fleet.name, "controllers": _statuses(topo)})
+        return
+    if not watch:
+        console.print(_status_table(topo, _statuses(topo)))
+        return
+    with Live(_status_table(topo, _statuses(topo)), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(_status_table(topo, _statuses(topo)), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def _parse_since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        pass
+    from failover.durations import parse_duration
+
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        raise UserError(f"--since: {value!r} is neither a duration (\"10m\"), an ISO time nor "
+                        "epoch seconds") from None
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    kind = entry.get("kind")
+    if kind == "threshold":
+        return (f"check {entry.get('target')}/{entry.get('check')}: {entry.get('previous')} -> "
+                f"{entry.get('current')} ({entry.get('reason')})")
+    if kind == "verdict":
+        votes = ", ".join(f"{v.get('observer')}={v.get('health')}" for v in entry.get("votes", []))
+        return f"verdict {entry.get('target')} {entry.get('verdict')} [{votes}]"
+    if kind == "plan":
+        return (f"plan {entry.get('plan_id')} epoch {entry.get('epoch')} {entry.get('event')}"
+                + (f" {entry.get('outcome')}" if entry.get("outcome") else "")
+                + (f": {entry.get('error')}" if entry.get("error") else ""))
+    if kind == "step":
+        took = f" in {entry['duration'] * 1000:.0f} ms" if "duration" in entry else ""
+        return (f"  step {entry.get('step')} {entry.get('event')}"
+                + (f" {entry.get('outcome')}{took}" if entry.get("outcome") else "")
+                + (f": {entry.get('error') or entry.get('detail') or ''}"
+                   if entry.get("error") or entry.get("detail") else ""))
+    if kind == "operator":
+        return f"operator {entry.get('verb')} {entry.get('service')} by {entry.get('by')}"
+    return str(kind)
+
+
+@app.command("history")
+def history(
+    topology: TopologyOption,
+    json_out: JsonOption = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only entries after this: a duration (\"10m\"), ISO time or epoch.")]
+    = None,
+) -> None:
+    """One timeline from the journals of every reachable controller: a postmortem view."""
+    topo = load_topology(topology)
+    key = fleet_key(topo)
+    since_ts = _parse_since(since)
+    entries: list[dict[str, Any]] = []
+    missing: dict[str, str] = {}
+    for name, region in topo.regions.items():
+        try:
+            reply = call(region.controller_url, "GET", "/v1/journal", key=key,
+                         query=f"since={since_ts}" if since_ts is not None else "", timeout=5)
+        except ControllerUnreachable as exc:
+            missing[name] = str(exc)
+            continue
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            missing[name] = f"HTTP {reply.status}: {reply.body}"
+            continue
+        entries += reply.body.get("entries", [])
+    entries.sort(key=lambda e: (e.get("ts", 0), e.get("source", "")))
+    if json_out:
+        print_json({"entries": entries, "unreachable": missing})
+        return
+    table = Table(title=f"history of fleet {topo.fleet.name}")
+    for column in ("time (UTC)", "controller", "event"):
+        table.add_column(column)
+    for entry in entries:
+        when = dt.datetime.fromtimestamp(entry.get("ts", 0), dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        table.add_row(when, str(entry.get("source")), _describe(entry))
+    console.print(table)
+    for name, why in missing.items():
+        console.print(f"[yellow]{name}: journal not read: {why}[/yellow]")
+
+
+def _operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    key = fleet_key(topo)
+    errors = []
+    for name, region in topo.regions.items():
+        try:
+            reply = call(region.controller_url, "POST", f"/v1/operator/{verb}", key=key,
+                         body=body, timeout=30)
+        except ControllerUnreachable as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        result = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status == 200:
+            return {**result, "via": name}
+        if reply.status == 400:
+            raise UserError(str(result.get("error")), result.get("problems"))
+        raise FailoverError(f"{name} refused: {result.get('error', reply.status)}")
+    raise FailoverError("no controller answered: " + "; ".join(errors))
+
+
+ServiceArg = Annotated[str, typer.Argument(help="The service.")]
+
+
+@app.command("pause")
+def pause(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
+    """No automatic action on SERVICE until `failover resume`."""
+    topo = load_topology(topology)
+    topo.service(service)
+    result = _operator(topo, "pause", {"service": service, "by": "cli"})
+    print_json(result) if json_out else console.print(f"{service}: paused (via {result['via']})")
+
+
+@app.command("resume")
+def resume(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
+    """Let the controllers act on SERVICE again."""
+    topo = load_topology(topology)
+    topo.service(service)
+    result = _operator(topo, "resume", {"service": service, "by": "cli"})
+    print_json(result) if json_out else console.print(f"{service}: resumed (via {result['via']})")

@@ -1,0 +1,114 @@
+"""`failover lab ...`: the three-region lab on this machine, its faults and its drill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from failover.cli import app
+from failover.cli.common import JsonOption, console, console_err, print_json
+from failover.lab import state as lab
+
+lab_app = typer.Typer(help="Three local regions: PostgreSQL, BIND9 and controllers.",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+DirOption = Annotated[Path, typer.Option("--dir", help="The lab's folder.")]
+RegionArg = Annotated[str, typer.Argument(help="us-east-1, us-west-2 or eu-west-1.")]
+
+
+def _progress(message: str) -> None:
+    console_err.print(f"[dim]lab:[/dim] {message}", highlight=False)
+
+
+@lab_app.command("up")
+def up(
+    lab_dir: DirOption = lab.DEFAULT_DIR,
+    coordination: Annotated[str, typer.Option(
+        "--coordination", help="peers (default) or etcd (a three-member etcd cluster).")]
+    = "peers",
+    json_out: JsonOption = False,
+) -> None:
+    """Start the three regions and return when the fleet is healthy."""
+    from failover.errors import UserError
+    from failover.lab.build import up as build_up
+
+    if coordination not in ("peers", "etcd"):
+        raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
+    state = build_up(lab_dir, coordination=coordination, progress=_progress)
+    if json_out:
+        print_json(state.model_dump(mode="json"))
+        return
+    console.print(f"lab up in {state.dir}: topology {state.topology}")
+    _print_status(state)
+
+
+def _print_status(state: lab.LabState) -> None:
+    from rich.table import Table
+
+    from failover.lab.build import pid_alive
+
+    table = Table(title="failover lab")
+    for column in ("region", "address", "postgres pid", "controller", "fault"):
+        table.add_column(column)
+    for region in state.regions:
+        pg = (f"{region.postmaster_pid}" if pid_alive(region.postmaster_pid) else "down")
+        ctl = (f"{region.controller_url} ({region.controller_pid})"
+               if pid_alive(region.controller_pid) else "down")
+        table.add_row(region.name, region.address, pg, ctl, state.faults.get(region.name, ""))
+    console.print(table)
+    dns = "up" if pid_alive(state.dns.pid) else "down"
+    console.print(f"DNS {state.dns.address}:{state.dns.port} zone {state.dns.zone} ({dns}); "
+                  f"service {state.service.name}: writer record {state.service.writer_record}, "
+                  f"reader record {state.service.reader_record}, TTL {state.service.ttl} s")
+
+
+@lab_app.command("status")
+def status(lab_dir: DirOption = lab.DEFAULT_DIR, json_out: JsonOption = False) -> None:
+    """What runs in the lab, by PID, and which faults are in force."""
+    from failover.lab.build import pid_alive
+
+    state = lab.load(lab_dir)
+    if json_out:
+        data = state.model_dump(mode="json")
+        for region in data["regions"]:
+            region["postgres_running"] = pid_alive(region["postmaster_pid"])
+            region["controller_running"] = pid_alive(region["controller_pid"])
+        data["dns"]["running"] = pid_alive(state.dns.pid)
+        print_json(data)
+        return
+    _print_status(state)
+
+
+@lab_app.command("down")
+def down(
+    lab_dir: DirOption = lab.DEFAULT_DIR,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the lab's folder.")] = False,
+) -> None:
+    """Stop everything the lab started, by PID."""
+    from failover.lab.build import down as build_down
+
+    build_down(lab_dir, purge=purge, progress=_progress)
+
+
+@lab_app.command("fault")
+def fault(
+    region: RegionArg,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="crash | hang | isolate | controller-crash | dns-down")],
+    lab_dir: DirOption = lab.DEFAULT_DIR,
+) -> None:
+    """Inject a fault into REGION."""
+    from failover.lab.faults import fault as inject
+
+    console.print(inject(lab_dir, region, kind))
+
+
+@lab_app.command("heal")
+def heal(region: RegionArg, lab_dir: DirOption = lab.DEFAULT_DIR) -> None:
+    """Undo REGION's fault; an old primary comes back fenced."""
+    from failover.lab.faults import heal as undo
+
+    console.print(undo(lab_dir, region))

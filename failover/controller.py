@@ -1,0 +1,488 @@
+"""The long-running controller of one region.
+
+Every check of every region runs on the probe scheduler; every exchange
+interval the controller shares its observations with the fleet, asks the
+engine for a decision, journals what changed, and, when the engine names it
+the executor, runs the plan through the journaled executor. It also writes
+the heartbeat of every service whose writer is its own region.
+
+SIGTERM: the step in flight finishes, the plan stays unfinished in the
+journal, scheduling stops, exit 0. SIGKILL at any instant is safe: a plan is
+resumed from its journal by this controller when it leads again, and every
+step is idempotent and fenced by the epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import TypeAdapter
+
+from failover.api import build_app
+from failover.coordination.base import (
+    Coordinator,
+    Leadership,
+    ServiceRecord,
+    cluster_state,
+)
+from failover.coordination.peers import PeerCoordinator
+from failover.coordination.signing import Verifier
+from failover.dns.factory import provider_from_topology
+from failover.dns.provider import DnsProvider
+from failover.engine import (
+    Action,
+    AddReader,
+    Decision,
+    FenceRegion,
+    NoOp,
+    Observation,
+    Plan,
+    PromoteSubscriber,
+    RemoveReader,
+    RepointSubscribers,
+    SetDnsWriter,
+    apply_plan,
+    decide,
+)
+from failover.engine.policy import policy_from_topology
+from failover.errors import ConflictError, FailoverError, UserError
+from failover.executor import Executor, PlanOutcome, PlanRun
+from failover.health.scheduler import ProbeScheduler, Transition
+from failover.health.targets import open_probes
+from failover.journal import OPERATOR, THRESHOLD, VERDICT, Journal
+from failover.logs import in_plan
+from failover.metrics import VERDICT_VALUES, Metrics
+from failover.observing import observe_region
+from failover.plan_steps import StepFactory
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.heartbeat import beat
+from failover.topology import Topology
+
+log = logging.getLogger("failover.controller")
+
+ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
+    FenceRegion, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader, RemoveReader, NoOp)}
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    return {"type": type(action).__name__, **asdict(action)}
+
+
+def action_from_json(data: dict[str, Any]) -> Action:
+    fields = dict(data)
+    kind = ACTION_TYPES[fields.pop("type")]
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+    result: Action = adapter.validate_python(fields)
+    return result
+
+
+def plan_id_for(service: str, actions: Sequence[Action]) -> str:
+    """The same plan gets the same id on every controller: a hash of what it does."""
+    digest = hashlib.sha256(json.dumps([action_json(a) for a in actions],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    epoch = max((a.epoch for a in actions), default=0)
+    return f"{service}-e{epoch}-{digest}"
+
+
+@dataclass
+class ServiceRuntime:
+    """What the controller tracks per service beyond the fleet's record."""
+
+    last_plan: dict[str, Any] | None = None
+    degraded: str | None = None
+
+
+class Controller:
+    def __init__(self, topo: Topology, region: str, *, state_dir: Path, key: bytes,
+                 coordinator: Coordinator | None = None, dns: DnsProvider | None = None) -> None:
+        self.topo = topo
+        self.region = topo.region(region).name
+        self.me = topo.regions[self.region]
+        self.policy = policy_from_topology(topo)
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(state_dir / "journal.jsonl", source=self.region)
+        self.metrics = Metrics(self.region)
+        settings = topo.fleet.coordination
+        self.verifier = Verifier(key, settings.request_window)
+        self.coordinator: Coordinator = coordinator or PeerCoordinator(
+            self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
+            state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,
+            timeout=max(0.2, settings.exchange_interval * 0.8),
+            on_exchange_error=self._exchange_failed,
+        )
+        if dns is None and topo.fleet.dns.provider != "none":
+            dns = provider_from_topology(topo)
+        self.steps = StepFactory(topo, dns)
+        self.executor = Executor(self.journal, on_progress=self._step_progress,
+                                 still_leading=self._still_leading_sync)
+        self.runtime = {name: ServiceRuntime() for name in topo.services}
+        self.last_decision: Decision | None = None
+        self._verdicts: dict[str, str] = {}
+        self._leadership: Leadership | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._probes: ProbeScheduler | None = None
+        self._heartbeat_dbs: dict[str, ServiceDatabases] = {}
+        self._busy = asyncio.Lock()
+        self._stopping = False
+
+    # ------------------------------------------------------------ observing
+
+    def _exchange_failed(self, peer: str, error: str) -> None:
+        self.metrics.exchange_errors.labels(peer=peer).inc()
+        log.debug("exchange with %s failed: %s", peer, error)
+
+    def _on_transition(self, change: Transition) -> None:
+        self.journal.append(THRESHOLD, target=change.region, check=change.check,
+                            purpose=change.purpose, previous=change.previous.value,
+                            current=change.current.value, consecutive=change.consecutive,
+                            reason=change.result.reason, latency=change.result.latency_s)
+        log.info("check %s/%s: %s -> %s (%s)", change.region, change.check,
+                 change.previous.value, change.current.value, change.result.reason)
+
+    def my_observations(self, now: float) -> list[Observation]:
+        assert self._probes is not None
+        status = self._probes.status()
+        observations = []
+        for name, region in self.topo.regions.items():
+            views = [(check, status[(name, check.name)]) for check in region.checks]
+            for check, state in views:
+                if state.last_result is not None:
+                    self.metrics.probe_state.labels(target=name, check=check.name).set(
+                        {"healthy": 1, "unhealthy": 0}.get(state.state.value, -1))
+            observations.append(observe_region(self.region, name, views, now, self.topo.services))
+        return observations
+
+    # ------------------------------------------------------------ deciding
+
+    async def _records_with_defaults(self) -> dict[str, ServiceRecord]:
+        """The fleet's records; a service the fleet has no record of yet gets one from what
+        the databases say (the unfenced primary with the highest epoch), shared from then on."""
+        records = self.coordinator.records()
+        for name in self.topo.services:
+            if name not in records:
+                discovered = self._discover_writer(name)
+                if discovered is not None:
+                    records[name] = discovered
+                    with contextlib.suppress(ConflictError):
+                        await self.coordinator.put_record(discovered)
+        return records
+
+    def _discover_writer(self, service: str) -> ServiceRecord | None:
+        """The unfenced primary with the highest epoch that any observer saw, if any."""
+        best: tuple[int, str] | None = None
+        for observation in self.coordinator.observations():
+            for replication in observation.services:
+                if (replication.service == service and replication.role.value == "primary"
+                        and not replication.fenced and replication.epoch is not None):
+                    candidate = (replication.epoch, observation.target)
+                    if best is None or candidate > best:
+                        best = candidate
+        if best is None:
+            return None
+        regions = [r.name for r in self.topo.service_regions(self.topo.services[service])]
+        return ServiceRecord(service, best[1], best[0], readers=tuple(sorted(regions)))
+
+    async def tick(self) -> None:
+        """One round: exchange, decide, journal, and act when this controller is the executor."""
+        if self._busy.locked():
+            return  # a plan is still running: its tick will decide again when it ends
+        async with self._busy:
+            now = time.time()
+            mine = self.my_observations(now)
+            await self.coordinator.exchange(mine)
+            records = await self._records_with_defaults()
+            decision = decide(self.coordinator.observations(), cluster_state(records.values()),
+                              self.policy, time.time(), self.region)
+            self.last_decision = decision
+            self._record_decision(decision, records)
+            if self._stopping or self.coordinator.problem() is not None:
+                return
+            if decision.executes and decision.has_quorum and self.journal.unfinished_plans():
+                await self.resume_unfinished()
+                return
+            if not decision.executes or not decision.plan.changes():
+                return
+            leadership = await self.coordinator.lead(decision)
+            if leadership is None:
+                return
+            self._leadership = leadership
+            try:
+                await self._execute(decision.plan, records)
+            finally:
+                self._leadership = None
+
+    def _record_decision(self, decision: Decision, records: dict[str, ServiceRecord]) -> None:
+        self.metrics.has_quorum.set(1 if decision.has_quorum else 0)
+        for verdict in decision.verdicts:
+            value = verdict.verdict.value.upper()
+            self.metrics.region_verdict.labels(target=verdict.region).set(VERDICT_VALUES[value])
+            if self._verdicts.get(verdict.region) != value:
+                self._verdicts[verdict.region] = value
+                self.journal.append(VERDICT, target=verdict.region, verdict=value,
+                                    votes=[asdict(v) for v in verdict.votes],
+                                    reason=verdict.reason)
+                log.info("region %s is %s (%s)", verdict.region, value, verdict.reason)
+        for record in records.values():
+            self.metrics.epoch.labels(service=record.service).set(record.epoch)
+            self.metrics.paused.labels(service=record.service).set(int(record.paused))
+            for region in self.topo.regions:
+                self.metrics.writer.labels(service=record.service, writer=region).set(
+                    int(region == record.writer))
+
+    # ------------------------------------------------------------ acting
+
+    async def _execute(self, plan: Plan, records: dict[str, ServiceRecord]) -> None:
+        by_service: dict[str, list[Action]] = {}
+        for action in plan.changes():
+            by_service.setdefault(action.service, []).append(action)
+        for service, actions in sorted(by_service.items()):
+            outcome = await self.run_actions(service, actions, plan.decided_at)
+            done_plan = Plan(plan.decided_at, tuple(actions)) if outcome.ok else None
+            await self._after_plan(service, actions, outcome, records, done_plan)
+
+    async def run_actions(self, service: str, actions: Sequence[Action], decided_at: float,
+                          *, plan_id: str | None = None) -> PlanOutcome:
+        plan_id = plan_id or plan_id_for(service, actions)
+        epoch = max((a.epoch for a in actions), default=0)
+        summary = {"decided_at": decided_at, "actions": [action_json(a) for a in actions]}
+        run = PlanRun(plan_id, epoch, service, self.steps.steps(actions), summary)
+        last_plan: dict[str, Any] = {"plan_id": plan_id, "epoch": epoch,
+                                     "started_at": time.time(), "outcome": "running",
+                                     "actions": summary["actions"]}
+        self.runtime[service].last_plan = last_plan
+        with in_plan(plan_id, epoch, service):
+            log.info("executing plan: %s", "; ".join(getattr(a, "reason", "") for a in actions))
+            outcome = await asyncio.to_thread(self.executor.execute, run)
+            log.info("plan %s", outcome.outcome)
+        self.metrics.failovers.labels(service=service, outcome=outcome.outcome).inc()
+        last_plan.update(outcome=outcome.outcome, ended_at=time.time(),
+                         steps=[asdict(s) for s in outcome.steps])
+        return outcome
+
+    async def _after_plan(self, service: str, actions: Sequence[Action], outcome: PlanOutcome,
+                          records: dict[str, ServiceRecord], done: Plan | None) -> None:
+        record = records.get(service)
+        if record is None:
+            return
+        if done is None:
+            # Partly done: what the databases now say is found by the probes;
+            # a promotion that finished while DNS failed is reported as degraded.
+            promoted = [a for a in actions if isinstance(a, PromoteSubscriber)]
+            finished = {s.name for s in outcome.steps if s.outcome in ("ok", "skipped")}
+            if promoted and any(s.outcome == "failed" and s.name.startswith("point ")
+                                for s in outcome.steps):
+                self.runtime[service].degraded = (
+                    f"database promoted in {promoted[0].region} but the writer record did not "
+                    "move: DNS is retried on every tick")
+            log.warning("plan for %s ended %s after %s", service, outcome.outcome,
+                        ", ".join(sorted(finished)) or "no step")
+            return
+        self.runtime[service].degraded = None
+        state = apply_plan(cluster_state([record]), done).services[0]
+        new = ServiceRecord.from_state(state, record.version)
+        if new != record:
+            with contextlib.suppress(FailoverError):
+                await self.coordinator.put_record(replace(new, version=record.version + (
+                    0 if new.epoch > record.epoch else 1)))
+
+    def _still_leading_sync(self) -> bool:
+        leadership, loop = self._leadership, self._loop
+        if leadership is None or loop is None:
+            return True  # an operator's direct plan: nothing to lose
+        future = asyncio.run_coroutine_threadsafe(self.coordinator.still_leading(leadership), loop)
+        try:
+            return future.result(timeout=5)
+        except Exception:
+            return False
+
+    def _step_progress(self, event: str, index: int, name: str, fields: dict[str, Any]) -> None:
+        if event in ("ok", "error"):
+            self.metrics.step_duration.labels(step=name, outcome=event).observe(
+                float(fields.get("duration", 0.0)))
+        log.info("step %d %s: %s", index, name, event, extra={"step": name, **fields})
+
+    async def resume_unfinished(self) -> None:
+        """Finish plans a crash interrupted, when this controller may act."""
+        for progress in self.journal.unfinished_plans():
+            record = progress.record or {}
+            summary = record.get("plan") or {}
+            actions = [action_from_json(a) for a in summary.get("actions", [])]
+            service = record.get("service")
+            if not actions or not isinstance(service, str):
+                continue
+            log.info("resuming plan %s after a restart", progress.plan_id)
+            await self.run_actions(service, actions, float(summary.get("decided_at", 0)),
+                                   plan_id=progress.plan_id)
+
+    # ------------------------------------------------------------ heartbeats
+
+    def _beat_once(self) -> None:
+        records = self.coordinator.records()
+        for name in self.topo.services:
+            record = records.get(name)
+            if record is None or record.writer != self.region:
+                continue
+            db = self._heartbeat_dbs.get(name)
+            if db is None:
+                db = self._heartbeat_dbs[name] = ServiceDatabases.from_topology(self.topo, name)
+            try:
+                beat(db.conn(self.region), name)
+            except Exception as exc:
+                db.forget(self.region)
+                log.debug("heartbeat of %s failed: %s", name, exc)
+
+    async def heartbeat(self) -> None:
+        await asyncio.to_thread(self._beat_once)
+
+    # ------------------------------------------------------------ API view
+
+    def status(self) -> dict[str, Any]:
+        decision = self.last_decision
+        records = self.coordinator.records()
+        services = {}
+        for name in self.topo.services:
+            record = records.get(name)
+            lag = {}
+            for observation in self.coordinator.observations():
+                if observation.observer != self.region:
+                    continue
+                for replication in observation.services:
+                    if replication.service == name:
+                        lag[observation.target] = {
+                            "role": replication.role.value, "fenced": replication.fenced,
+                            "epoch": replication.epoch, "lag_bytes": replication.lag_bytes,
+                            "lag_seconds": replication.lag_seconds, "ready": replication.ready}
+            services[name] = {
+                "writer": record.writer if record else None,
+                "epoch": record.epoch if record else None,
+                "paused": record.paused if record else False,
+                "last_failover_at": record.last_failover_at if record else None,
+                "readers": list(record.readers) if record else [],
+                "replication": lag,
+                "last_plan": self.runtime[name].last_plan,
+                "degraded": self.runtime[name].degraded,
+            }
+        return {
+            "region": self.region,
+            "time": time.time(),
+            "coordination": self.coordinator.backend,
+            "coordination_problem": self.coordinator.problem(),
+            "has_quorum": decision.has_quorum if decision else False,
+            "heard": list(decision.heard) if decision else [],
+            "executor": decision.executor if decision else None,
+            "executor_reason": decision.executor_reason if decision else None,
+            "verdicts": {v.region: {"verdict": v.verdict.value.upper(), "reason": v.reason,
+                                    "votes": [asdict(vote) for vote in v.votes]}
+                         for v in (decision.verdicts if decision else ())},
+            "plan": [action_json(a) for a in decision.plan.actions] if decision else [],
+            "services": services,
+        }
+
+    def journal_entries(self, since: float | None) -> list[dict[str, Any]]:
+        return list(self.journal.entries(since))
+
+    def exchange_payload(self) -> dict[str, Any]:
+        if not isinstance(self.coordinator, PeerCoordinator):
+            return {}
+        return self.coordinator.payload()
+
+    def ingest_peer(self, payload: Any) -> None:
+        if not isinstance(self.coordinator, PeerCoordinator):
+            raise ValueError("this controller does not use the peer exchange")
+        self.coordinator.ingest(payload)
+
+    def local_role(self, service: str) -> str | None:
+        for observation in self.coordinator.observations():
+            if observation.observer == self.region and observation.target == self.region:
+                for replication in observation.services:
+                    if replication.service == service and replication.role.value != "unknown":
+                        return "fenced" if replication.fenced else replication.role.value
+        return None
+
+    async def operator(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
+        service = args.get("service")
+        if not isinstance(service, str) or service not in self.topo.services:
+            raise UserError(f"service: {service!r} is not a service of this fleet "
+                            f"(known: {', '.join(self.topo.services)})")
+        if verb in ("pause", "resume"):
+            return await self._set_paused(service, verb == "pause", str(args.get("by", "?")))
+        raise UserError(f"unknown operator verb {verb!r}")
+
+    async def _set_paused(self, service: str, paused: bool, by: str) -> dict[str, Any]:
+        async with self._busy:
+            records = await self._records_with_defaults()
+            record = records.get(service)
+            if record is None:
+                raise UserError(f"service {service!r}: no writer known yet; wait for the first "
+                                "observations or promote one")
+            if record.paused != paused:
+                record = record.bumped(paused=paused)
+                await self.coordinator.put_record(record)
+            self.journal.append(OPERATOR, verb="pause" if paused else "resume", service=service,
+                                by=by)
+            return {"service": service, "paused": record.paused, "epoch": record.epoch}
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with open_probes(self.topo) as targets:
+            self._probes = ProbeScheduler(targets, on_transition=self._on_transition)
+            await self.coordinator.start()
+            runner = web.AppRunner(build_app(self, self.verifier), access_log=None)
+            await runner.setup()
+            url = self.me.controller_url
+            host_port = url.split("://", 1)[1].split("/", 1)[0]
+            host, _, port = host_port.rpartition(":")
+            site = web.TCPSite(runner, host or host_port, int(port or 80), reuse_address=True)
+            await site.start()
+            self._probes.start()
+            jobs = AsyncIOScheduler(event_loop=self._loop)
+            interval = self.topo.fleet.coordination.exchange_interval
+            jobs.add_job(self.tick, "interval", seconds=interval, max_instances=1,
+                         coalesce=True, misfire_grace_time=1, id="tick")
+            jobs.add_job(self.heartbeat, "interval", seconds=1.0, max_instances=1, coalesce=True,
+                         misfire_grace_time=1, id="heartbeat")
+            jobs.start()
+            log.info("controller of %s listening on %s", self.region, url)
+            try:
+                await stop.wait()
+            finally:
+                self._stopping = True
+                self.executor.request_stop()
+                jobs.shutdown(wait=False)
+                async with self._busy:  # the step in flight finishes first
+                    pass
+                await self._probes.stop()
+                await runner.cleanup()
+                await self.coordinator.close()
+                self.steps.close()
+                for db in self._heartbeat_dbs.values():
+                    db.close()
+                log.info("controller of %s stopped", self.region)
+
+
+def run_forever(controller: Controller) -> None:
+    """Run until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await controller.run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,331 @@
+"""`failover lab up` and `failover lab down`: three regions on this machine.
+
+Each region's PostgreSQL server and controller run as that region's own
+unprivileged user, so that `lab fault --kind isolate` can drop the region's
+packets by owner; the DNS server is shared, as a GSLB would be.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from failover.coordination.client import ControllerUnreachable, call
+from failover.dns.tsig import generate_key
+from failover.dns.wire import Endpoint
+from failover.errors import FailoverError, UserError
+from failover.lab import state as lab
+from failover.lab.bind import ZoneRecord, start_primary
+from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
+from failover.lab.unprivileged import RunAs, region_user
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.replicate import plan_replication
+from failover.postgres.schema import install
+from failover.postgres.steps import run_steps
+from failover.topology import load_topology
+
+Progress = Callable[[str], None]
+
+DEMO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id bigserial PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS orders (
+    id bigserial PRIMARY KEY, order_no bigserial NOT NULL UNIQUE, account_id bigint,
+    amount numeric NOT NULL DEFAULT 0);
+-- The drill's workload: the client numbers its writes (seq) to find lost ones;
+-- the server numbers them too (id), which collides if sequences were not synced.
+CREATE TABLE IF NOT EXISTS drill_writes (
+    seq bigint PRIMARY KEY, id bigserial NOT NULL UNIQUE, round integer NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp());
+"""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_up(lab_dir: Path) -> bool:
+    if not lab.lab_file(lab_dir).exists():
+        return False
+    state = lab.load(lab_dir)
+    return any(pid_alive(r.postmaster_pid) or pid_alive(r.controller_pid) for r in state.regions)
+
+
+def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: str,
+                    coordination: dict[str, Any]) -> Path:
+    topo = lab_dir / "topology"
+    topo.mkdir(parents=True, exist_ok=True)
+    fleet = {
+        "name": "lab",
+        "observation_max_age": "2500ms",
+        "self_fence_after": "500ms",
+        "coordination": {"key_file": str(key_file), "exchange_interval": "500ms",
+                         **coordination},
+        "dns": {"provider": "rfc2136", "zone": lab.ZONE,
+                "rfc2136": {"server": lab.DNS_ADDRESS, "port": lab.DNS_PORT,
+                            "key_file": str(tsig_file), "key_name": tsig_name,
+                            "timeout": "1s"}},
+        "services": [{
+            "name": lab.SERVICE, "database": lab.SERVICE, "writer_record": lab.WRITER_RECORD,
+            "reader_record": lab.READER_RECORD, "ttl": lab.TTL, "max_lag_bytes": 64 * 1024 * 1024,
+            "max_lag_seconds": "10s", "cooldown": "30s", "app_roles": [lab.APP_ROLE],
+        }],
+    }
+    (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))
+    for name, address in lab.REGIONS.items():
+        region = {
+            "name": name, "priority": lab.PRIORITIES[name],
+            "controller_url": f"http://{address}:{lab.CONTROLLER_PORT}", "address": address,
+            "postgres": {lab.SERVICE: {"host": address, "port": lab.PG_PORT,
+                                       "dbname": lab.SERVICE, "user": lab.SUPERUSER,
+                                       "connect_timeout": "1s"}},
+            "checks": [
+                {"name": "postgres", "kind": "postgres", "service": lab.SERVICE,
+                 "interval": "1s", "timeout": "500ms", "healthy_threshold": 2,
+                 "unhealthy_threshold": 3},
+                {"name": "controller", "kind": "http",
+                 "url": f"http://{address}:{lab.CONTROLLER_PORT}/healthz", "interval": "1s",
+                 "timeout": "500ms", "purpose": "info"},
+            ],
+        }
+        (topo / f"{name}.toml").write_text(tomli_w.dumps(region))
+    load_topology(topo)  # what the lab writes must validate
+    return topo
+
+
+def _demo_database(server: PgServer) -> None:
+    with server.connect() as conn:
+        conn.autocommit = True
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                        [lab.SERVICE]).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{lab.SERVICE}"')
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                        [lab.APP_ROLE]).fetchone() is None:
+            conn.execute(f'CREATE ROLE "{lab.APP_ROLE}" LOGIN')
+    with server.connect(lab.SERVICE) as conn:
+        conn.autocommit = True
+        conn.execute(DEMO_SCHEMA)
+        conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{lab.APP_ROLE}"')
+        conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{lab.APP_ROLE}"')
+
+
+def _region_group(run_as: RunAs) -> Callable[[], None] | None:
+    """A preexec that keeps our user but takes the region's group.
+
+    The controller runs as root (the Python it runs may sit where the region's
+    user cannot read) in the region's group: packet filters match the group.
+    """
+    gid = run_as.gid
+    if gid is None:
+        return None
+
+    def take_group() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+
+    return take_group
+
+
+def start_controller(lab_dir: Path, topo: Path, region: str, run_as: RunAs) -> int:
+    state_dir = lab_dir / "state" / region
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = lab_dir / "logs" / f"controller-{region}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "failover", "controller", "run", "--topology", str(topo),
+             "--region", region, "--state-dir", str(state_dir)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_region_group(run_as),  # noqa: PLW1509
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd="/",
+        )
+    return process.pid
+
+
+def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> None:
+    """Until every controller sees every region UP and the service's writer."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        waiting = []
+        for region in state.regions:
+            try:
+                reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=1)
+            except ControllerUnreachable:
+                waiting.append(f"{region.name}: controller not answering")
+                continue
+            body = reply.body if isinstance(reply.body, dict) else {}
+            verdicts = body.get("verdicts", {})
+            down = [r for r in lab.REGIONS if verdicts.get(r, {}).get("verdict") != "UP"]
+            writer = body.get("services", {}).get(lab.SERVICE, {}).get("writer")
+            if down:
+                waiting.append(f"{region.name} sees {', '.join(down)} not UP yet")
+            elif writer is None:
+                waiting.append(f"{region.name} does not know the writer yet")
+        if not waiting:
+            return
+        if waiting[0] != last:
+            progress(f"waiting: {waiting[0]}")
+            last = waiting[0]
+        time.sleep(0.3)
+    raise FailoverError(f"the lab did not become healthy within {timeout:g} s: {last}; "
+                        f"see {state.dir}/logs/")
+
+
+def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
+       timeout: float = 90.0) -> lab.LabState:
+    lab_dir = lab_dir.resolve()
+    if is_up(lab_dir):
+        raise UserError(f"--dir: a lab is already running in {lab_dir}; `failover lab status` "
+                        "shows it, `failover lab down` stops it")
+    if os.geteuid() != 0:
+        raise UserError("failover lab up needs root: each region runs as its own user so that "
+                        "faults can isolate it (run it with sudo)")
+    if lab_dir.exists():
+        shutil.rmtree(lab_dir)
+    lab_dir.mkdir(parents=True)
+    lab_dir.chmod(0o755)
+    started: list[PgServer] = []
+    controller_pids: list[int] = []
+    named = None
+    try:
+        bindir = pg_bindir()
+        progress(f"PostgreSQL {server_version(bindir)} from {bindir}")
+        users = {name: region_user(name) for name in lab.REGIONS}
+        servers: dict[str, PgServer] = {}
+        for name, address in lab.REGIONS.items():
+            server = init_server(lab_dir / "pg", name, address, port=lab.PG_PORT, bindir=bindir,
+                                 run_as=users[name])
+            server.start()
+            started.append(server)
+            servers[name] = server
+            _demo_database(server)
+            progress(f"{name}: PostgreSQL on {address}:{lab.PG_PORT}")
+
+        key = generate_key("lab-key")
+        dns_dir = lab_dir / "dns"
+        named = start_primary(
+            dns_dir, Endpoint(lab.DNS_ADDRESS, lab.DNS_PORT), lab.ZONE, key,
+            records=[ZoneRecord(lab.WRITER_RECORD, "A", lab.REGIONS[lab.FIRST_WRITER], lab.TTL),
+                     *(ZoneRecord(lab.READER_RECORD, "A", address, lab.TTL)
+                       for address in lab.REGIONS.values())])
+        tsig_file = dns_dir / "tsig.key"
+        tsig_file.chmod(0o644)  # the lab's controllers run as their regions' users
+        progress(f"BIND9 on {lab.DNS_ADDRESS}:{lab.DNS_PORT} serving {lab.ZONE}")
+
+        key_file = lab_dir / "fleet.key"
+        key_file.write_text(secrets.token_hex(32) + "\n")
+        key_file.chmod(0o644)
+        coordination_settings: dict[str, Any] = {"backend": coordination}
+        topo_dir = _write_topology(lab_dir, key_file, tsig_file, key.name, coordination_settings)
+        topo = load_topology(topo_dir)
+
+        with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
+            for name in lab.REGIONS:
+                install(db.conn(name), lab.SERVICE, name)
+            run_steps(plan_replication(db, lab.FIRST_WRITER).steps)
+        progress(f"logical replication {lab.FIRST_WRITER} -> "
+                 f"{', '.join(r for r in lab.REGIONS if r != lab.FIRST_WRITER)}")
+
+        regions = []
+        for name, address in lab.REGIONS.items():
+            pid = start_controller(lab_dir, topo_dir, name, users[name])
+            controller_pids.append(pid)
+            regions.append(lab.RegionState(
+                name=name, address=address, pg_port=lab.PG_PORT,
+                data_dir=str(servers[name].datadir), postmaster_pid=servers[name].pid,
+                controller_url=f"http://{address}:{lab.CONTROLLER_PORT}", controller_pid=pid,
+                user=users[name].name))
+        state = lab.LabState(
+            dir=str(lab_dir), topology=str(topo_dir), coordination=coordination,
+            pg_version=server_version(bindir), regions=regions,
+            dns=lab.DnsState(address=lab.DNS_ADDRESS, port=lab.DNS_PORT, zone=lab.ZONE,
+                             key_file=str(tsig_file), pid=named.pid),
+            service=lab.ServiceState(name=lab.SERVICE, database=lab.SERVICE,
+                                     writer_record=lab.WRITER_RECORD,
+                                     reader_record=lab.READER_RECORD, ttl=lab.TTL,
+                                     app_role=lab.APP_ROLE))
+        lab.save(state, lab_dir)
+        progress("controllers started; waiting for the fleet to be healthy")
+        wait_healthy(state, timeout, progress)
+        return state
+    except BaseException:
+        for pid in controller_pids:
+            _stop_pid(pid)
+        if named is not None:
+            named.stop()
+        for server in started:
+            server.stop()
+        raise
+
+
+def _stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+    if not pid_alive(pid):
+        return
+    assert pid is not None
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def down(lab_dir: Path, *, purge: bool, progress: Progress) -> None:
+    from failover.lab.faults import heal_all  # faults know how to undo themselves
+
+    lab_dir = lab_dir.resolve()
+    state = lab.load(lab_dir)
+    heal_all(state, lab_dir, restart=False)
+    for region in state.regions:
+        _stop_pid(region.controller_pid)
+        progress(f"{region.name}: controller stopped")
+    for region in state.regions:
+        _stop_postmaster(region)
+        progress(f"{region.name}: PostgreSQL stopped")
+    _stop_pid(state.dns.pid)
+    progress("BIND9 stopped")
+    for member in state.etcd:
+        _stop_pid(member.pid)
+    if purge:
+        shutil.rmtree(lab_dir)
+        progress(f"removed {lab_dir}")
+
+
+def _stop_postmaster(region: lab.RegionState) -> None:
+    pid = region.postmaster_pid
+    if not pid_alive(pid):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGCONT)
+    os.kill(pid, signal.SIGINT)  # fast shutdown
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)

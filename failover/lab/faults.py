@@ -1,0 +1,208 @@
+"""`failover lab fault` and `failover lab heal`: break one region the way production does.
+
+- crash: SIGKILL the region's postmaster and every backend (a machine dying);
+- hang: SIGSTOP them all (connections hang, nothing refuses);
+- isolate: iptables drops (never refuses) every packet between the region's
+  processes and the other regions, matched by the region's own user, while the
+  region's controller still reaches its own database;
+- controller-crash: SIGKILL the region's controller;
+- dns-down: stop the DNS server.
+
+`heal` undoes the fault; an old primary that comes back is fenced before any
+client can reach it, unless it is still the fleet's writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from failover.coordination.client import ControllerUnreachable, call
+from failover.dns.wire import Endpoint
+from failover.errors import FailoverError, UserError
+from failover.lab import state as lab
+from failover.lab.bind import restart as restart_named
+from failover.lab.build import pid_alive, start_controller
+from failover.lab.postgres import PgServer, kill_tree, pg_bindir, process_tree, server_version
+from failover.lab.unprivileged import region_user
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.fence import fence_steps
+from failover.postgres.steps import run_steps
+from failover.topology import load_topology
+
+KINDS = ("crash", "hang", "isolate", "controller-crash", "dns-down")
+_CHAIN = "FAILOVER-LAB"
+
+
+def _signal_tree(pid: int | None, sig: signal.Signals) -> None:
+    if pid is None:
+        return
+    for victim in process_tree(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, sig)
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("iptables") or "/usr/sbin/iptables"
+    result = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
+                            check=False, timeout=30)
+    if check and result.returncode != 0:
+        raise FailoverError(f"iptables {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def _isolation_rules(state: lab.LabState, region: str) -> list[list[str]]:
+    # Every process of a region (its PostgreSQL as the region's user, its
+    # controller as root) runs in the region's group: match packets by it.
+    me = state.region(region)
+    mine = pwd.getpwnam(me.user).pw_gid
+    rules = []
+    for other in state.regions:
+        if other.name == region:
+            continue
+        gid = pwd.getpwnam(other.user).pw_gid
+        rules.append(["-m", "owner", "--gid-owner", str(mine), "-d", other.address])
+        rules.append(["-m", "owner", "--gid-owner", str(gid), "-d", me.address])
+    return [[*rule, "-m", "comment", "--comment", f"failover-lab:{region}", "-j", "DROP"]
+            for rule in rules]
+
+
+def _isolate(state: lab.LabState, region: str) -> None:
+    if os.geteuid() != 0:
+        raise UserError("--kind isolate needs root: it drops packets with iptables rules "
+                        "(run it with sudo)")
+    if _iptables("-n", "-L", _CHAIN, check=False).returncode != 0:
+        _iptables("-N", _CHAIN)
+    if _iptables("-C", "OUTPUT", "-j", _CHAIN, check=False).returncode != 0:
+        _iptables("-I", "OUTPUT", "1", "-j", _CHAIN)
+    for rule in _isolation_rules(state, region):
+        _iptables("-A", _CHAIN, *rule)
+
+
+def _unisolate(state: lab.LabState, region: str) -> None:
+    for rule in _isolation_rules(state, region):
+        while _iptables("-D", _CHAIN, *rule, check=False).returncode == 0:
+            pass
+
+
+def _server(state: lab.LabState, region: lab.RegionState) -> PgServer:
+    datadir = Path(region.data_dir)
+    base = datadir.parent
+    bindir = pg_bindir()
+    return PgServer(name=region.name, host=region.address, port=region.pg_port, datadir=datadir,
+                    socketdir=base / "socket", logfile=base / "postgres.log", bindir=bindir,
+                    run_as=region_user(region.name), version=server_version(bindir))
+
+
+def _fence_unless_writer(state: lab.LabState, region: str) -> str:
+    """Fence a region's database that comes back, unless the fleet still has it as writer."""
+    writer = None
+    for other in state.regions:
+        try:
+            reply = call(other.controller_url, "GET", "/v1/status", key=None, timeout=2)
+        except ControllerUnreachable:
+            continue
+        if isinstance(reply.body, dict):
+            writer = reply.body.get("services", {}).get(state.service.name, {}).get("writer")
+            if writer:
+                break
+    if writer == region:
+        return f"{region} is still the writer: left writable"
+    topo = load_topology(Path(state.topology))
+    with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
+        run_steps(fence_steps(db, region))
+    return f"{region} fenced (the writer is {writer or 'unknown'})"
+
+
+def fault(lab_dir: Path, region_name: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise UserError(f"--kind: {kind!r} is not a fault; use one of {', '.join(KINDS)}")
+    state = lab.load(lab_dir)
+    region = state.region(region_name)
+    if region_name in state.faults:
+        raise UserError(f"REGION: {region_name} already has the fault "
+                        f"{state.faults[region_name]!r}; `failover lab heal {region_name}` first")
+    if kind == "crash":
+        if not pid_alive(region.postmaster_pid):
+            raise UserError(f"REGION: {region_name}'s PostgreSQL is not running")
+        assert region.postmaster_pid is not None
+        kill_tree(region.postmaster_pid)
+        region.postmaster_pid = None
+        what = f"{region_name}: PostgreSQL killed (SIGKILL)"
+    elif kind == "hang":
+        _signal_tree(region.postmaster_pid, signal.SIGSTOP)
+        what = f"{region_name}: PostgreSQL stopped (SIGSTOP): connections hang"
+    elif kind == "isolate":
+        _isolate(state, region_name)
+        what = f"{region_name}: isolated from the other regions (packets dropped)"
+    elif kind == "controller-crash":
+        if region.controller_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(region.controller_pid, signal.SIGKILL)
+        region.controller_pid = None
+        what = f"{region_name}: controller killed (SIGKILL)"
+    else:
+        if state.dns.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.dns.pid, signal.SIGCONT)
+                os.kill(state.dns.pid, signal.SIGTERM)
+        state.dns.pid = None
+        what = "DNS server stopped"
+    state.faults[region_name] = kind
+    lab.save(state, lab_dir)
+    return what
+
+
+def heal(lab_dir: Path, region_name: str) -> str:
+    state = lab.load(lab_dir)
+    state.region(region_name)
+    kind = state.faults.get(region_name)
+    if kind is None:
+        raise UserError(f"REGION: {region_name} has no fault to heal")
+    what = _heal(state, lab_dir, region_name, kind)
+    del state.faults[region_name]
+    lab.save(state, lab_dir)
+    return what
+
+
+def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> str:
+    region = state.region(region_name)
+    if kind == "crash":
+        server = _server(state, region)
+        server.start()
+        region.postmaster_pid = server.pid
+        return f"{region_name}: PostgreSQL restarted; {_fence_unless_writer(state, region_name)}"
+    if kind == "hang":
+        _signal_tree(region.postmaster_pid, signal.SIGCONT)
+        return f"{region_name}: PostgreSQL resumed; {_fence_unless_writer(state, region_name)}"
+    if kind == "isolate":
+        _unisolate(state, region_name)
+        return f"{region_name}: reconnected"
+    if kind == "controller-crash":
+        topo = Path(state.topology)
+        region.controller_pid = start_controller(lab_dir, topo, region_name,
+                                                 region_user(region_name))
+        return f"{region_name}: controller restarted"
+    named = restart_named(Path(state.dns.key_file).parent,
+                          Endpoint(state.dns.address, state.dns.port), state.dns.zone)
+    state.dns.pid = named.pid
+    return "DNS server restarted"
+
+
+def heal_all(state: lab.LabState, lab_dir: Path, *, restart: bool) -> None:
+    """Undo every fault in force (restart=False: only what stopping would leave behind)."""
+    for region_name, kind in list(state.faults.items()):
+        if restart:
+            _heal(state, lab_dir, region_name, kind)
+        elif kind == "isolate":
+            _unisolate(state, region_name)
+        elif kind == "hang":
+            _signal_tree(state.region(region_name).postmaster_pid, signal.SIGCONT)
+        del state.faults[region_name]
+    lab.save(state, lab_dir)
+

@@ -1,0 +1,107 @@
+"""The lab's fixed shape and its `lab.json`: a contract other tools rely on.
+
+Regions us-east-1, us-west-2, eu-west-1 on 127.0.1.1, 127.0.2.1, 127.0.3.1
+(PostgreSQL on 5432, controller API on 8700), BIND9 on 127.0.0.1:5300 serving
+`lab.test.`, the service `app` with `app.lab.test.` (writer) and
+`app-ro.lab.test.` (readers), TTL 1 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from failover.errors import UserError
+
+DEFAULT_DIR = Path(".failover-lab")
+REGIONS = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1", "eu-west-1": "127.0.3.1"}
+PRIORITIES = {"us-east-1": 100, "us-west-2": 50, "eu-west-1": 10}
+FIRST_WRITER = "us-east-1"
+PG_PORT = 5432
+CONTROLLER_PORT = 8700
+DNS_ADDRESS, DNS_PORT = "127.0.0.1", 5300
+ZONE = "lab.test."
+SERVICE = "app"
+WRITER_RECORD, READER_RECORD = "app.lab.test.", "app-ro.lab.test."
+TTL = 1
+APP_ROLE = "app"
+SUPERUSER = "postgres"
+
+
+class RegionState(BaseModel):
+    name: str
+    address: str
+    pg_port: int
+    data_dir: str
+    postmaster_pid: int | None
+    controller_url: str
+    controller_pid: int | None
+    user: str
+
+
+class DnsState(BaseModel):
+    address: str
+    port: int
+    zone: str
+    key_file: str
+    pid: int | None
+
+
+class ServiceState(BaseModel):
+    name: str
+    database: str
+    writer_record: str
+    reader_record: str
+    ttl: int
+    app_role: str
+
+
+class EtcdMember(BaseModel):
+    name: str
+    client_url: str
+    pid: int | None
+
+
+class LabState(BaseModel):
+    dir: str
+    topology: str
+    coordination: str
+    pg_version: int
+    regions: list[RegionState]
+    dns: DnsState
+    service: ServiceState
+    etcd: list[EtcdMember] = []
+    faults: dict[str, str] = {}  # region -> fault kind in force
+
+    def region(self, name: str) -> RegionState:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise UserError(f"REGION: no region {name!r} in the lab "
+                        f"(regions: {', '.join(r.name for r in self.regions)})")
+
+
+def lab_file(lab_dir: Path) -> Path:
+    return lab_dir / "lab.json"
+
+
+def load(lab_dir: Path) -> LabState:
+    path = lab_file(lab_dir)
+    try:
+        return LabState.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"--dir: no lab in {lab_dir} ({path} is missing); start one with "
+                        "`failover lab up`") from None
+    except ValidationError as exc:
+        raise UserError(f"{path}: not a lab state file this version understands: "
+                        f"{exc.errors()[0]['msg']}") from None
+
+
+def save(state: LabState, lab_dir: Path) -> None:
+    path = lab_file(lab_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, path)

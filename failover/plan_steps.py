@@ -1,0 +1,154 @@
+"""From the engine's actions to the executor's steps: the one place that knows both.
+
+A plan's steps run in an order chosen for RTO without giving up safety: the
+old writer is fenced (best effort) and the target promoted before the writer
+record moves; re-pointing the other subscribers comes after DNS, because
+clients are waiting for the record while the other subscribers only catch up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from failover.dns.provider import DnsProvider
+from failover.dns.records import RecordKey, RecordSet, rtype_for_address
+from failover.engine import (
+    Action,
+    AddReader,
+    FenceRegion,
+    NoOp,
+    PromoteSubscriber,
+    RemoveReader,
+    RepointSubscribers,
+    SetDnsWriter,
+)
+from failover.errors import ConflictError
+from failover.executor import Step
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.fence import fence_steps
+from failover.postgres.promote import plan_promotion, repoint_step
+from failover.topology import Topology
+
+
+@dataclass(frozen=True)
+class CallStep:
+    """A step made of a name and a function: the executor's Step for anything but SQL."""
+
+    name: str
+    call: Callable[[], str]
+
+    def run(self) -> str:
+        return self.call()
+
+
+@dataclass(frozen=True)
+class BestEffort:
+    """A step whose failure is recorded but does not stop the plan (fencing a dead region)."""
+
+    inner: Step
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name} (best effort)"
+
+    def run(self) -> str:
+        try:
+            return self.inner.run() or "done"
+        except Exception as exc:  # best effort: the reason is journaled, the plan goes on
+            lines = str(exc).strip().splitlines()
+            return f"skipped: {type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+class StepFactory:
+    """Builds the steps of one service's actions against the real databases and DNS."""
+
+    def __init__(self, topo: Topology, dns: DnsProvider | None, *,
+                 dns_visible_timeout: float = 10.0, allow_data_loss: bool = False) -> None:
+        self.topo = topo
+        self.dns = dns
+        self.dns_visible_timeout = dns_visible_timeout
+        self.allow_data_loss = allow_data_loss
+        self._databases: dict[str, ServiceDatabases] = {}
+
+    def databases(self, service: str) -> ServiceDatabases:
+        if service not in self._databases:
+            self._databases[service] = ServiceDatabases.from_topology(self.topo, service)
+        return self._databases[service]
+
+    def close(self) -> None:
+        for db in self._databases.values():
+            db.close()
+        self._databases.clear()
+
+    def steps(self, actions: Sequence[Action]) -> list[Step]:
+        promoted = {a.service for a in actions if isinstance(a, PromoteSubscriber)}
+        late: list[Step] = []
+        out: list[Step] = []
+        for action in actions:
+            match action:
+                case NoOp():
+                    continue
+                case FenceRegion() if action.service in promoted:
+                    continue  # the promotion fences the old writer itself, first
+                case FenceRegion():
+                    db = self.databases(action.service)
+                    fence = fence_steps(db, action.region, epoch=action.epoch)
+                    out += [BestEffort(s) for s in fence] if action.best_effort else fence
+                case PromoteSubscriber():
+                    db = self.databases(action.service)
+                    plan = plan_promotion(db, action.region, epoch=action.epoch,
+                                          allow_data_loss=self.allow_data_loss, repoint=False)
+                    out += plan.steps
+                case RepointSubscribers():
+                    db = self.databases(action.service)
+                    late += [repoint_step(db, region, action.publisher, None, action.epoch)
+                             for region in action.subscribers]
+                case SetDnsWriter():
+                    out.append(self._dns_writer_step(action))
+                case AddReader() | RemoveReader():
+                    late.append(self._dns_reader_step(action))
+        return out + late
+
+    def _provider(self) -> DnsProvider:
+        if self.dns is None:
+            raise ConflictError("the topology has no DNS provider (dns.provider = \"none\")")
+        return self.dns
+
+    def _dns_writer_step(self, action: SetDnsWriter) -> Step:
+        service = self.topo.services[action.service]
+        old = self.topo.regions[action.from_region].address
+        new = self.topo.regions[action.to_region].address
+        key = RecordKey(service.writer_record, rtype_for_address(new))
+
+        def move() -> str:
+            provider = self._provider()
+            current = provider.read(key)
+            if current is not None and current.values == frozenset({new}):
+                return f"{key} already points at {action.to_region}"
+            expected = RecordSet(key, current.ttl if current else service.ttl, frozenset({old}))
+            change = provider.compare_and_set(
+                current if current is not None and current.values == frozenset({old}) else expected,
+                RecordSet(key, service.ttl, frozenset({new})))
+            provider.wait_visible(change, self.dns_visible_timeout)
+            return f"{key}: {old} -> {new}, visible"
+
+        return CallStep(f"point {service.writer_record} at {action.to_region}", move)
+
+    def _dns_reader_step(self, action: AddReader | RemoveReader) -> Step:
+        service = self.topo.services[action.service]
+        record = service.reader_record
+        address = self.topo.regions[action.region].address
+        verb = "add" if isinstance(action, AddReader) else "remove"
+
+        def change_reader() -> str:
+            if record is None:
+                return "no reader record configured"
+            provider = self._provider()
+            key = RecordKey(record, rtype_for_address(address))
+            change = (provider.add_value(key, address, service.ttl) if verb == "add"
+                      else provider.remove_value(key, address))
+            provider.wait_visible(change, self.dns_visible_timeout)
+            return f"{key}: {verb} {address}"
+
+        return CallStep(f"{verb} {action.region} in {record}", change_reader)
