@@ -142,8 +142,10 @@ class Rfc2136Provider:
             raise _PrerequisiteFailed()
         if rcode == dns.rcode.SERVFAIL:
             raise _ServerFailure(f"{self.server} answered SERVFAIL to the update of {key}")
-        if rcode == dns.rcode.NOTAUTH:
-            raise DnsRejected(f"{self.server} refused the update of {key} (NOTAUTH): {key_hint}")
+        if rcode == dns.rcode.NOTAUTH:  # signature fine (else PeerError above): wrong server
+            raise DnsRejected(
+                f"{self.server} refused the update of {key} (NOTAUTH): it is not the primary "
+                f"of {self._zone}; check dns.zone and dns.rfc2136.server")
         if rcode == dns.rcode.REFUSED:
             raise DnsRejected(
                 f"{self.server} refused the update of {key} (REFUSED): the zone {self._zone} "

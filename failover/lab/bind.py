@@ -224,8 +224,12 @@ def _start(workdir: Path, endpoint: Endpoint, zone: str, config: str) -> NamedSe
 
 def start_primary(workdir: Path, endpoint: Endpoint, zone: str, key: TsigKey, *,
                   records: Sequence[ZoneRecord] = (), nameservers: Sequence[str] = (),
-                  notify: Sequence[Endpoint] = ()) -> NamedServer:
+                  notify: Sequence[Endpoint] = (),
+                  other_keys: Sequence[TsigKey] = ()) -> NamedServer:
     """A primary for `zone` that lets `key` update any name in it and transfer it.
+
+    `other_keys` are known to the server (they sign valid requests) but may not
+    update anything: what a key that the update-policy leaves out looks like.
 
     `nameservers` are the addresses published as the zone's NS (default: this
     server's); `notify` are the secondaries told about every change at once
@@ -237,11 +241,13 @@ def start_primary(workdir: Path, endpoint: Endpoint, zone: str, key: TsigKey, *,
         _zone_text(zone, nameservers or [endpoint.host], records))
     (workdir / "tsig.key").write_text(key.bind_config())
     (workdir / "tsig.key").chmod(0o640)
+    known_keys = "".join(other.bind_config() for other in other_keys)
     also_notify = "".join(f"{target.host} port {target.port}; " for target in notify)
     notify_options = (f"\tnotify explicit;\n\tnotify-delay 0;\n\talso-notify {{ {also_notify}}};\n"
                       if notify else "\tnotify no;\n")
     config = (
         f'include "{workdir}/tsig.key";\n'
+        + known_keys
         + _options(endpoint.host, endpoint.port, workdir, notify_options)
         + f'zone "{zone}" {{\n\ttype primary;\n\tfile "{workdir}/zone.db";\n'
         f"\tupdate-policy {{ grant {key.name} zonesub ANY; }};\n"

@@ -14,6 +14,7 @@ import dns.update
 import pytest
 
 from failover.dns import DnsRejected, RecordConflict, RecordKey, RecordSet, VisibilityTimeout
+from failover.dns.rfc2136 import Rfc2136Provider
 from failover.dns.tsig import TsigKey, generate_key
 from failover.dns.wire import answer
 
@@ -82,6 +83,24 @@ def test_update_signed_with_a_wrong_key_is_refused_and_changes_nothing(
     assert f"NOTAUTH, {reason}" in str(refused.value)
     assert key.secret.get_secret_value() not in str(refused.value)
     assert served_by_each(bind_pair, old.key) == [frozenset({"192.0.2.1"})] * 2
+
+
+def test_update_with_a_key_the_policy_does_not_grant_is_refused(bind_pair: BindPair) -> None:
+    old = created(bind_pair, "192.0.2.1")
+
+    with pytest.raises(DnsRejected, match=r"\(REFUSED\).*update-policy"):
+        bind_pair.provider(bind_pair.unauthorised_key).compare_and_set(
+            old, record(old.key, "203.0.113.66"))
+
+    assert served_by_each(bind_pair, old.key) == [frozenset({"192.0.2.1"})] * 2
+
+
+def test_update_sent_to_a_server_that_is_not_the_zone_primary_says_so(
+        bind_pair: BindPair) -> None:
+    elsewhere = Rfc2136Provider("elsewhere.test.", bind_pair.primary.endpoint, bind_pair.key)
+
+    with pytest.raises(DnsRejected, match=r"\(NOTAUTH\): it is not the primary of elsewhere"):
+        elsewhere.compare_and_set(None, record(RecordKey("w.elsewhere.test."), "192.0.2.1"))
 
 
 def test_stale_compare_and_set_fails_naming_what_is_there_and_changes_nothing(

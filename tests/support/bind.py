@@ -29,6 +29,7 @@ class BindPair:
     primary: NamedServer
     secondary: NamedServer
     key: TsigKey
+    unauthorised_key: TsigKey  # known to the primary, but not allowed to update
     workdir: Path
     zone: str = ZONE
 
@@ -59,16 +60,19 @@ def bind_pair() -> Iterator[BindPair]:
     port = free_port([primary_at, secondary_at])
     workdir = Path(tempfile.mkdtemp(prefix="failover-bind-"))
     key = generate_key("failover-test")
+    unauthorised_key = generate_key("read-only")
     started: list[NamedServer] = []
     try:
         primary = start_primary(workdir / "primary", Endpoint(primary_at, port), ZONE, key,
                                 nameservers=[primary_at, secondary_at],
-                                notify=[Endpoint(secondary_at, port)])
+                                notify=[Endpoint(secondary_at, port)],
+                                other_keys=[unauthorised_key])
         started.append(primary)
         secondary = start_secondary(workdir / "secondary", Endpoint(secondary_at, port), ZONE,
                                     primary.endpoint, key)
         started.append(secondary)
-        yield BindPair(primary=primary, secondary=secondary, key=key, workdir=workdir)
+        yield BindPair(primary=primary, secondary=secondary, key=key,
+                       unauthorised_key=unauthorised_key, workdir=workdir)
     finally:
         for server in reversed(started):
             server.stop()
