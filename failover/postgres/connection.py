@@ -101,7 +101,17 @@ class ServiceDatabases:
         return session
 
     def try_conn(self, region: str) -> Connection | None:
-        """The session to `region`, or None if it cannot be reached now."""
+        """The session to `region`, or None if it cannot be reached now.
+
+        A cached session is pinged first: a server that died since its last
+        use leaves a session that looks open until it is used.
+        """
+        session = self._sessions.get(region)
+        if session is not None and not session.closed and not session.broken:
+            try:
+                session.execute("SELECT 1")
+            except psycopg.OperationalError:
+                self.forget(region)
         try:
             return self.conn(region)
         except Unreachable:

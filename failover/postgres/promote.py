@@ -21,7 +21,7 @@ from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import fence_steps, set_app_logins, set_database_read_only
 from failover.postgres.inspect import NodeStatus, inspect_node
 from failover.postgres.lsn import format_lsn
-from failover.postgres.names import slot_name
+from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
     HIDDEN,
     create_subscription_statement,
@@ -37,6 +37,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import check_epoch, record_handover, record_role
 from failover.postgres.steps import Step
+from failover.postgres.waiting import wait_for
 
 DEFAULT_SEQUENCE_GAP = 1000
 
@@ -90,10 +91,40 @@ def find_old_primary(db: ServiceDatabases, target: str) -> str | None:
 # ------------------------------------------------------------ steps shared with switchover
 
 
-def detach_step(db: ServiceDatabases, target: str) -> Step:
-    return Step("detach and drop the subscription", target,
-                tuple(s.as_string() for s in drop_subscription_statements(db.service.name)),
-                lambda: drop_subscription(db.conn(target), db.service.name))
+def freeze_subscription(db: ServiceDatabases, region: str, old_primary: str | None,
+                        epoch: int) -> int | None:
+    """Stop applying and record the applied position (once per epoch); returns it.
+
+    The position is read only after the apply worker has exited, so that it is
+    final: a worker still applying would leave the record behind the data.
+    """
+    conn = db.conn(region)
+    service = db.service.name
+    status = inspect_node(conn, service)
+    if status.handover_epoch == epoch:
+        return status.handover_lsn
+    if status.subscription_present:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
+            sql.Identifier(subscription_name(service))))
+        wait_for(lambda: not inspect_node(conn, service).worker_running,
+                 timeout=db.statement_timeout, what=f"the apply worker on {region} to stop")
+        status = inspect_node(conn, service)
+    record_handover(conn, service, lsn=format_lsn(status.remote_lsn), source=old_primary,
+                    epoch=epoch)
+    return status.remote_lsn
+
+
+def detach_step(db: ServiceDatabases, target: str, old_primary: str | None, epoch: int) -> Step:
+    def run() -> str:
+        applied = freeze_subscription(db, target, old_primary, epoch)
+        dropped = drop_subscription(db.conn(target), db.service.name)
+        return f"applied up to {format_lsn(applied)}; {dropped}"
+
+    disable, *drop = (s.as_string() for s in drop_subscription_statements(db.service.name))
+    return Step("record the applied position and drop the subscription", target, (
+        disable, "-- wait for the apply worker to exit, then",
+        f"UPDATE failover.node_state SET handover_lsn = <remote_lsn>, handover_epoch = {epoch} "
+        f"WHERE service = '{db.service.name}'", *drop), run)
 
 
 def rollback_prepared_step(db: ServiceDatabases, target: str) -> Step:
@@ -180,15 +211,9 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
         if current is not None and same_server(current, target_endpoint):
             record_role(conn, service, "subscriber", epoch)
             return f"already subscribed to {target}"
-        status = inspect_node(conn, service)
-        if status.role == "primary":
+        if inspect_node(conn, service).role == "primary":
             return f"was a primary: left fenced for `failover rejoin {region}`"
-        if status.handover_epoch == epoch:
-            applied = status.handover_lsn
-        else:
-            applied = status.remote_lsn
-            record_handover(conn, service, lsn=format_lsn(applied), source=old_primary,
-                            epoch=epoch)
+        applied = freeze_subscription(db, region, old_primary, epoch)
         target_conn = db.conn(target)
         target_applied = inspect_node(target_conn, service).handover_lsn
         clean = (applied is not None and applied == target_applied
@@ -239,9 +264,10 @@ def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, e
         conn = db.conn(target)
         status = inspect_node(conn, service.name)
         if status.handover_epoch == epoch:
-            return f"already recorded at {format_lsn(status.handover_lsn)}"
-        if status.role == "primary" and not status.subscription_present:
-            return "already the primary"
+            return "already detached by this promotion"
+        if not status.subscription_present:
+            raise SafetyRefusal(f"region {target} has no subscription for service "
+                                f"{service.name!r}: it holds no replicated copy to promote")
         lag_bytes = status.lag_bytes
         publisher = db.try_conn(old_primary) if old_primary is not None else None
         if publisher is not None and status.remote_lsn is not None:
@@ -255,18 +281,13 @@ def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, e
                 f"region {target} is {problem} for service {service.name!r}: promoting it would "
                 "lose the transactions it has not applied; pick a less lagging region, wait, or "
                 "pass --allow-data-loss")
-        record_handover(conn, service.name, lsn=format_lsn(status.remote_lsn),
-                        source=old_primary, epoch=epoch)
         figures = f"{status.lag_seconds} s, {lag_bytes} bytes behind"
         accepted = f" (accepted with --allow-data-loss: {problem})" if problem else ""
         return f"applied up to {format_lsn(status.remote_lsn)}, {figures}{accepted}"
 
-    return Step("check lag and record the applied position", target, (
-        f"SELECT * FROM failover.node_status('{service.name}', ...)  -- refuse above "
-        f"{service.max_lag_seconds:g} s or {service.max_lag_bytes} bytes",
-        f"UPDATE failover.node_state SET handover_lsn = <remote_lsn>, handover_epoch = {epoch} "
-        f"WHERE service = '{service.name}'",
-    ), run)
+    return Step("check the lag", target, (
+        f"SELECT * FROM failover.node_status('{service.name}', '{subscription_name(service.name)}')"
+        f"  -- refuse above {service.max_lag_seconds:g} s or {service.max_lag_bytes} bytes",), run)
 
 
 def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) -> Step:
@@ -309,9 +330,9 @@ def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = Non
         Step("check the epoch", target, (f"SELECT failover.check_epoch('{db.service.name}', "
                                          f"{epoch})",),
              lambda: f"recorded {check_epoch(db.conn(target), db.service.name, epoch, region=target)}"),
-        *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
-        detach_step(db, target),
+        *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
+        detach_step(db, target, old_primary, epoch),
         rollback_prepared_step(db, target),
         _sync_sequences_step(db, target, sequence_gap),
         publication_step(db, target),

@@ -142,6 +142,14 @@ class ServiceDb:
                 return row is not None and row[0] == 0 and row[1] > 0
         wait_until(ready, timeout=timeout, what=f"{region} to finish its initial copy")
 
+    def wait_heartbeat(self, region: str, source: str, timeout: float = 30.0) -> None:
+        """Until `region` applied a heartbeat written by `source`."""
+        def applied() -> bool:
+            with self.admin(region) as conn:
+                row = conn.execute("SELECT region FROM failover.heartbeat").fetchone()
+            return row is not None and row[0] == source
+        wait_until(applied, timeout=timeout, what=f"{region} to apply a heartbeat from {source}")
+
     def wait_same(self, source: str, region: str, tables: tuple[str, ...] = APP_TABLES,
                   timeout: float = 30.0) -> None:
         def same() -> bool:
@@ -209,4 +217,6 @@ def replicated(service_db: ServiceDb) -> ServiceDb:
     for region in ("bravo", "charlie"):
         service_db.wait_synced(region)
     service_db.start_heartbeat("alpha")
+    for region in ("bravo", "charlie"):
+        service_db.wait_heartbeat(region, "alpha")
     return service_db

@@ -1,0 +1,179 @@
+"""Unplanned promotion on real servers: the publisher is SIGKILLed, a subscriber takes over."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from failover.errors import SafetyRefusal
+from failover.postgres.inspect import inspect_node
+from failover.postgres.promote import plan_promotion
+from failover.postgres.steps import Step, run_steps
+from tests.support.pg import (  # noqa: F401
+    APP_TABLES,
+    SERVICE,
+    ServiceDb,
+    pg_cluster,
+    replicated,
+    service_db,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def write_rows(sdb: ServiceDb, region: str, count: int, tag: str) -> None:
+    """Default-id inserts as the application role, into every table."""
+    with psycopg.connect(sdb.app_conninfo(region), autocommit=True) as conn:
+        for i in range(count):
+            conn.execute("INSERT INTO items (note) VALUES (%s)", [f"{tag}{i}"])
+            conn.execute("INSERT INTO events (note) VALUES (%s)", [f"{tag}{i}"])
+            conn.execute("INSERT INTO orders (note) VALUES (%s)", [f"{tag}{i}"])
+
+
+def probe(sdb: ServiceDb, *regions: str) -> None:
+    """What the controller's health probe does every interval: inspect (and remember)."""
+    for region in regions:
+        with sdb.admin(region) as conn:
+            inspect_node(conn, SERVICE)
+
+
+def caught_up_then_kill_alpha(sdb: ServiceDb) -> None:
+    write_rows(sdb, "alpha", 5, "before")
+    for region in ("bravo", "charlie"):
+        sdb.wait_same("alpha", region)
+    probe(sdb, "bravo", "charlie")
+    sdb.server("alpha").kill()
+
+
+def notes(sdb: ServiceDb, region: str, table: str) -> list[str]:
+    return [str(row[-1]) for row in sdb.rows(region, table)]
+
+
+def test_after_unplanned_promotion_default_id_inserts_succeed(replicated: ServiceDb) -> None:
+    caught_up_then_kill_alpha(replicated)
+    plan = plan_promotion(replicated.db, "bravo")
+    assert plan.old_primary == "alpha" and plan.subscribers == ("charlie",)
+    run_steps(plan.steps)
+
+    write_rows(replicated, "bravo", 3, "after")  # raises on a duplicate key
+    with replicated.admin("bravo") as conn:
+        status = inspect_node(conn, SERVICE)
+        assert conn.execute("SELECT count(*) FROM pg_subscription").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
+    assert (status.role, status.epoch, status.fenced, status.database_read_only) == (
+        "primary", plan.epoch, False, False)
+    for table in APP_TABLES:
+        assert notes(replicated, "bravo", table)[-3:] == ["after0", "after1", "after2"]
+
+
+def test_third_region_follows_the_new_primary_after_a_clean_hand_over(
+        replicated: ServiceDb) -> None:
+    caught_up_then_kill_alpha(replicated)
+    results = run_steps(plan_promotion(replicated.db, "bravo").steps)
+    assert "clean hand-over" in results[-1].detail
+    write_rows(replicated, "bravo", 20, "after")
+    replicated.wait_same("bravo", "charlie")
+    for table in APP_TABLES:
+        ids = [row[0] for row in replicated.rows("charlie", table)]
+        assert len(ids) == len(set(ids)) == 25  # no duplicate, no gap
+        assert notes(replicated, "charlie", table) == notes(replicated, "bravo", table)
+
+
+def test_third_region_that_lagged_is_resynced_not_silently_gapped(replicated: ServiceDb) -> None:
+    with replicated.admin("charlie") as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")
+    write_rows(replicated, "alpha", 5, "missed-by-charlie")
+    replicated.wait_same("alpha", "bravo")
+    probe(replicated, "bravo")
+    replicated.server("alpha").kill()
+    results = run_steps(plan_promotion(replicated.db, "bravo").steps)
+    assert "full resync" in results[-1].detail
+    write_rows(replicated, "bravo", 5, "after")
+    replicated.wait_synced("charlie")
+    replicated.wait_same("bravo", "charlie")
+    for table in APP_TABLES:
+        assert notes(replicated, "charlie", table) == (
+            [f"missed-by-charlie{i}" for i in range(5)] + [f"after{i}" for i in range(5)])
+
+
+def test_lagging_subscriber_is_refused_with_figures_unless_data_loss_allowed(
+        replicated: ServiceDb) -> None:
+    replicated.db.service = replicated.service.model_copy(update={"max_lag_seconds": 1.0})
+    with replicated.admin("bravo") as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")
+    write_rows(replicated, "alpha", 3, "unseen")
+
+    def lagging() -> bool:
+        with replicated.admin("bravo") as conn:
+            lag = inspect_node(conn, SERVICE).lag_seconds
+        return lag is not None and lag > 1.5
+    wait_until(lagging, what="bravo to fall behind")  # alpha keeps beating meanwhile
+
+    with pytest.raises(SafetyRefusal, match=r"bravo is \d+\.\d s behind \(max_lag_seconds 1\)"):
+        run_steps(plan_promotion(replicated.db, "bravo").steps)
+    with replicated.admin("bravo") as conn:
+        refused = inspect_node(conn, SERVICE)
+    with replicated.admin("alpha") as conn:
+        assert inspect_node(conn, SERVICE).fenced is False  # a refusal changes nothing
+    assert (refused.role, refused.subscription_present) == ("subscriber", True)
+
+    run_steps(plan_promotion(replicated.db, "bravo", allow_data_loss=True).steps)
+    with replicated.admin("bravo") as conn:
+        assert inspect_node(conn, SERVICE).role == "primary"
+    with replicated.admin("alpha") as conn:
+        assert inspect_node(conn, SERVICE).fenced  # the live old primary was fenced
+    assert "unseen0" not in notes(replicated, "bravo", "items")
+    write_rows(replicated, "bravo", 1, "after")
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_before", [
+    "fence the old primary if reachable",
+    "roll back orphan prepared transactions",
+    "create one slot per other subscriber",
+    "terminate sessions opened while read-only",
+    "re-point charlie to bravo",
+])
+def test_promotion_interrupted_between_steps_then_rerun_ends_the_same(
+        replicated: ServiceDb, stop_before: str) -> None:
+    caught_up_then_kill_alpha(replicated)
+    epoch = plan_promotion(replicated.db, "bravo").epoch
+
+    def crash(step: Step) -> None:
+        if step.name == stop_before:
+            raise Interrupted(step.name)
+
+    with pytest.raises(Interrupted):
+        run_steps(plan_promotion(replicated.db, "bravo", epoch=epoch).steps, before=crash)
+    replicated.db.close()  # a new process: nothing cached
+    rerun = plan_promotion(replicated.db, "bravo", epoch=epoch)
+    assert rerun.old_primary == "alpha"
+    results = run_steps(rerun.steps)
+    assert "clean hand-over" in results[-1].detail or "already subscribed" in results[-1].detail
+
+    write_rows(replicated, "bravo", 3, "after")
+    replicated.wait_same("bravo", "charlie")
+    with replicated.admin("bravo") as conn:
+        status = inspect_node(conn, SERVICE)
+    assert (status.role, status.epoch, status.subscription_present) == ("primary", epoch, False)
+    with replicated.admin("charlie") as conn:
+        follower = inspect_node(conn, SERVICE)
+    assert follower.publisher is not None and follower.publisher.startswith(
+        replicated.server("bravo").host)
+    for table in APP_TABLES:
+        ids = [row[0] for row in replicated.rows("charlie", table)]
+        assert len(ids) == len(set(ids)) == 8
+
+
+def test_stale_epoch_is_refused(replicated: ServiceDb) -> None:
+    caught_up_then_kill_alpha(replicated)
+    plan = plan_promotion(replicated.db, "bravo")
+    run_steps(plan.steps)
+    with pytest.raises(SafetyRefusal, match="stale epoch"):
+        run_steps(plan_promotion(replicated.db, "charlie", epoch=plan.epoch - 1).steps)
