@@ -212,6 +212,19 @@ def test_tcp_connects_to_a_listening_port(block: LoopbackBlock) -> None:
     assert result.ok and result.reason == "connected"
 
 
+def test_tcp_resolves_a_host_name() -> None:
+    # An ephemeral port the kernel picks: no other session can hold it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        port = listener.getsockname()[1]
+        result = asyncio.run(TcpProbe(tcp_check("localhost", port)).run())
+    finally:
+        listener.close()
+    assert result.ok and result.reason == "connected"
+
+
 def test_tcp_refused_when_nothing_listens(block: LoopbackBlock) -> None:
     result = asyncio.run(TcpProbe(tcp_check(block.address(6), 5432)).run())
     assert not result.ok

@@ -1,0 +1,263 @@
+"""Probe scheduler throughput: 1,000 HTTP and TCP endpoints plus PostgreSQL, on one core.
+
+    .venv/bin/python benchmarks/probes.py [--endpoints 1000] [--postgres 20]
+        [--interval 1] [--duration 30] [--warmup 5] [--json]
+
+The endpoints (half HTTP, half TCP, each its own port on a loopback block)
+are served by a separate process pinned to the other core, so their CPU is
+not counted against the scheduler; the PostgreSQL server (embedded wheel,
+`failover` schema installed) is pinned there too. The scheduler process is
+pinned to core 0 and runs the real ProbeScheduler over real probes: HTTP on
+one shared aiohttp session, TCP connects, PostgreSQL on kept sessions.
+
+Reported over the measuring window (after the warm-up): probes per second,
+start delay (actual start minus scheduled time) median and p99, failed
+probes, and the scheduler process's CPU. Targets: >= 1,000 probes/s with
+p99 start delay < 100 ms on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEDULER_CORE = 0
+SERVER_CORE = 1
+HTTP_PORT_BASE = 20000
+TCP_PORT_BASE = 30000
+SERVICE = "bench"
+
+
+def _raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _pin(pid: int, core: int) -> None:
+    if core < (os.cpu_count() or 1):
+        os.sched_setaffinity(pid, {core})
+
+
+# ---------------------------------------------------------------- the endpoints process
+
+
+async def _serve(http_host: str, tcp_host: str, count: int) -> None:
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    http_count = count // 2
+    for index in range(http_count):
+        await web.TCPSite(runner, http_host, HTTP_PORT_BASE + index, backlog=128).start()
+    servers = [await asyncio.start_server(close_at_once, tcp_host, TCP_PORT_BASE + index)
+               for index in range(count - http_count)]
+    print("ready", flush=True)
+    # Serve until the parent closes our stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for server in servers:
+        server.close()
+    await runner.cleanup()
+
+
+def serve_main(args: argparse.Namespace) -> None:
+    _raise_fd_limit()
+    _pin(0, SERVER_CORE)
+    asyncio.run(_serve(args.http_host, args.tcp_host, args.endpoints))
+
+
+# ---------------------------------------------------------------- the scheduler process
+
+
+def _start_endpoints(http_host: str, tcp_host: str, count: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "serve", "--http-host", http_host, "--tcp-host", tcp_host,
+         "--endpoints", str(count)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        process.kill()
+        raise SystemExit(f"the endpoint server did not start: {line!r}")
+    return process
+
+
+def _start_postgres(root: Path, host: str) -> tuple[Any, Any]:
+    from failover.lab.postgres import init_server
+    from failover.postgres.connection import connect
+    from failover.postgres.schema import install
+    from failover.topology import PostgresEndpoint
+
+    server = init_server(root, "bench", host, durable=False)
+    server.start()
+    assert server.pid is not None
+    _pin(server.pid, SERVER_CORE)  # backends forked from now on inherit it
+    with server.connect() as conn:
+        conn.execute(f"CREATE DATABASE {SERVICE}")
+    with connect(server.conninfo(SERVICE)) as conn:
+        install(conn, SERVICE, "bench")
+        conn.execute("UPDATE failover.node_state SET role = 'primary', epoch = 1")
+    endpoint = PostgresEndpoint(host=host, port=server.port, dbname=SERVICE, user="postgres")
+    return server, endpoint
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
+                   endpoint: Any) -> dict[str, Any]:
+    from failover.health.http import HttpProbe, new_session
+    from failover.health.postgres import PostgresProbe
+    from failover.health.probe import Probe
+    from failover.health.scheduler import ProbeScheduler
+    from failover.health.targets import ProbeTarget
+    from failover.health.tcp import TcpProbe
+    from failover.topology import HttpCheck, PostgresCheck, Service, TcpCheck
+
+    timing = {"interval": args.interval, "timeout": args.interval / 2}
+    session = new_session()
+    targets: list[ProbeTarget] = []
+    http_count = args.endpoints // 2
+    for index in range(args.endpoints):
+        probe: Probe
+        if index < http_count:
+            http = HttpCheck(kind="http", name=f"http-{index}",
+                             url=f"http://{http_host}:{HTTP_PORT_BASE + index}/healthz", **timing)
+            check: Any = http
+            probe = HttpProbe(http, session)
+        else:
+            port = TCP_PORT_BASE + index - http_count
+            tcp = TcpCheck(kind="tcp", name=f"tcp-{index}", host=tcp_host, port=port, **timing)
+            check, probe = tcp, TcpProbe(tcp)
+        targets.append(ProbeTarget(f"region-{index % 3}", check, probe))
+    service = Service(name=SERVICE, database=SERVICE, writer_record="bench.test.")
+    for index in range(args.postgres):
+        pg = PostgresCheck(kind="postgres", name=f"pg-{index}", service=SERVICE, **timing)
+        targets.append(ProbeTarget("region-pg", pg, PostgresProbe(pg, endpoint, service)))
+
+    failures: dict[str, int] = {}
+    scheduler = ProbeScheduler(targets)
+    scheduler.start()
+    try:
+        await asyncio.sleep(args.warmup)
+        delays_before = len(scheduler.start_delays)
+        runs_before, skipped_before = scheduler.probes_run, scheduler.runs_skipped
+        statuses_before = {key: status.last_run_at for key, status in scheduler.status().items()}
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        await asyncio.sleep(args.duration)
+        cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
+        runs, skipped = scheduler.probes_run - runs_before, scheduler.runs_skipped - skipped_before
+        delays = list(scheduler.start_delays)[delays_before:]
+        for key, status in scheduler.status().items():
+            result = status.last_result
+            if result is not None and not result.ok and status.last_run_at != statuses_before[key]:
+                failures[result.reason] = failures.get(result.reason, 0) + 1
+    finally:
+        await scheduler.stop()
+        for target in targets:
+            await target.probe.close()
+        await session.close()
+    return {
+        "targets": len(targets), "http": http_count, "tcp": args.endpoints - http_count,
+        "postgres": args.postgres, "interval_s": args.interval, "window_s": round(wall, 2),
+        "probes": runs, "probes_per_s": round(runs / wall, 1), "runs_skipped": skipped,
+        "start_delay_ms": {"median": round(statistics.median(delays) * 1000, 2),
+                           "p99": round(_percentile(delays, 0.99) * 1000, 2),
+                           "max": round(max(delays) * 1000, 2), "samples": len(delays)},
+        "cpu_s": round(cpu, 2), "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "failing_at_end": failures,
+    }
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    from tests.support.loopback import allocate_block
+
+    _raise_fd_limit()
+    _pin(0, SCHEDULER_CORE)
+    block = allocate_block()
+    http_host, tcp_host, pg_host = block.address(1), block.address(2), block.address(3)
+    root = Path(tempfile.mkdtemp(prefix="failover-bench-probes-"))
+    endpoints = _start_endpoints(http_host, tcp_host, args.endpoints)
+    server = None
+    try:
+        endpoint = None
+        if args.postgres:
+            server, endpoint = _start_postgres(root, pg_host)
+        report = asyncio.run(_measure(args, http_host, tcp_host, endpoint))
+    finally:
+        if server is not None:
+            server.stop()
+        assert endpoints.stdin is not None
+        endpoints.stdin.close()
+        try:
+            endpoints.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            endpoints.kill()
+            endpoints.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    report["target_met"] = (report["probes_per_s"] >= 1000
+                            and report["start_delay_ms"]["p99"] < 100)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    delay = report["start_delay_ms"]
+    print(f"{report['targets']} checks ({report['http']} http, {report['tcp']} tcp, "
+          f"{report['postgres']} postgres) every {args.interval:g} s, "
+          f"measured over {report['window_s']} s")
+    print(f"probes/s: {report['probes_per_s']}  (runs skipped: {report['runs_skipped']})")
+    print(f"start delay: median {delay['median']} ms, p99 {delay['p99']} ms, "
+          f"max {delay['max']} ms ({delay['samples']} samples)")
+    print(f"scheduler CPU: {report['cpu_percent_of_one_core']} % of one core")
+    print(f"failing at the end: {report['failing_at_end'] or 'none'}")
+    print(f"target (>= 1000 probes/s, p99 < 100 ms) met: {report['target_met']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    serve = sub.add_parser("serve", help="(internal) serve the endpoints")
+    serve.add_argument("--http-host", required=True)
+    serve.add_argument("--tcp-host", required=True)
+    serve.add_argument("--endpoints", type=int, required=True)
+    parser.add_argument("--endpoints", type=int, default=1000, help="HTTP + TCP endpoints")
+    parser.add_argument("--postgres", type=int, default=20,
+                        help="postgres probes (each its own kept session)")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.mode == "serve":
+        serve_main(args)
+    else:
+        bench_main(args)
+
+
+if __name__ == "__main__":
+    # Run as a script, this folder comes first on sys.path, where benchmarks/dns.py
+    # would shadow dnspython; the repository root is needed for tests.support.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.path.insert(0, str(here.parent))
+    main()
