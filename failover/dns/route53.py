@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -36,8 +37,10 @@ from failover.errors import UserError
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_route53.literals import RRTypeType
     from mypy_boto3_route53.type_defs import (
         ChangeTypeDef,
+        ListResourceRecordSetsRequestTypeDef,
         ResourceRecordSetOutputTypeDef,
         ResourceRecordSetTypeDef,
     )
@@ -156,23 +159,24 @@ class Route53Provider:
         """Every record set with this name and type: one simple, or the weighted/failover ones."""
         name, rtype = absolute_name(name, self._zone, field_name=name), rtype.upper()
         found: list[RecordSet] = []
-        start: dict[str, str] = {"StartRecordName": name, "StartRecordType": rtype}
+        request: ListResourceRecordSetsRequestTypeDef = {
+            "HostedZoneId": self.hosted_zone_id, "MaxItems": "100",
+            "StartRecordName": name, "StartRecordType": cast("RRTypeType", rtype)}
         while True:
-            page = self._call(
-                f"list {name} {rtype}",
-                lambda start=start: self.client.list_resource_record_sets(  # type: ignore[misc]
-                    HostedZoneId=self.hosted_zone_id, MaxItems="100", **start),
-                _retry_read)
+            page = self._call(f"list {name} {rtype}",
+                              partial(self.client.list_resource_record_sets, **request),
+                              _retry_read)
             for item in page["ResourceRecordSets"]:
                 if item["Name"].lower() != name or item["Type"] != rtype:
                     return found
                 found.append(self._from_api(item))
             if not page["IsTruncated"]:
                 return found
-            start = {"StartRecordName": page["NextRecordName"],
-                     "StartRecordType": page["NextRecordType"]}
+            request["StartRecordName"] = page["NextRecordName"]
+            request["StartRecordType"] = page["NextRecordType"]
+            request.pop("StartRecordIdentifier", None)
             if "NextRecordIdentifier" in page:
-                start["StartRecordIdentifier"] = page["NextRecordIdentifier"]
+                request["StartRecordIdentifier"] = page["NextRecordIdentifier"]
 
     def read(self, key: RecordKey) -> RecordSet | None:
         key = self._checked(key)
@@ -186,7 +190,7 @@ class Route53Provider:
     @staticmethod
     def _to_api(record: RecordSet) -> ResourceRecordSetTypeDef:
         item: ResourceRecordSetTypeDef = {
-            "Name": record.key.name, "Type": record.key.rtype,  # type: ignore[typeddict-item]
+            "Name": record.key.name, "Type": cast("RRTypeType", record.key.rtype),
             "TTL": record.ttl,
             "ResourceRecords": [{"Value": value} for value in sorted(record.values)],
         }
