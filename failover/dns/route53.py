@@ -172,6 +172,11 @@ class Route53Provider:
                 found.append(self._from_api(item))
             if not page["IsTruncated"]:
                 return found
+            if (page["NextRecordName"], page.get("NextRecordIdentifier")) == (
+                    request["StartRecordName"], request.get("StartRecordIdentifier")):
+                raise DnsRejected(f"listing {name} {rtype} does not advance past "
+                                  f"{len(found)} record sets (an API without "
+                                  "StartRecordIdentifier?)")
             request["StartRecordName"] = page["NextRecordName"]
             request["StartRecordType"] = page["NextRecordType"]
             request.pop("StartRecordIdentifier", None)
