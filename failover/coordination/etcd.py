@@ -320,8 +320,12 @@ class EtcdCoordinator:
                 wait=wait_random_exponential(multiplier=0.05, max=0.5), reraise=True,
             ):
                 with attempt:
+                    # The read makes etcd confirm the answer with its quorum: a
+                    # transaction of compares alone is served from the local copy
+                    # of whichever member answers, even one cut off from the rest.
                     result = await asyncio.to_thread(
-                        self._client.txn, [created_at(self._leader_key, leadership.token)], [])
+                        self._client.txn, [created_at(self._leader_key, leadership.token)],
+                        [get(self._leader_key)], [get(self._leader_key)])
         except FailoverError as exc:
             self._unreachable(exc)
             return False

@@ -4,13 +4,14 @@ Every member listens on its own loopback address with etcd's standard ports
 (clients 2379, peers 2380), keeps its own data directory, runs in the
 foreground and is stopped by PID. Faults: `kill` (SIGKILL), `pause` (SIGSTOP:
 the member holds its sockets and answers nothing) and `partition` (iptables
-drops everything sent to the member and everything it sends).
+drops everything sent to the member and everything it sends, or only its
+traffic with its peers).
 
 A partition needs to tell the member's own packets apart, and on loopback a
 member dials its peers from 127.0.0.1 like everyone else; so when we are root
 each member runs under a uid of its own, derived from its address, and the
-partition matches that uid. The uid needs no passwd entry: etcd only writes
-its data directory, which is handed to that uid.
+partition matches that uid (and marks the connections it dials). The uid
+needs no passwd entry: etcd only writes its data directory, handed to that uid.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def _member_user(address: str) -> RunAs:
 
 
 def _iptables(action: str, rule: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["iptables", "-w", "5", action, "OUTPUT", *rule, "-m", "comment",
-                           "--comment", _RULE_TAG, "-j", "DROP"],
+    return subprocess.run(["iptables", "-w", "5", action, "OUTPUT", "-m", "comment",
+                           "--comment", _RULE_TAG, *rule],
                           capture_output=True, text=True, check=False, timeout=15)
 
 
@@ -102,7 +103,7 @@ class EtcdMember:
     tls: ClientTls | None = None
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
-    partitioned: bool = field(default=False)
+    _rules: list[list[str]] = field(default_factory=list, init=False, repr=False)
 
     @property
     def client_url(self) -> str:
@@ -191,28 +192,47 @@ class EtcdMember:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
-    def partition(self) -> None:
-        """Drop every packet sent to this member and every packet it sends (needs root)."""
+    @property
+    def partitioned(self) -> bool:
+        return bool(self._rules)
+
+    def partition(self, *, from_clients: bool = True) -> None:
+        """Drop every packet sent to this member and every packet it sends (needs root).
+
+        With `from_clients=False` only the peer traffic is dropped: clients still
+        reach a member cut off from its cluster, as clients on its side of a split would.
+        Every loopback packet passes OUTPUT once, so OUTPUT rules cut both ways.
+        """
         if self.run_as.uid is None or os.geteuid() != 0:
             raise FailoverError("partitioning an etcd member needs root (iptables, own uid)")
-        rules = (["-d", f"{self.address}/32"], ["-m", "owner", "--uid-owner", str(self.run_as.uid)])
-        self.partitioned = True
-        for rule in rules:
+        uid = str(self.run_as.uid)
+        peer_port = str(PEER_PORT)
+        mine = ["-m", "owner", "--uid-owner", uid]
+        # Connections the member dials come from 127.0.0.1, not from its own
+        # address: they are recognised by the mark its first packet puts on them.
+        marked = ["-m", "connmark", "--mark", uid, "-j", "DROP"]
+        if from_clients:
+            rules = [[*mine, "-j", "CONNMARK", "--set-mark", uid], marked,
+                     ["-d", f"{self.address}/32", "-j", "DROP"]]
+        else:
+            tcp = ["-p", "tcp"]
+            rules = [[*mine, *tcp, "--dport", peer_port, "-j", "CONNMARK", "--set-mark", uid],
+                     marked, [*mine, *tcp, "--sport", peer_port, "-j", "DROP"],
+                     ["-d", f"{self.address}/32", *tcp, "--dport", peer_port, "-j", "DROP"]]
+        for rule in reversed(rules):  # each goes first in the chain: keep their order
             result = _iptables("-I", rule)
             if result.returncode != 0:
                 self.heal()
                 raise FailoverError(f"iptables refused the partition of {self.name}: "
                                     f"{result.stderr.strip()}")
+            self._rules.append(rule)
 
     def heal(self) -> None:
         """Remove this member's partition rules (every copy: heal is safe to repeat)."""
-        if not self.partitioned:
-            return
-        for rule in (["-d", f"{self.address}/32"],
-                     ["-m", "owner", "--uid-owner", str(self.run_as.uid)]):
+        while self._rules:
+            rule = self._rules.pop()
             while _iptables("-D", rule).returncode == 0:
                 pass
-        self.partitioned = False
 
     def stop(self) -> None:
         """Heal, then SIGTERM, then SIGKILL if it has not exited within 10 s."""

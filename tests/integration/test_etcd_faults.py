@@ -26,7 +26,15 @@ from failover.engine import Health, Observation
 from failover.executor import Executor, PlanRun
 from failover.journal import Journal
 from failover.lab.etcd import EtcdCluster, EtcdMember
-from tests.support.etcd import coordinator, failover_decision, new_prefix
+from failover.topology import EtcdSettings
+from tests.support.etcd import (
+    LEASE_TTL,
+    REQUEST_TIMEOUT,
+    admin_client,
+    coordinator,
+    failover_decision,
+    new_prefix,
+)
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.support.etcd"]  # a fresh etcd cluster per test
@@ -185,6 +193,36 @@ def test_losing_the_etcd_quorum_stops_automatic_action_and_keeps_old_observation
             assert a.problem() is None
             assert await a.lead(failover_decision("a")) is not None
         finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_etcd_member_is_cut_off_from_its_cluster_stops(
+        fresh_etcd_cluster: EtcdCluster) -> None:
+    prefix = new_prefix()
+    cut_off = next(m for m in fresh_etcd_cluster.members if m is not _leader(fresh_etcd_cluster))
+
+    async def scenario() -> None:
+        # a reaches etcd only through the member that will be cut off from its peers,
+        # as a controller on the minority side of a network split would.
+        a = EtcdCoordinator("a", EtcdSettings(endpoints=[cut_off.client_url], prefix=prefix,
+                                              lease_ttl=LEASE_TTL), timeout=REQUEST_TIMEOUT)
+        b = coordinator(fresh_etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            held = await a.lead(failover_decision("a"))
+            assert held is not None and await a.still_leading(held)
+            cut_off.partition(from_clients=False)
+            # The majority takes the key away while a's lease has time left (an operator
+            # clearing a stuck leader): the cut-off member's own copy still shows it.
+            assert admin_client(fresh_etcd_cluster).delete(f"{prefix}/leader")
+            assert not await a.still_leading(held)
+            assert await b.lead(failover_decision("b")) is not None
+        finally:
+            cut_off.heal()
             await a.close()
             await b.close()
 
