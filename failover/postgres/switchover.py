@@ -1,0 +1,206 @@
+"""Planned switchover: move the primary from P to subscriber S with zero loss.
+
+P is fenced (its walsenders keep draining), a marker is written on P, and S
+takes over only once it has applied that marker: everything P acknowledged
+is then on S. Sequence values are copied exactly. If S does not get there
+within the timeout, P is unfenced and nothing else has changed. After S is
+promoted, the other subscribers hand over cleanly (they applied the marker
+too) and P subscribes to S from a slot made before S's first write, without
+a re-copy.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from failover.errors import FailoverError, UserError
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.fence import epoch_step, fence_steps, set_app_logins, unfence_steps
+from failover.postgres.inspect import inspect_node
+from failover.postgres.lsn import parse_lsn
+from failover.postgres.names import publication_name, slot_name
+from failover.postgres.promote import (
+    detach_step,
+    next_epoch,
+    publication_step,
+    repoint_step,
+    rollback_prepared_step,
+    slots_step,
+    take_writer_role_step,
+    terminate_stale_step,
+)
+from failover.postgres.replication import (
+    HIDDEN,
+    create_subscription_statement,
+    drop_logical_slots,
+    drop_publication,
+    subscription_conninfo,
+)
+from failover.postgres.state import record_fenced, record_role
+from failover.postgres.steps import Step, run_steps
+
+DEFAULT_TIMEOUT = 30.0
+
+_MARKER = (
+    "INSERT INTO failover.heartbeat (service, region, epoch, beat_at, token) "
+    "SELECT service, region, epoch, clock_timestamp(), %(token)s FROM failover.node_state "
+    "WHERE service = %(service)s ON CONFLICT (service) DO UPDATE "
+    "SET beat_at = excluded.beat_at, token = excluded.token")
+_SEQUENCE_VALUES = (
+    "SELECT o.sequence_name, q.last_value FROM failover.owned_sequences() o "
+    "JOIN pg_sequences q ON format('%I.%I', q.schemaname, q.sequencename)::regclass "
+    "= o.sequence_name::regclass WHERE q.last_value IS NOT NULL")
+
+
+@dataclass(frozen=True)
+class SwitchoverPlan:
+    service: str
+    old_primary: str
+    target: str
+    subscribers: tuple[str, ...]
+    epoch: int
+    steps: tuple[Step, ...]
+
+
+class SwitchoverTimeout(FailoverError):
+    """The target did not catch up in time; the old primary was unfenced again."""
+
+
+def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[str, ...], *,
+                epoch: int, timeout: float) -> Step:
+    service = db.service.name
+    slot = slot_name(service, target)
+
+    def applied_everywhere(token: str, marker_lsn: int, regions: tuple[str, ...]) -> set[str]:
+        done = set()
+        for region in regions:
+            conn = db.try_conn(region)
+            if conn is not None and inspect_node(conn, service).heartbeat_token == token:
+                done.add(region)
+        row = db.conn(old).execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                   "WHERE slot_name = %s", [slot]).fetchone()
+        confirmed = parse_lsn(row[0]) if row and row[0] else None
+        if confirmed is None or confirmed < marker_lsn:
+            done.discard(target)
+        return done
+
+    def run() -> str:
+        target_status = inspect_node(db.conn(target), service)
+        if target_status.handover_epoch == epoch:
+            return f"{target} already detached by this switchover"
+        deadline = time.monotonic() + timeout
+        token = str(uuid.uuid4())
+        conn = db.conn(old)
+        conn.execute(_MARKER, {"token": token, "service": service})
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        marker_lsn = parse_lsn(row[0])
+        assert marker_lsn is not None
+        waiting_for = (target, *subscribers)
+        done: set[str] = set()
+        while time.monotonic() < deadline:
+            done = applied_everywhere(token, marker_lsn, waiting_for)
+            if done == set(waiting_for):
+                break
+            time.sleep(0.01)
+        if target not in done:
+            run_steps(unfence_steps(db, old))
+            raise SwitchoverTimeout(
+                f"{target} did not apply the marker from {old} within {timeout:g} s; {old} is "
+                "unfenced and still the primary, nothing else changed (raise --timeout, or check "
+                f"{target}'s subscription)")
+        behind = sorted(set(waiting_for) - done)
+        later = f"; {', '.join(behind)} will be resynced" if behind else ""
+        return f"{target} applied the marker at {row[0]}{later}"
+
+    return Step(f"write a marker on {old} and wait until {target} applied it", old, (
+        _MARKER % {"token": "'<uuid>'", "service": f"'{service}'"},
+        "SELECT pg_current_wal_lsn()  -- T",
+        f"-- wait (at most {timeout:g} s) until slot {slot} has confirmed_flush_lsn >= T and "
+        f"{target} shows the token; on timeout unfence {old}",
+    ), run)
+
+
+def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> Step:
+    def run() -> str:
+        values = db.conn(old).execute(_SEQUENCE_VALUES).fetchall()
+        conn = db.conn(target)
+        for name, value in values:
+            conn.execute(
+                "SELECT setval(%(seq)s::regclass, %(value)s, true) FROM pg_sequences q "
+                "WHERE format('%%I.%%I', q.schemaname, q.sequencename)::regclass = "
+                "%(seq)s::regclass AND coalesce(q.last_value, 0) < %(value)s",
+                {"seq": name, "value": value})
+        return f"copied {len(values)} sequence values"
+
+    return Step(f"copy exact sequence values from {old}", target, (
+        f"-- on {old}: {_SEQUENCE_VALUES}",
+        "SELECT setval('<sequence>', <last_value on the old primary>, true)  -- when lower"), run)
+
+
+def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
+                                epoch: int) -> Step:
+    service = db.service.name
+    slot = slot_name(service, old)
+    target_endpoint = db.endpoint(target)
+
+    def run() -> str:
+        conn = db.conn(old)
+        if db.region_of(subscription_conninfo(conn, service)) == target:
+            detail = f"already subscribed to {target}"
+        else:
+            dropped = drop_logical_slots(conn)
+            drop_publication(conn, service)
+            conn.execute(create_subscription_statement(service, target_endpoint.conninfo(), slot,
+                                                       copy_data=False))
+            detail = f"dropped slots {', '.join(dropped) or 'none'}; subscribed to {target}"
+        record_role(conn, service, "subscriber", epoch)
+        set_app_logins(conn, db.service.app_roles, True)  # readers may come back
+        record_fenced(conn, service, False)
+        return detail
+
+    return Step(f"subscribe {old} to {target}", old, (
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE slot_type = 'logical' AND database = current_database()",
+        sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+            sql.Identifier(publication_name(service))).as_string(),
+        create_subscription_statement(service, target_endpoint.conninfo(password=HIDDEN), slot,
+                                      copy_data=False).as_string(),
+        f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch}, fenced = false "
+        f"WHERE service = '{service}'  -- the database stays read-only",
+    ), run)
+
+
+def plan_switchover(db: ServiceDatabases, target: str, *, epoch: int | None = None,
+                    timeout: float = DEFAULT_TIMEOUT) -> SwitchoverPlan:
+    """The steps that move the primary to `target`; reads the current state, changes nothing."""
+    db.endpoint(target, flag="REGION")
+    target_status = inspect_node(db.conn(target), db.service.name)
+    old = (db.region_of(subscription_conninfo(db.conn(target), db.service.name))
+           or target_status.handover_from)
+    if old is None or old == target:
+        raise UserError(f"REGION: {target} does not subscribe to the primary of "
+                        f"{db.service.name!r}; a switchover needs a subscriber that is streaming")
+    epoch = next_epoch(db) if epoch is None else epoch
+    subscribers = tuple(r for r in db.regions if r not in (target, old))
+    steps = [
+        epoch_step(db, old, epoch),
+        epoch_step(db, target, epoch),
+        *fence_steps(db, old),
+        _drain_step(db, old, target, subscribers, epoch=epoch, timeout=timeout),
+        _copy_sequences_step(db, old, target),
+        detach_step(db, target, old, epoch),
+        rollback_prepared_step(db, target),
+        publication_step(db, target),
+        slots_step(db, target, (*subscribers, old)),
+        take_writer_role_step(db, target, epoch),
+        terminate_stale_step(db, target),
+        *(repoint_step(db, region, target, old, epoch) for region in subscribers),
+        _subscribe_old_primary_step(db, old, target, epoch),
+    ]
+    return SwitchoverPlan(service=db.service.name, old_primary=old, target=target,
+                          subscribers=subscribers, epoch=epoch, steps=tuple(steps))

@@ -1,0 +1,62 @@
+"""Rejoin of a returning old primary after an unplanned promotion, on real servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from failover.postgres.inspect import inspect_node
+from failover.postgres.promote import plan_promotion
+from failover.postgres.rejoin import plan_rejoin
+from failover.postgres.steps import run_steps
+from tests.integration.test_postgres_promote import probe, write_rows
+from tests.support.pg import (  # noqa: F401
+    APP_TABLES,
+    SERVICE,
+    ServiceDb,
+    pg_cluster,
+    replicated,
+    service_db,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,
+                                                         tmp_path: Path) -> None:
+    write_rows(replicated, "alpha", 3, "seen")
+    replicated.wait_same("alpha", "bravo")
+    probe(replicated, "bravo")
+    with replicated.admin("bravo") as conn:  # bravo stops receiving (a partition)
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")
+    write_rows(replicated, "alpha", 2, "lost")
+    replicated.server("alpha").kill()
+    run_steps(plan_promotion(replicated.db, "bravo", allow_data_loss=True).steps)
+    replicated.start_heartbeat("bravo")
+    write_rows(replicated, "bravo", 2, "new")
+
+    replicated.server("alpha").start()  # it comes back, still believing it is the primary
+    lost_file = tmp_path / "lost.json"
+    plan = plan_rejoin(replicated.db, "alpha", lost_file=lost_file)
+    assert plan.primary == "bravo"
+    run_steps(plan.steps)
+
+    document = json.loads(lost_file.read_text())
+    lost = {(change["table"], change["columns"]["note"])
+            for txn in document["transactions"] for change in txn["changes"]}
+    assert document["complete"] is True
+    assert lost == {(f"public.{table}", f"lost{i}") for table in APP_TABLES for i in range(2)}
+
+    replicated.wait_synced("alpha")
+    replicated.wait_same("bravo", "alpha")
+    with replicated.admin("alpha") as conn:
+        alpha = inspect_node(conn, SERVICE)
+        slots = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()
+    assert slots == (0,)
+    assert (alpha.role, alpha.fenced) == ("subscriber", True)
+    # A rerun (say after a crash) keeps the file and changes nothing.
+    run_steps(plan_rejoin(replicated.db, "alpha", lost_file=lost_file).steps)
+    assert json.loads(lost_file.read_text()) == document
