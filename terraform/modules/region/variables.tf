@@ -1,0 +1,164 @@
+variable "fleet_name" {
+  description = "Name of the failover fleet; prefixes resource names and tags so several fleets can share an account."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,30}$", var.fleet_name))
+    error_message = "fleet_name must be 1-31 characters of lower-case letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "name" {
+  description = "Region name as the failover topology knows it (the <region>.toml file name), e.g. \"us-east-1\"."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,62}$", var.name))
+    error_message = "name must be lower-case letters, digits and '-', starting with a letter or digit (the topology's region name rule)."
+  }
+}
+
+variable "priority" {
+  description = "Failover priority of this region in the topology: higher wins ties between equally good targets."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.priority == floor(var.priority)
+    error_message = "priority must be a whole number."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 CIDR of this region's VPC (/16 to /24); must not overlap the other regions' CIDRs, which reach it over VPC peering."
+  type        = string
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && can(regex("^[0-9.]+/(1[6-9]|2[0-4])$", var.vpc_cidr))
+    error_message = "vpc_cidr must be an IPv4 CIDR with a prefix length from /16 to /24, e.g. \"10.10.0.0/16\"."
+  }
+}
+
+variable "peer_cidrs" {
+  description = "CIDRs of the other regions' VPCs: the only networks allowed to reach PostgreSQL and the controller API (besides client_cidrs for PostgreSQL)."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for cidr in var.peer_cidrs : can(cidrhost(cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", cidr))])
+    error_message = "peer_cidrs must hold IPv4 CIDRs, e.g. [\"10.20.0.0/16\"]."
+  }
+}
+
+variable "client_cidrs" {
+  description = "Extra CIDRs of applications allowed to reach PostgreSQL (never the controller API). Empty: only the other regions."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.client_cidrs : can(cidrhost(cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", cidr))])
+    error_message = "client_cidrs must hold IPv4 CIDRs, e.g. [\"10.10.0.0/16\"]."
+  }
+}
+
+variable "availability_zone_count" {
+  description = "Number of subnets, one per availability zone."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = contains([1, 2, 3], var.availability_zone_count)
+    error_message = "availability_zone_count must be 1, 2 or 3."
+  }
+}
+
+variable "instance_type" {
+  description = "EC2 instance type of the PostgreSQL host (which also runs the region's controller)."
+  type        = string
+  default     = "t3.small"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*[0-9][a-z0-9-]*\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must look like an EC2 instance type, e.g. \"t3.small\"."
+  }
+}
+
+variable "ami_ssm_parameter" {
+  description = "SSM public parameter holding the AMI id; the cloud-init script expects Amazon Linux 2023 (dnf, postgresqlNN-server)."
+  type        = string
+  default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+
+  validation {
+    condition     = startswith(var.ami_ssm_parameter, "/")
+    error_message = "ami_ssm_parameter must be an SSM parameter name starting with '/'."
+  }
+}
+
+variable "postgres_major_version" {
+  description = "PostgreSQL major version installed from the Amazon Linux 2023 packages."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = contains([15, 16, 17], var.postgres_major_version)
+    error_message = "postgres_major_version must be 15, 16 or 17 (the versions Amazon Linux 2023 packages)."
+  }
+}
+
+variable "postgres_port" {
+  description = "TCP port PostgreSQL listens on."
+  type        = number
+  default     = 5432
+
+  validation {
+    condition     = var.postgres_port >= 1024 && var.postgres_port <= 65535 && var.postgres_port == floor(var.postgres_port)
+    error_message = "postgres_port must be a whole number from 1024 to 65535."
+  }
+}
+
+variable "postgres_user" {
+  description = "Role the controllers and the logical-replication subscriptions log in as."
+  type        = string
+  default     = "failover"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.postgres_user))
+    error_message = "postgres_user must be a lower-case PostgreSQL identifier (letters, digits, '_')."
+  }
+}
+
+variable "postgres_password_parameter" {
+  description = "Name of an SSM SecureString parameter, in this region, holding postgres_user's password. Created outside Terraform so the secret never enters the state; the instance reads it at boot."
+  type        = string
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_.\\-/]+$", var.postgres_password_parameter))
+    error_message = "postgres_password_parameter must be an SSM parameter name such as \"/failover/postgres-password\"."
+  }
+}
+
+variable "databases" {
+  description = "Databases to create, one per failover service, each with wal_level = logical."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.databases) > 0 && alltrue([for db in var.databases : can(regex("^[a-z_][a-z0-9_]{0,62}$", db))])
+    error_message = "databases must list at least one lower-case PostgreSQL identifier."
+  }
+}
+
+variable "controller_port" {
+  description = "TCP port of the failover controller's HTTP API on the instance."
+  type        = number
+  default     = 8700
+
+  validation {
+    condition     = var.controller_port >= 1024 && var.controller_port <= 65535 && var.controller_port == floor(var.controller_port)
+    error_message = "controller_port must be a whole number from 1024 to 65535."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
