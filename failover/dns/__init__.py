@@ -1,7 +1,7 @@
 """DNS re-routing (the GSLB): read and compare-and-set the records that send
 clients to a service's writer and readers, on RFC 2136 servers or Route 53."""
 
-from failover.dns.errors import DnsRejected, RecordConflict, VisibilityTimeout
+from failover.dns.errors import DnsRejected, DnsUnavailable, RecordConflict, VisibilityTimeout
 from failover.dns.provider import Change, DnsProvider
 from failover.dns.records import RecordKey, RecordSet, Routing
 
@@ -9,6 +9,7 @@ __all__ = [
     "Change",
     "DnsProvider",
     "DnsRejected",
+    "DnsUnavailable",
     "RecordConflict",
     "RecordKey",
     "RecordSet",

@@ -25,5 +25,9 @@ class DnsRejected(FailoverError):
     """The DNS server or API refused the change for a reason that retrying cannot fix."""
 
 
+class DnsUnavailable(FailoverError):
+    """The DNS server or API did not answer, even after retries: worth trying again later."""
+
+
 class VisibilityTimeout(FailoverError):
     """A change was made but not every server showed it before the deadline."""

@@ -9,9 +9,9 @@ writer record cannot both win.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-import dns.exception
 import dns.message
 import dns.name
 import dns.query
@@ -21,7 +21,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from failover.dns.errors import DnsRejected, RecordConflict
+from failover.dns.errors import DnsRejected, DnsUnavailable, RecordConflict
 from failover.dns.provider import Change
 from failover.dns.records import RecordKey, RecordSet, absolute_name
 from failover.dns.retrying import transient_retries
@@ -39,6 +39,7 @@ from failover.dns.wire import (
 from failover.errors import UserError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _ServerFailure(Exception):
@@ -56,15 +57,13 @@ _PEER_ERRORS: dict[type[Exception], str] = {
     dns.tsig.PeerBadTime: "BADTIME: our clocks differ by more than the allowed fudge",
 }
 
-_DISCOVERY_ERRORS: tuple[type[Exception], ...] = (
-    *TRANSIENT_ERRORS, ServerAnswerError, dns.exception.DNSException,
-)
+_UNANSWERED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, _ServerFailure)
 
 
 def _worth_retrying(error: BaseException) -> bool:
     if isinstance(error, ServerAnswerError):
         return error.rcode == dns.rcode.SERVFAIL
-    return isinstance(error, (_ServerFailure, *TRANSIENT_ERRORS))
+    return isinstance(error, _UNANSWERED)
 
 
 class Rfc2136Provider:
@@ -97,13 +96,26 @@ class Rfc2136Provider:
         return RecordKey(absolute_name(key.name, self._zone, field_name=str(key)),
                          key.rtype.upper())
 
+    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+        """`call`, retried on transient errors; what is left becomes a FailoverError."""
+        retrying = transient_retries(f"{what} on {self.server}", worth_retrying=_worth_retrying,
+                                     attempts=self._attempts, within=self.timeout * 4)
+        try:
+            return retrying(call)
+        except ServerAnswerError as exc:
+            raise DnsRejected(f"{what}: {exc}") from None
+        except _UNANSWERED as exc:
+            raise DnsUnavailable(f"{what}: {self.server} did not answer after "
+                                 f"{self._attempts} attempts ({type(exc).__name__}: {exc})") from None
+
+    def _serial(self) -> int:
+        return self._with_retries(f"read the SOA serial of {self._zone}",
+                                  lambda: soa_serial(self.server, self._zone, self.timeout))
+
     def read(self, key: RecordKey) -> RecordSet | None:
         key = self._checked(key)
-        for attempt in transient_retries(f"read {key} from {self.server}",
-                                         worth_retrying=_worth_retrying,
-                                         attempts=self._attempts, within=self.timeout * 4):
-            with attempt:
-                found = answer(self.server, key.name, key.rtype, self.timeout)
+        found = self._with_retries(f"read {key}", lambda: answer(self.server, key.name,
+                                                                 key.rtype, self.timeout))
         if found is None:
             return None
         ttl, values = found
@@ -116,13 +128,9 @@ class Rfc2136Provider:
 
     def _send(self, update: dns.update.UpdateMessage, key: RecordKey) -> int:
         """Send `update`; return the zone serial right after it was applied."""
-        for attempt in transient_retries(f"update {key} on {self.server}",
-                                         worth_retrying=_worth_retrying,
-                                         attempts=self._attempts, within=self.timeout * 4):
-            with attempt:
-                self._send_once(update, key)
+        self._with_retries(f"update {key}", lambda: self._send_once(update, key))
         log.info("dns: updated %s on %s", key, self.server)
-        return soa_serial(self.server, self._zone, self.timeout)
+        return self._serial()
 
     def _send_once(self, update: dns.update.UpdateMessage, key: RecordKey) -> None:
         key_hint = (f"the server does not accept TSIG key {self._key.name!r} "
@@ -188,7 +196,7 @@ class Rfc2136Provider:
             # lost) or another writer wanted the same thing. Either way: done.
             if (found.values if found else frozenset()) != new:
                 raise RecordConflict(key, old or None, found) from None
-            serial = soa_serial(self.server, self._zone, self.timeout)
+            serial = self._serial()
         return Change(key, present=new, absent=old - new, ticket=str(serial))
 
     def add_value(self, key: RecordKey, value: str, ttl: int) -> Change:
@@ -216,7 +224,8 @@ class Rfc2136Provider:
         if self._configured_servers:
             return self._configured_servers
         if self._discovered_servers is None:
-            self._discovered_servers = self._discover_servers()
+            self._discovered_servers = self._with_retries(
+                f"find the authoritative servers of {self._zone}", self._discover_servers)
         return self._discovered_servers
 
     def _discover_servers(self) -> tuple[Endpoint, ...]:
@@ -236,10 +245,5 @@ class Rfc2136Provider:
     def wait_visible(self, change: Change, timeout: float) -> None:
         if not change.pending:
             return
-        try:
-            servers = self.authoritative_servers()
-        except _DISCOVERY_ERRORS as exc:
-            raise DnsRejected(f"cannot list the authoritative servers of {self._zone} "
-                              f"from {self.server}: {exc}") from None
-        wait_until_served(servers, self._zone, change, int(change.ticket), timeout=timeout,
-                          query_timeout=self.timeout)
+        wait_until_served(self.authoritative_servers(), self._zone, change, int(change.ticket),
+                          timeout=timeout, query_timeout=self.timeout)

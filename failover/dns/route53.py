@@ -27,7 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from failover.dns.errors import DnsRejected, RecordConflict, VisibilityTimeout
+from failover.dns.errors import DnsRejected, DnsUnavailable, RecordConflict, VisibilityTimeout
 from failover.dns.provider import Change
 from failover.dns.ratelimit import TokenBucket
 from failover.dns.records import RecordKey, RecordSet, Routing, absolute_name
@@ -136,7 +136,7 @@ class Route53Provider:
             raise DnsRejected(f"Route 53 refused {what}: {code}: {message}") from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
                 ConnectionClosedError) as exc:
-            raise DnsRejected(f"Route 53 did not answer {what}: {exc}") from None
+            raise DnsUnavailable(f"Route 53 did not answer {what}: {exc}") from None
 
     def _checked(self, key: RecordKey) -> RecordKey:
         return replace(key, name=absolute_name(key.name, self._zone, field_name=str(key)),

@@ -1,5 +1,5 @@
 """Bad DNS input is the user's to fix: a UserError that names what to change, and
-nothing sent to any server."""
+nothing sent to any server. A server that never answers is a different error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from failover.dns import RecordKey, RecordSet
+from failover.dns import DnsUnavailable, RecordKey, RecordSet
 from failover.dns.factory import provider_from_topology
 from failover.dns.rfc2136 import Rfc2136Provider
 from failover.dns.route53 import Route53Provider
@@ -37,13 +37,16 @@ class Listener:
         self.endpoint = Endpoint(host, self.port)
 
     def contacted(self) -> bool:
-        for receive in (self.udp.recv, self.tcp.accept):
-            try:
-                receive(1) if receive is self.udp.recv else self.tcp.accept()
-            except BlockingIOError:
-                continue
+        try:
+            self.udp.recv(512)
             return True
-        return False
+        except BlockingIOError:
+            pass
+        try:
+            self.tcp.accept()[0].close()
+            return True
+        except BlockingIOError:
+            return False
 
     def close(self) -> None:
         self.tcp.close()
@@ -172,3 +175,13 @@ def test_server_addresses_parse() -> None:
     assert Endpoint.parse("192.0.2.1:5300", default_port=53, field_name="f").port == 5300
     assert Endpoint.parse("[2001:db8::1]:5300", default_port=53, field_name="f") == Endpoint(
         "2001:db8::1", 5300)
+
+
+def test_a_server_that_never_answers_is_unavailable_not_a_traceback(listener: Listener) -> None:
+    provider = Rfc2136Provider("dns.test.", listener.endpoint, generate_key("failover"),
+                               timeout=0.2, attempts=2)
+
+    with pytest.raises(DnsUnavailable, match=r"did not answer after 2 attempts \(Timeout"):
+        provider.read(RecordKey("orders.dns.test."))
+
+    assert listener.contacted()
