@@ -131,7 +131,7 @@ class EtcdCoordinator:
     # ---------------------------------------------------------- lease
 
     def _lost_lease(self) -> None:
-        self._lease = None
+        self._lease, self._lease_valid_until = None, 0.0
         self._leadership = None  # the leader key went with the lease
 
     async def _ensure_lease(self) -> int:
@@ -167,11 +167,13 @@ class EtcdCoordinator:
                     await self._renew()
             except FailoverError as exc:
                 self._unreachable(exc)
+            except Exception as exc:  # a dead renewal task would let the lease expire unseen
+                self._problem = f"renewing the etcd lease failed: {type(exc).__name__}: {exc}"
 
     def _unreachable(self, exc: FailoverError) -> None:
         if isinstance(exc, EtcdRefused) and exc.code == _LEASE_NOT_FOUND:
             self._lost_lease()
-        self._problem = f"etcd: {exc}; no automatic action until it answers"
+        self._problem = f"{exc}; no automatic action until etcd answers"
 
     # ---------------------------------------------------------- exchange
 

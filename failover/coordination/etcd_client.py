@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from pydantic import SecretStr
 from failover.errors import FailoverError, UserError
 
 T = TypeVar("T")
+# The gateway's path from etcd 3.4 on; fixed, rather than discovered by one more request.
+API_PATH = "/v3/"
 
 # gRPC status codes the gateway returns in its JSON errors.
 _UNAUTHENTICATED = 16  # an auth token expired: authenticate again
@@ -131,11 +134,22 @@ def _grpc_code(exc: etcd_errors.Etcd3Exception) -> int | None:
 
 
 def _describe(exc: etcd_errors.Etcd3Exception) -> str:
+    """etcd's own error message, or the root cause of a transport error, in one short line."""
+    text = exc.detail_text or ""
     try:
-        message = json.loads(exc.detail_text or "").get("error")
+        message = json.loads(text).get("error")
     except (ValueError, AttributeError):
         message = None
-    return str(message or exc.detail_text or type(exc).__name__)[:300]
+    if message:
+        return str(message)[:200]
+    if isinstance(exc, etcd_errors.ConnectionTimeoutError):
+        return "no answer in time"
+    # requests nests the cause several exceptions deep; the OS or TLS reason is what helps.
+    cause = re.search(r"\[Errno -?\d+\] ([^\"')]+)|\[SSL[^\]]*\] ([^\"']+)"
+                      r"|Caused by \w+\(\w+\(-?\d+, '([^']+)'", text)
+    if cause:
+        return next(group for group in cause.groups() if group).strip()
+    return (text or type(exc).__name__)[:200]
 
 
 def gateway_client(endpoint: str, *, timeout: float, ca_file: str | None = None,
@@ -155,7 +169,7 @@ def gateway_client(endpoint: str, *, timeout: float, ca_file: str | None = None,
     if cert_file is not None and key_file is not None:
         session.cert = (cert_file, key_file)
     return etcd3gw.Etcd3Client(host=host, port=port, protocol=scheme, timeout=timeout,
-                               session=session)
+                               session=session, api_path=API_PATH)
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int]:
@@ -257,7 +271,7 @@ class EtcdClient:
                 result = self._on(index, call)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     etcd_errors.InternalServerError) as exc:
-                failures.append(f"{self.endpoints[index]}: {type(exc).__name__}: {_describe(exc)}")
+                failures.append(f"{self.endpoints[index]}: {_describe(exc)}")
                 continue
             except etcd_errors.Etcd3Exception as exc:
                 raise EtcdRefused(f"etcd at {self.endpoints[index]} refused: {_describe(exc)}",

@@ -100,7 +100,7 @@ def test_without_a_client_certificate_no_automatic_action(
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     problem, observations = exchange_once(
         secure_settings(secure_cluster, new_prefix(), client_cert=False))
-    assert problem is not None and "no etcd endpoint answered" in problem
+    assert problem is not None and "no etcd endpoint answered" in problem, problem
     assert [o.observer for o in observations] == ["a"]  # its own, never lost
 
 
