@@ -133,6 +133,9 @@ class Route53Provider:
                                   "ListResourceRecordSets and GetChange") from None
             if code == "InvalidChangeBatch":
                 raise
+            if code in _RETRYABLE_CODES:
+                raise DnsUnavailable(f"Route 53 still answers {code} to {what} after "
+                                     f"{self._attempts} attempts: {message}") from None
             raise DnsRejected(f"Route 53 refused {what}: {code}: {message}") from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
                 ConnectionClosedError) as exc:

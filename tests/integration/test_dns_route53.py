@@ -20,8 +20,16 @@ from typing import Any
 import boto3
 import pytest
 
-from failover.dns import DnsRejected, RecordConflict, RecordKey, RecordSet, Routing, VisibilityTimeout
+from failover.dns import (
+    DnsUnavailable,
+    RecordConflict,
+    RecordKey,
+    RecordSet,
+    Routing,
+    VisibilityTimeout,
+)
 from failover.dns.route53 import Route53Provider
+from failover.errors import UserError
 from tests.support.loopback import allocate_block
 from tests.support.moto_server import MotoServer, start_moto_server
 
@@ -296,10 +304,18 @@ def test_throttling_that_does_not_stop_gives_up_with_a_clear_error(lab: Route53L
     create(lab, old)
     lab.proxy.throttle_first = 10**6
 
-    with pytest.raises(DnsRejected, match="Throttling"):
+    with pytest.raises(DnsUnavailable, match="still answers Throttling"):
         lab.provider(attempts=3).compare_and_set(old, record("writer", "192.0.2.2"))
 
     assert lab.proxy.requests == 3
+
+
+def test_an_unknown_hosted_zone_is_named(lab: Route53Lab) -> None:
+    provider = Route53Provider(ZONE, "ZNOSUCHZONE", endpoint_url=lab.proxy_url,
+                               session=lab.session)
+
+    with pytest.raises(UserError, match=r"dns\.route53\.hosted_zone_id: .*'ZNOSUCHZONE'"):
+        provider.read(record("writer").key)
 
 
 def test_a_burst_of_200_changes_across_100_services_stays_under_the_rate(
