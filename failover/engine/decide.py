@@ -55,7 +55,7 @@ def decide(
     has_quorum = sees_quorum(fresh, policy, me)
     isolated = isolated_for(latest, policy, now, me)
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
-    ctx = Context(now, verdicts, views, policy.priority)
+    ctx = Context.build(now, verdicts, views, policy.priority)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

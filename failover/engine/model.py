@@ -109,6 +109,10 @@ class Policy:
         if not n // 2 < self.quorum <= n:
             raise ValueError(f"quorum {self.quorum} is not a strict majority of {n} observers")
         object.__setattr__(self, "priority", {r.name: r.priority for r in self.regions})
+        for service in self.services:
+            if not service.regions <= self.priority.keys():
+                unknown = ", ".join(sorted(service.regions - self.priority.keys()))
+                raise ValueError(f"service {service.name} names unknown regions: {unknown}")
         object.__setattr__(self, "service", {s.name: s for s in self.services})
 
     @property
