@@ -1,0 +1,232 @@
+"""`failover promote | switchover | fence | unfence | rejoin`: act on a service's databases.
+
+Each verb plans a list of named steps from the current state, shows them with
+`--dry-run` (the SQL each would say), asks before acting unless `--yes`, then
+runs them one by one with their outcome as it goes. Every step is idempotent:
+after a failure, rerunning the same command (with the same `--epoch`) finishes
+the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from failover.cli import app
+from failover.cli.common import (
+    DryRunOption,
+    JsonOption,
+    TopologyOption,
+    YesOption,
+    confirm_or_abort,
+    console,
+    console_err,
+    print_json,
+)
+from failover.durations import parse_duration
+from failover.errors import UserError
+from failover.postgres.connection import ServiceDatabases
+from failover.postgres.fence import fence_steps, unfence_steps
+from failover.postgres.promote import DEFAULT_SEQUENCE_GAP, plan_promotion
+from failover.postgres.rejoin import plan_rejoin
+from failover.postgres.steps import Step, StepResult, run_steps
+from failover.postgres.switchover import DEFAULT_TIMEOUT, plan_switchover
+from failover.topology import load_topology
+
+ServiceArg = Annotated[str, typer.Argument(help="The service, as named in fleet.toml.")]
+RegionArg = Annotated[str, typer.Argument(help="The region to act on.")]
+EpochOption = Annotated[int | None, typer.Option(
+    "--epoch", min=1, help="Fencing token; default: one above the highest recorded. "
+    "Pass the same value to finish an interrupted run.")]
+
+
+def execute_steps(steps: Sequence[Step], *, summary: dict[str, Any], question: str,
+                  dry_run: bool, json_out: bool, yes: bool) -> None:
+    """Show, confirm and run a plan; shared by every verb that changes the world."""
+    if dry_run:
+        if json_out:
+            print_json({**summary, "dry_run": True, "steps": [
+                {"name": s.name, "region": s.region, "sql": list(s.sql)} for s in steps]})
+            return
+        for number, step in enumerate(steps, 1):
+            console.print(f"[bold]{number}. {step.name}[/bold] [dim]on {step.region}[/dim]")
+            for statement in step.sql:
+                console.print(f"     {statement}", markup=False, highlight=False,
+                              soft_wrap=True)  # SQL stays copy-pasteable: never wrapped
+        return
+    confirm_or_abort(question, yes=yes)
+    # With --json stdout carries one document: progress goes to stderr.
+    out = console_err if json_out else console
+
+    def show(step: Step, result: StepResult | None) -> None:
+        if result is None:
+            out.print(f"[dim]…[/dim] {step.name} [dim]on {step.region}[/dim]")
+        else:
+            out.print(f"[green]✓[/green] {step.name} [dim]on {step.region}, "
+                      f"{result.seconds * 1000:.0f} ms[/dim]: {result.detail}", highlight=False)
+
+    results = run_steps(steps, on_event=show)
+    if json_out:
+        print_json({**summary, "dry_run": False, "steps": [
+            {"name": r.name, "region": r.region, "detail": r.detail, "seconds": r.seconds}
+            for r in results]})
+
+
+def _databases(topology: Path, service: str) -> ServiceDatabases:
+    return ServiceDatabases.from_topology(load_topology(topology), service)
+
+
+def _with_databases(topology: Path, service: str,
+                    act: Callable[[ServiceDatabases], None]) -> None:
+    db = _databases(topology, service)
+    with db.opened():
+        act(db)
+
+
+@app.command()
+def promote(
+    service: ServiceArg,
+    region: RegionArg,
+    *,
+    topology: TopologyOption,
+    epoch: EpochOption = None,
+    allow_data_loss: Annotated[bool, typer.Option(
+        "--allow-data-loss", help="Promote even if the region lags more than the service's "
+        "max_lag_seconds / max_lag_bytes.")] = False,
+    sequence_gap: Annotated[int, typer.Option(
+        "--sequence-gap", min=0, help="Move sequences this far past the highest known value, "
+        "for ids the dead primary handed out that never arrived.")] = DEFAULT_SEQUENCE_GAP,
+    dry_run: DryRunOption = False,
+    json_out: JsonOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Unplanned failover: make REGION's subscriber the primary of SERVICE."""
+    def act(db: ServiceDatabases) -> None:
+        plan = plan_promotion(db, region, epoch=epoch, allow_data_loss=allow_data_loss,
+                              sequence_gap=sequence_gap)
+        execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
+                      summary={"action": "promote", "service": service, "target": region,
+                               "old_primary": plan.old_primary, "epoch": plan.epoch},
+                      question=f"Promote {region} to primary of {service} at epoch {plan.epoch} "
+                               f"(old primary: {plan.old_primary or 'unknown'})?")
+    _with_databases(topology, service, act)
+
+
+@app.command()
+def switchover(
+    service: ServiceArg,
+    region: RegionArg,
+    *,
+    topology: TopologyOption,
+    epoch: EpochOption = None,
+    timeout: Annotated[str, typer.Option(
+        "--timeout", help="How long the target may take to catch up, e.g. 30s; after that "
+        "the old primary is unfenced and nothing else changes.")] = f"{DEFAULT_TIMEOUT:g}s",
+    dry_run: DryRunOption = False,
+    json_out: JsonOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Planned, zero-loss move of SERVICE's primary to REGION."""
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise UserError(f"--timeout: {exc}") from None
+    if seconds <= 0:
+        raise UserError("--timeout: must be greater than 0")
+
+    def act(db: ServiceDatabases) -> None:
+        plan = plan_switchover(db, region, epoch=epoch, timeout=seconds)
+        execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
+                      summary={"action": "switchover", "service": service, "target": region,
+                               "old_primary": plan.old_primary, "epoch": plan.epoch},
+                      question=f"Switch {service} over from {plan.old_primary} to {region} "
+                               f"(writes pause until it is done)?")
+    _with_databases(topology, service, act)
+
+
+def _fence_verb(region: str, *, topology: Path, services: list[str] | None, fence: bool,
+                dry_run: bool, json_out: bool, yes: bool) -> None:
+    topo = load_topology(topology)
+    topo.region(region, flag="REGION")
+    chosen = services or [name for name in topo.services if name in topo.regions[region].postgres]
+    if not chosen:
+        raise UserError(f"REGION: region {region!r} holds no service database to "
+                        f"{'fence' if fence else 'unfence'}")
+    databases = [ServiceDatabases.from_topology(topo, name) for name in chosen]
+    try:
+        steps = [step for db in databases
+                 for step in (fence_steps if fence else unfence_steps)(db, region)]
+        verb = "fence" if fence else "unfence"
+        execute_steps(steps, dry_run=dry_run, json_out=json_out, yes=yes,
+                      summary={"action": verb, "region": region, "services": chosen},
+                      question=f"{verb.capitalize()} {region} for {', '.join(chosen)}?")
+    finally:
+        for db in databases:
+            db.close()
+
+
+ServicesOption = Annotated[list[str] | None, typer.Option(
+    "--service", "-s", help="Only this service (repeatable); default: every service in REGION.")]
+
+
+@app.command()
+def fence(
+    region: RegionArg,
+    *,
+    topology: TopologyOption,
+    service: ServicesOption = None,
+    dry_run: DryRunOption = False,
+    json_out: JsonOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Make REGION's databases refuse application writes (clients cannot undo it)."""
+    _fence_verb(region, topology=topology, services=service, fence=True, dry_run=dry_run, json_out=json_out,
+                yes=yes)
+
+
+@app.command()
+def unfence(
+    region: RegionArg,
+    *,
+    topology: TopologyOption,
+    service: ServicesOption = None,
+    dry_run: DryRunOption = False,
+    json_out: JsonOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Undo a fence; only a primary becomes writable again, a subscriber stays read-only."""
+    _fence_verb(region, topology=topology, services=service, fence=False, dry_run=dry_run, json_out=json_out,
+                yes=yes)
+
+
+@app.command()
+def rejoin(
+    service: ServiceArg,
+    region: RegionArg,
+    *,
+    topology: TopologyOption,
+    lost_file: Annotated[Path | None, typer.Option(
+        "--lost-file", help="Where to write the transactions the new primary never received; "
+        "default: lost-<service>-<region>.json here.")] = None,
+    dry_run: DryRunOption = False,
+    json_out: JsonOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Bring a returning old primary back as a (still fenced) subscriber of the primary."""
+    path = lost_file or Path(f"lost-{service}-{region}.json")
+
+    def act(db: ServiceDatabases) -> None:
+        plan = plan_rejoin(db, region, lost_file=path)
+        execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
+                      summary={"action": "rejoin", "service": service, "region": region,
+                               "primary": plan.primary, "epoch": plan.epoch,
+                               "lost_file": str(path)},
+                      question=f"Rejoin {region} to {plan.primary} for {service}: its tables "
+                               f"are emptied and re-copied (lost transactions go to {path})?")
+        if not dry_run and not json_out:
+            console.print(f"{region} stays fenced: run `failover unfence {region} "
+                          f"--service {service}` once its copy has finished.")
+    _with_databases(topology, service, act)
