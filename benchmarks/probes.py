@@ -119,13 +119,19 @@ def _start_postgres(root: Path, host: str) -> tuple[Any, Any]:
     return server, endpoint
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
-                   endpoint: Any) -> dict[str, Any]:
+                   endpoint: Any, server_pids: list[int]) -> dict[str, Any]:
     from failover.health.http import HttpProbe, new_session
     from failover.health.postgres import PostgresProbe
     from failover.health.probe import Probe
@@ -164,8 +170,10 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
         runs_before, skipped_before = scheduler.probes_run, scheduler.runs_skipped
         statuses_before = {key: status.last_run_at for key, status in scheduler.status().items()}
         cpu_before, wall_before = time.process_time(), time.monotonic()
+        servers_before = sum(_cpu_seconds(pid) for pid in server_pids)
         await asyncio.sleep(args.duration)
         cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
+        servers_cpu = sum(_cpu_seconds(pid) for pid in server_pids) - servers_before
         runs, skipped = scheduler.probes_run - runs_before, scheduler.runs_skipped - skipped_before
         delays = list(scheduler.start_delays)[delays_before:]
         for key, status in scheduler.status().items():
@@ -185,6 +193,8 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
                            "p99": round(_percentile(delays, 0.99) * 1000, 2),
                            "max": round(max(delays) * 1000, 2), "samples": len(delays)},
         "cpu_s": round(cpu, 2), "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "cpu_us_per_probe": round(cpu / max(runs, 1) * 1e6),
+        "endpoint_server_cpu_percent": round(100 * servers_cpu / wall, 1),
         "failing_at_end": failures,
     }
 
@@ -203,7 +213,7 @@ def bench_main(args: argparse.Namespace) -> None:
         endpoint = None
         if args.postgres:
             server, endpoint = _start_postgres(root, pg_host)
-        report = asyncio.run(_measure(args, http_host, tcp_host, endpoint))
+        report = asyncio.run(_measure(args, http_host, tcp_host, endpoint, [endpoints.pid]))
     finally:
         if server is not None:
             server.stop()
@@ -228,7 +238,9 @@ def bench_main(args: argparse.Namespace) -> None:
     print(f"probes/s: {report['probes_per_s']}  (runs skipped: {report['runs_skipped']})")
     print(f"start delay: median {delay['median']} ms, p99 {delay['p99']} ms, "
           f"max {delay['max']} ms ({delay['samples']} samples)")
-    print(f"scheduler CPU: {report['cpu_percent_of_one_core']} % of one core")
+    print(f"scheduler CPU: {report['cpu_percent_of_one_core']} % of one core "
+          f"({report['cpu_us_per_probe']} us per probe); endpoint server CPU: "
+          f"{report['endpoint_server_cpu_percent']} %")
     print(f"failing at the end: {report['failing_at_end'] or 'none'}")
     print(f"target (>= 1000 probes/s, p99 < 100 ms) met: {report['target_met']}")
 

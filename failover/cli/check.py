@@ -43,14 +43,17 @@ def _as_json(row: RoundResult) -> dict[str, Any]:
 
 def _table(rows: list[RoundResult]) -> Table:
     table = Table(title="Checks (one round; thresholds not applied)")
-    for column in ("region", "check", "kind", "purpose", "state"):
-        table.add_column(column)
-    table.add_column("latency", justify="right")
-    table.add_column("reason", overflow="fold")
+    table.add_column("region", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
     for row in rows:
         check = row.target.check
+        # Liveness is the default; other purposes change what a failure means.
+        name = check.name if check.purpose == "liveness" else f"{check.name} ({check.purpose})"
         style = _STATE_STYLE[row.state]
-        table.add_row(row.target.region, check.name, check.kind, check.purpose,
+        table.add_row(escape(row.target.region), escape(name),
                       f"[{style}]{row.state.value}[/{style}]",
                       f"{row.result.latency_s * 1000:.1f} ms", escape(row.result.reason))
     return table
@@ -58,7 +61,13 @@ def _table(rows: list[RoundResult]) -> Table:
 
 @app.command("check")
 def check(topology: TopologyOption, json_out: JsonOption = False) -> None:
-    """Run every check of every region once, from this host, and show the results."""
+    """Run every check of every region once, from this host, and show the results.
+
+    One round has no history, so thresholds are 1: a check that succeeds is
+    healthy and one that fails is unhealthy (the controller applies the
+    configured healthy/unhealthy thresholds over consecutive rounds). Exit 0
+    when every check is healthy, 3 when any is not.
+    """
     topo = load_topology(topology)
     rows = asyncio.run(_one_round(topo))
     if json_out:

@@ -122,6 +122,15 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _connection_problem(exc: psycopg.OperationalError) -> str:
+    """libpq's 'connection to server at "h", port p failed: FATAL:  why', as 'cannot connect: why'."""
+    line = _first_line(exc)
+    if "failed: " not in line:
+        return line
+    why = line.rsplit("failed: ", 1)[1].removeprefix("FATAL:").strip()
+    return f"cannot connect: {why}"
+
+
 class PostgresProbe(BoundedProbe):
     def __init__(self, check: PostgresCheck, endpoint: PostgresEndpoint, service: Service) -> None:
         super().__init__(check.timeout)
@@ -150,12 +159,13 @@ class PostgresProbe(BoundedProbe):
             # restart that is already over: one fresh session decides.
             await self._discard()
             if not reused:
-                return Outcome(False, _first_line(exc), {"endpoint": self.endpoint.describe()})
+                return Outcome(False, _connection_problem(exc),
+                               {"endpoint": self.endpoint.describe()})
         try:
             return await self._query()
         except psycopg.OperationalError as exc:
             await self._discard()
-            return Outcome(False, _first_line(exc), {"endpoint": self.endpoint.describe()})
+            return Outcome(False, _connection_problem(exc), {"endpoint": self.endpoint.describe()})
 
     async def _query(self) -> Outcome:
         if self._conn is None or self._conn.closed:
