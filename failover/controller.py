@@ -61,7 +61,7 @@ from failover.errors import ConflictError, FailoverError, UserError
 from failover.executor import Executor, PlanOutcome, PlanRun
 from failover.health.scheduler import ProbeScheduler, Transition
 from failover.health.targets import open_probes
-from failover.journal import OPERATOR, THRESHOLD, VERDICT, Journal
+from failover.journal import DECISION, OPERATOR, THRESHOLD, VERDICT, Journal
 from failover.logs import in_plan
 from failover.metrics import VERDICT_VALUES, Metrics
 from failover.observing import observe_region
@@ -121,7 +121,7 @@ class Controller:
             self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
             state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,
             timeout=max(0.2, settings.exchange_interval * 0.8),
-            on_exchange_error=self._exchange_failed,
+            on_exchange_error=self._exchange_failed, on_news=self.request_tick,
         )
         if dns is None and topo.fleet.dns.provider != "none":
             dns = provider_from_topology(topo)
@@ -131,11 +131,14 @@ class Controller:
         self.runtime = {name: ServiceRuntime() for name in topo.services}
         self.last_decision: Decision | None = None
         self._verdicts: dict[str, str] = {}
+        self._idle_reasons: dict[str, str] = {}
         self._leadership: Leadership | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: ProbeScheduler | None = None
         self._heartbeat_dbs: dict[str, ServiceDatabases] = {}
         self._busy = asyncio.Lock()
+        self._rerun = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     # ------------------------------------------------------------ observing
@@ -151,6 +154,7 @@ class Controller:
                             reason=change.result.reason, latency=change.result.latency_s)
         log.info("check %s/%s: %s -> %s (%s)", change.region, change.check,
                  change.previous.value, change.current.value, change.result.reason)
+        self.request_tick()
 
     def my_observations(self, now: float) -> list[Observation]:
         assert self._probes is not None
@@ -195,10 +199,31 @@ class Controller:
         regions = [r.name for r in self.topo.service_regions(self.topo.services[service])]
         return ServiceRecord(service, best[1], best[0], readers=tuple(sorted(regions)))
 
+    def request_tick(self) -> None:
+        """Decide now rather than at the next interval: something changed (a check crossed a
+        threshold here or at a peer). A tick in progress runs once more when it ends."""
+        if self._loop is None or self._stopping:
+            return
+        if self._busy.locked():
+            self._rerun = True
+            return
+        task = self._loop.create_task(self.tick())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def tick(self) -> None:
         """One round: exchange, decide, journal, and act when this controller is the executor."""
         if self._busy.locked():
-            return  # a plan is still running: its tick will decide again when it ends
+            self._rerun = True
+            return
+        try:
+            await self._tick()
+        finally:
+            if self._rerun:
+                self._rerun = False
+                self.request_tick()
+
+    async def _tick(self) -> None:
         async with self._busy:
             now = time.time()
             mine = self.my_observations(now)
@@ -235,6 +260,18 @@ class Controller:
                                     votes=[asdict(v) for v in verdict.votes],
                                     reason=verdict.reason)
                 log.info("region %s is %s (%s)", verdict.region, value, verdict.reason)
+        # Only "why nothing happened" is kept, when it changes: plans have their own entries.
+        idle: dict[str, list[str]] = {name: [] for name in self.topo.services}
+        for action in decision.plan.actions:
+            if isinstance(action, NoOp):
+                idle.setdefault(action.service, []).append(action.reason)
+        for service, reasons in idle.items():
+            reason = "; ".join(reasons)
+            if self._idle_reasons.get(service) != reason:
+                self._idle_reasons[service] = reason
+                if reason:
+                    self.journal.append(DECISION, service=service, reason=reason)
+                    log.info("%s: %s", service, reason)
         for record in records.values():
             self.metrics.epoch.labels(service=record.service).set(record.epoch)
             self.metrics.paused.labels(service=record.service).set(int(record.paused))
@@ -402,7 +439,8 @@ class Controller:
     def ingest_peer(self, payload: Any) -> None:
         if not isinstance(self.coordinator, PeerCoordinator):
             raise ValueError("this controller does not use the peer exchange")
-        self.coordinator.ingest(payload)
+        if self.coordinator.ingest(payload):
+            self.request_tick()
 
     def local_role(self, service: str) -> str | None:
         for observation in self.coordinator.observations():

@@ -19,6 +19,7 @@ from typing import Any
 # The kinds of entry; `history` merges them from every controller into one timeline.
 THRESHOLD = "threshold"  # a probe's state crossed a threshold
 VERDICT = "verdict"  # a region's fleet verdict changed, with the votes behind it
+DECISION = "decision"  # why the engine did nothing for a service, when that reason changed
 PLAN = "plan"  # a plan started or ended
 STEP = "step"  # a step attempt started or ended
 OPERATOR = "operator"  # an operator's command (pause, resume, switchover...)

@@ -27,7 +27,7 @@ from failover.errors import ConflictError
 from failover.executor import Step
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps
-from failover.postgres.promote import plan_promotion, repoint_step
+from failover.postgres.promote import plan_promotion, repoint_step, terminate_stale_step
 from failover.topology import Topology
 
 
@@ -98,8 +98,10 @@ class StepFactory:
                 case PromoteSubscriber():
                     db = self.databases(action.service)
                     plan = plan_promotion(db, action.region, epoch=action.epoch,
-                                          allow_data_loss=self.allow_data_loss, repoint=False)
+                                          allow_data_loss=self.allow_data_loss, repoint=False,
+                                          after_writable=False)
                     out += plan.steps
+                    late.append(terminate_stale_step(db, action.region))
                 case RepointSubscribers():
                     db = self.databases(action.service)
                     late += [repoint_step(db, region, action.publisher, None, action.epoch)

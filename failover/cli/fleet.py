@@ -164,6 +164,8 @@ def _describe(entry: dict[str, Any]) -> str:
                 + (f" {entry.get('outcome')}{took}" if entry.get("outcome") else "")
                 + (f": {entry.get('error') or entry.get('detail') or ''}"
                    if entry.get("error") or entry.get("detail") else ""))
+    if kind == "decision":
+        return f"{entry.get('service')}: {entry.get('reason')}"
     if kind == "operator":
         return f"operator {entry.get('verb')} {entry.get('service')} by {entry.get('by')}"
     return str(kind)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -112,3 +112,54 @@ def heal(region: RegionArg, lab_dir: DirOption = lab.DEFAULT_DIR) -> None:
     from failover.lab.faults import heal as undo
 
     console.print(undo(lab_dir, region))
+
+
+@lab_app.command("drill")
+def drill(
+    lab_dir: DirOption = lab.DEFAULT_DIR,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds of each kind.")] = 1,
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", help="crash | hang | isolate | controller-crash | dns-down (repeatable); "
+                       "default crash")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Inject faults into the writer region under a client workload; print what they cost."""
+    from failover.lab.drill import drill as run_drill
+
+    def show_round(result: Any) -> None:
+        if not json_out:
+            console_err.print(
+                f"[dim]drill:[/dim] {result.kind} round {result.round}: "
+                + (f"{result.old_writer} -> {result.new_writer}, RTO {_secs(result.rto_s)}, "
+                   f"detection {_secs(result.detection_s)}, DNS flip {_secs(result.dns_flip_s)}"
+                   if result.failed_over else "no failover")
+                + f", lost {result.lost}, split-brain writes {result.split_brain_writes}, "
+                f"duplicate keys {result.duplicate_keys}", highlight=False)
+
+    report = run_drill(lab_dir, kind or ["crash"], rounds, _progress, after_round=show_round)
+    if json_out:
+        print_json(report)
+        return
+    _print_drill(report)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _print_drill(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="failover lab drill (median / p99)")
+    for column in ("kind", "rounds", "failovers", "detection", "RTO (TTL)", "DNS flip", "acked",
+                   "lost", "split-brain", "dup keys", "false failovers"):
+        table.add_column(column)
+    def pair(figures: dict[str, float | None]) -> str:
+        return f"{_secs(figures['median'])} / {_secs(figures['p99'])}"
+
+    for kind, k in report["kinds"].items():
+        table.add_row(kind, str(k["rounds"]), str(k["failovers"]), pair(k["detection_s"]),
+                      f"{pair(k['rto_s'])} (TTL {k['ttl_s']} s)", pair(k["dns_flip_s"]),
+                      str(k["acknowledged"]), str(k["lost"]), str(k["split_brain_writes"]),
+                      str(k["duplicate_keys"]), str(k["false_failovers"]))
+    console.print(table)

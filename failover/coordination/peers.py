@@ -59,6 +59,7 @@ class PeerCoordinator:
         observation_max_age: float,
         timeout: float,
         on_exchange_error: Callable[[str, str], None] | None = None,
+        on_news: Callable[[], None] | None = None,
     ) -> None:
         self.me = me
         self._peers = {name: url for name, url in peers.items() if name != me}
@@ -67,6 +68,7 @@ class PeerCoordinator:
         self._max_age = observation_max_age
         self._timeout = timeout
         self._on_error = on_exchange_error
+        self._on_news = on_news  # a peer's answer changed what we know: decide again
         self._latest: dict[tuple[str, str], Observation] = {}
         self._records_path = state_dir / "records.json"
         self._records = self._load_records()
@@ -103,8 +105,12 @@ class PeerCoordinator:
             "records": RECORDS.dump_python(list(self._records.values()), mode="json"),
         }
 
-    def ingest(self, payload: Any) -> None:
-        """Take a peer's payload; ValueError for anything malformed or not its own."""
+    def ingest(self, payload: Any) -> bool:
+        """Take a peer's payload; ValueError for anything malformed or not its own.
+
+        True when it changed what this controller knows of a region's health or of a
+        service record: worth deciding again at once.
+        """
         if not isinstance(payload, dict) or not isinstance(payload.get("observer"), str):
             raise ValueError("payload must be an object with an observer")
         sender = payload["observer"]
@@ -114,15 +120,18 @@ class PeerCoordinator:
         records = RECORDS.validate_python(payload.get("records", []))
         if any(o.observer != sender for o in observations):
             raise ValueError(f"{sender!r} sent observations made by another observer")
+        news = False
         for observation in observations:
             key = (observation.observer, observation.target)
             held = self._latest.get(key)
             if held is None or observation.observed_at >= held.observed_at:
                 self._latest[key] = observation
+                news = news or held is None or held.health is not observation.health
         merged, changed = merge_records(self._records, records)
         if changed:
             self._records = merged
             self._save_records()
+        return news or changed
 
     async def _exchange_with(self, name: str, url: str, body: bytes) -> None:
         assert self._session is not None, "start() first"
@@ -133,7 +142,8 @@ class PeerCoordinator:
                 if resp.status != 200:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                                       message=(await resp.text())[:200])
-                self.ingest(await resp.json())
+                if self.ingest(await resp.json()) and self._on_news is not None:
+                    self._on_news()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             if self._on_error is not None:
                 self._on_error(name, f"{type(exc).__name__}: {exc}")

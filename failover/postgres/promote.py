@@ -314,10 +314,11 @@ def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> Step:
 
 def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                    allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
-                   repoint: bool = True) -> PromotionPlan:
+                   repoint: bool = True, after_writable: bool = True) -> PromotionPlan:
     """The steps that promote `target`; reads the current state, changes nothing.
 
-    `repoint=False` leaves out re-pointing the other subscribers: the controller
+    `repoint=False` and `after_writable=False` leave out re-pointing the other
+    subscribers and ending the sessions opened while read-only: the controller
     runs those after moving DNS, so that clients do not wait for them.
     """
     db.endpoint(target, flag="REGION")
@@ -338,7 +339,7 @@ def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = Non
         publication_step(db, target),
         slots_step(db, target, subscribers),
         take_writer_role_step(db, target, epoch),
-        terminate_stale_step(db, target),
+        *([terminate_stale_step(db, target)] if after_writable else []),
         *(repoint_step(db, region, target, old_primary, epoch)
           for region in (subscribers if repoint else ())),
     ]

@@ -1,0 +1,359 @@
+"""`failover lab drill`: break the writer region under a client workload and measure.
+
+The client does what an application with the record's TTL does: it resolves
+the writer record through the lab's DNS (caching the answer for the TTL),
+keeps one session, reconnects after any error, and writes numbered rows at a
+steady rate, remembering every write the server acknowledged. Each round
+injects one fault into the writer region, waits for recovery, heals, and
+checks what users care about:
+
+- detection: fault to the fleet's DOWN verdict (from the controllers' journals);
+- RTO: fault to the first acknowledged write on the new writer, and the DNS flip;
+- RPO: acknowledged writes missing on the new writer;
+- split brain: writes the old writer acknowledged after the new writer's first;
+- duplicate keys after promotion, and failovers in rounds that should have none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rdatatype
+import psycopg
+from psycopg import errors as pgerrors
+
+from failover.coordination.client import ControllerUnreachable, call
+from failover.errors import FailoverError, UserError
+from failover.lab import state as lab
+from failover.lab.build import wait_healthy
+from failover.lab.faults import fault, heal
+from failover.postgres.hangup import hang_up
+from failover.topology import load_topology
+
+FAILOVER_KINDS = ("crash", "hang", "isolate")
+QUIET_KINDS = ("controller-crash", "dns-down")
+KINDS = FAILOVER_KINDS + QUIET_KINDS
+RATE = 50.0  # writes per second
+WRITE_TIMEOUT = 1.0
+BASELINE = 2.0  # seconds of writes before the fault
+AFTER_RECOVERY = 1.5
+QUIET_WATCH = 6.0  # how long a fault that must not fail over is watched
+RECOVERY_DEADLINE = 40.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Ack:
+    seq: int
+    at: float
+    address: str
+
+
+@dataclass
+class WriteError:
+    seq: int
+    at: float
+    address: str | None
+    sqlstate: str | None
+    message: str
+
+
+@dataclass
+class WriteLog:
+    acks: list[Ack] = field(default_factory=list)
+    errors: list[WriteError] = field(default_factory=list)
+
+
+class Client:
+    """One application session that follows the writer record."""
+
+    def __init__(self, dns_address: str, dns_port: int, record: str, dbname: str, user: str,
+                 *, ttl: float) -> None:
+        self.dns_address, self.dns_port = dns_address, dns_port
+        self.record, self.dbname, self.user, self.ttl = record, dbname, user, ttl
+        self._answer: tuple[str, float] | None = None  # address, expires at
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn_address: str | None = None
+
+    async def resolve(self) -> str | None:
+        now = time.monotonic()
+        if self._answer is not None and self._answer[1] > now:
+            return self._answer[0]
+        query = dns.message.make_query(self.record, dns.rdatatype.A)
+        try:
+            response = await dns.asyncquery.udp(query, self.dns_address, port=self.dns_port,
+                                                timeout=0.3)
+        except (dns.exception.DNSException, OSError):
+            return self._answer[0] if self._answer else None  # stale beats nothing
+        for rrset in response.answer:
+            for rdata in rrset:
+                self._answer = (rdata.to_text(), now + self.ttl)
+                return self._answer[0]
+        return None
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._conn_address = self._conn, None, None
+        if conn is not None:
+            hang_up(conn)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 0.2)
+
+    async def write(self, seq: int, round_no: int, log: WriteLog) -> None:
+        address = await self.resolve()
+        if address is None:
+            log.errors.append(WriteError(seq, time.time(), None, None, "cannot resolve"))
+            return
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                if self._conn is None or self._conn_address != address:
+                    await self._drop()
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
+                        connect_timeout=1, autocommit=True, application_name="drill")
+                    self._conn_address = address
+                await self._conn.execute("INSERT INTO drill_writes (seq, round) VALUES (%s, %s)",
+                                         (seq, round_no))
+            log.acks.append(Ack(seq, time.time(), address))
+        except TimeoutError:
+            log.errors.append(WriteError(seq, time.time(), address, None, "timeout"))
+            await self._drop()
+        except psycopg.Error as exc:
+            log.errors.append(WriteError(seq, time.time(), address, exc.sqlstate,
+                                         str(exc).strip().splitlines()[0] if str(exc) else ""))
+            await self._drop()
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+async def _workload(client: Client, round_no: int, first_seq: int, stop: asyncio.Event,
+                    log: WriteLog) -> None:
+    seq = first_seq
+    start = time.monotonic()
+    while not stop.is_set():
+        await client.write(seq, round_no, log)
+        seq += 1
+        delay = start + (seq - first_seq) / RATE - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _watch_dns(client: Client, old: str, stop: asyncio.Event) -> float | None:
+    """When the writer record first answers something other than `old`."""
+    probe = Client(client.dns_address, client.dns_port, client.record, client.dbname,
+                   client.user, ttl=0)
+    while not stop.is_set():
+        answer = await probe.resolve()
+        if answer is not None and answer != old:
+            return time.time()
+        await asyncio.sleep(0.05)
+    return None
+
+
+def _fleet_view(state: lab.LabState) -> dict[str, Any]:
+    for region in state.regions:
+        try:
+            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
+        except ControllerUnreachable:
+            continue
+        if isinstance(reply.body, dict) and reply.body.get("has_quorum"):
+            service: dict[str, Any] = reply.body["services"][state.service.name]
+            return service
+    raise FailoverError("no controller with a quorum answers; is the lab healthy?")
+
+
+def _detection(state: lab.LabState, key: bytes, writer: str, since: float) -> float | None:
+    """The earliest DOWN verdict on `writer` after `since`, in any reachable journal."""
+    times = []
+    for region in state.regions:
+        with contextlib.suppress(ControllerUnreachable):
+            reply = call(region.controller_url, "GET", "/v1/journal", key=key,
+                         query=f"since={since}", timeout=5)
+            if isinstance(reply.body, dict):
+                times += [e["ts"] for e in reply.body.get("entries", [])
+                          if e.get("kind") == "verdict" and e.get("target") == writer
+                          and e.get("verdict") == "DOWN"]
+    return min(times) - since if times else None
+
+
+@dataclass
+class RoundResult:
+    kind: str
+    round: int
+    old_writer: str
+    new_writer: str | None
+    failed_over: bool
+    detection_s: float | None
+    rto_s: float | None
+    dns_flip_s: float | None
+    acknowledged: int
+    lost: int
+    split_brain_writes: int
+    duplicate_keys: int
+    false_failover: bool
+    errors: int
+    ttl_s: int
+
+
+def _expected_on_writer(log: WriteLog, old: str, new: str, first_new: float | None) -> set[int]:
+    """Acknowledged writes the writer after the round must hold: all of them without a
+    failover; with one, those of the new writer and those of the old before the new took
+    its first write (later ones on the old writer are split-brain writes, counted apart)."""
+    if old == new:
+        return {a.seq for a in log.acks}
+    return {a.seq for a in log.acks
+            if a.address == new or (a.address == old and (first_new is None or a.at <= first_new))}
+
+
+def _present(address: str, dbname: str, round_no: int) -> set[int]:
+    with psycopg.connect(host=address, port=lab.PG_PORT, dbname=dbname, user=lab.SUPERUSER,
+                         connect_timeout=3, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq FROM drill_writes WHERE round = %s", [round_no])
+        return {row[0] for row in rows.fetchall()}
+
+
+def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> RoundResult:
+    state = lab.load(lab_dir)
+    topo = load_topology(Path(state.topology))
+    secret = topo.fleet_key()
+    key = secret.get_secret_value().encode() if secret else b""
+    before = _fleet_view(state)
+    old_writer, old_epoch = before["writer"], before["epoch"]
+    # A second failover within the cooldown is refused by design: wait it out.
+    cooldown = topo.services[state.service.name].cooldown
+    wait = (before.get("last_failover_at") or 0) + cooldown + 0.5 - time.time()
+    if wait > 0:
+        progress(f"round {round_no}: waiting {wait:.1f} s for the failover cooldown")
+        time.sleep(wait)
+    old_address = state.region(old_writer).address
+    client = Client(state.dns.address, state.dns.port, state.service.writer_record.rstrip("."),
+                    state.service.database, state.service.app_role, ttl=state.service.ttl)
+    log = WriteLog()
+
+    async def drive() -> tuple[float, float | None]:
+        stop, dns_stop = asyncio.Event(), asyncio.Event()
+        writer = asyncio.create_task(_workload(client, round_no, round_no * 1_000_000, stop, log))
+        await asyncio.sleep(BASELINE)
+        t0 = time.time()
+        await asyncio.to_thread(fault, lab_dir, old_writer, kind)
+        progress(f"round {round_no}: {kind} injected into the writer {old_writer}")
+        dns_task = asyncio.create_task(_watch_dns(client, old_address, dns_stop))
+        deadline = time.monotonic() + (RECOVERY_DEADLINE if kind in FAILOVER_KINDS
+                                       else QUIET_WATCH)
+        while time.monotonic() < deadline:
+            if kind in FAILOVER_KINDS and any(a.address != old_address and a.at > t0
+                                              for a in log.acks):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(AFTER_RECOVERY)
+        stop.set()
+        dns_stop.set()
+        await writer
+        await client.close()
+        return t0, await dns_task
+
+    t0, dns_flip = asyncio.run(drive())
+    progress(f"round {round_no}: healing {old_writer}")
+    heal(lab_dir, old_writer)
+    after = _fleet_view(lab.load(lab_dir))
+    new_writer = after["writer"]
+    failed_over = new_writer != old_writer
+    new_address = state.region(new_writer).address
+    first_new = min((a.at for a in log.acks if a.address == new_address and a.at > t0),
+                    default=None)
+    present = _present(new_address, state.service.database, round_no)
+    lost = len(_expected_on_writer(log, old_address, new_address, first_new) - present)
+    split = sum(1 for a in log.acks if a.address == old_address and first_new is not None
+                and a.at > first_new) if failed_over else 0
+    return RoundResult(
+        kind=kind, round=round_no, old_writer=old_writer,
+        new_writer=new_writer if failed_over else None, failed_over=failed_over,
+        detection_s=_detection(state, key, old_writer, t0) if failed_over else None,
+        rto_s=(first_new - t0) if first_new is not None and failed_over else None,
+        dns_flip_s=(dns_flip - t0) if dns_flip is not None else None,
+        acknowledged=len(log.acks), lost=lost, split_brain_writes=split,
+        duplicate_keys=sum(1 for e in log.errors if e.sqlstate == pgerrors.UniqueViolation.sqlstate),
+        false_failover=(failed_over and kind in QUIET_KINDS) or (
+            not failed_over and after["epoch"] != old_epoch),
+        errors=len(log.errors), ttl_s=state.service.ttl,
+    )
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p99": None}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"median": statistics.median(ordered), "p99": p99}
+
+
+def summarise(results: list[RoundResult]) -> dict[str, Any]:
+    kinds: dict[str, Any] = {}
+    for kind in dict.fromkeys(r.kind for r in results):
+        rounds = [r for r in results if r.kind == kind]
+        kinds[kind] = {
+            "rounds": len(rounds),
+            "failovers": sum(r.failed_over for r in rounds),
+            "detection_s": _stats([r.detection_s for r in rounds if r.detection_s is not None]),
+            "rto_s": _stats([r.rto_s for r in rounds if r.rto_s is not None]),
+            "dns_flip_s": _stats([r.dns_flip_s for r in rounds if r.dns_flip_s is not None]),
+            "ttl_s": rounds[0].ttl_s,
+            "acknowledged": sum(r.acknowledged for r in rounds),
+            "lost": sum(r.lost for r in rounds),
+            "split_brain_writes": sum(r.split_brain_writes for r in rounds),
+            "duplicate_keys": sum(r.duplicate_keys for r in rounds),
+            "false_failovers": sum(r.false_failover for r in rounds),
+        }
+    return {"kinds": kinds, "rounds": [asdict(r) for r in results]}
+
+
+def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
+          after_round: Callable[[RoundResult], None] | None = None) -> dict[str, Any]:
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise UserError(f"--kind: {', '.join(unknown)}: use {', '.join(KINDS)}")
+    if rounds < 1:
+        raise UserError("--rounds: at least 1")
+    results = []
+    number = int(time.time()) % 100_000 * 100  # distinct rounds across drills
+    for kind in kinds:
+        for _ in range(rounds):
+            number += 1
+            wait_healthy(lab.load(lab_dir), 90.0, progress)
+            result = run_round(lab_dir, kind, number, progress)
+            results.append(result)
+            if after_round is not None:
+                after_round(result)
+            if result.failed_over:
+                _restore(lab_dir, result, progress)
+    return summarise(results)
+
+
+def _restore(lab_dir: Path, result: RoundResult, progress: Progress) -> None:
+    """Make the old writer a subscriber of the new one again, so the next round has three."""
+    from failover.postgres.connection import ServiceDatabases
+    from failover.postgres.fence import unfence_steps
+    from failover.postgres.rejoin import plan_rejoin
+    from failover.postgres.steps import run_steps
+
+    state = lab.load(lab_dir)
+    topo = load_topology(Path(state.topology))
+    progress(f"rejoining {result.old_writer} as a subscriber of {result.new_writer}")
+    lost_file = lab_dir / "reconciliation" / f"round-{result.round}-{result.old_writer}.json"
+    lost_file.parent.mkdir(parents=True, exist_ok=True)
+    with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
+        run_steps(plan_rejoin(db, result.old_writer, lost_file=lost_file).steps)
+        # The drill reconciles nothing by hand: the rejoined subscriber may serve again.
+        run_steps(unfence_steps(db, result.old_writer))
