@@ -88,8 +88,7 @@ def region_verdicts(
                 age = now - observation.observed_at
                 votes.append(Vote(
                     observer, observation.health, observation.observed_at, counted=False,
-                    note=f"stale: {age:.1f}s old > observation_max_age "
-                         f"{policy.observation_max_age:g}s",
+                    note=f"stale: {age:.1f}s old, max age {policy.observation_max_age:g}s",
                 ))
                 continue
             if observation.health is Health.HEALTHY:
