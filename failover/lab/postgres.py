@@ -167,12 +167,9 @@ class PgServer:
         """
         if self._process is None:
             return
-        pid = self._process.pid
-        victims = [pid, *_children(pid)]
-        for victim in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
-        self._process.wait(timeout=_STOP_TIMEOUT)
+        victims = process_tree(self._process.pid)
+        _sigkill(victims)
+        self._process.wait(timeout=_STOP_TIMEOUT)  # reap it: a zombie would look alive
         _wait_gone(victims[1:])
         self._process = None
         self.pid = None
@@ -192,6 +189,12 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def _sigkill(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait_gone(pids: Iterable[int]) -> None:
@@ -270,7 +273,5 @@ def process_tree(pid: int) -> list[int]:
 def kill_tree(pid: int) -> None:
     """SIGKILL a postmaster known only by PID (a lab region) and every child, as a crash would."""
     victims = process_tree(pid)
-    for victim in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
+    _sigkill(victims)
     _wait_gone(victims)

@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 from failover.postgres.inspect import inspect_node
-from tests.support.pg import (  # noqa: F401
-    SERVICE,
-    ServiceDb,
-    pg_cluster,
-    service_db,
-    wait_until,
-)
+from tests.support.pg import SERVICE, ServiceDb
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def write_topology(sdb: ServiceDb, folder: Path) -> Path:

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from failover.errors import SafetyRefusal
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import plan_promotion
 from failover.postgres.steps import Step, run_steps
-from tests.support.pg import (  # noqa: F401
-    APP_TABLES,
-    SERVICE,
-    ServiceDb,
-    pg_cluster,
-    replicated,
-    service_db,
-    wait_until,
-)
+from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
-
-
-def write_rows(sdb: ServiceDb, region: str, count: int, tag: str) -> None:
-    """Default-id inserts as the application role, into every table."""
-    with psycopg.connect(sdb.app_conninfo(region), autocommit=True) as conn:
-        for i in range(count):
-            conn.execute("INSERT INTO items (note) VALUES (%s)", [f"{tag}{i}"])
-            conn.execute("INSERT INTO events (note) VALUES (%s)", [f"{tag}{i}"])
-            conn.execute("INSERT INTO orders (note) VALUES (%s)", [f"{tag}{i}"])
-
-
-def probe(sdb: ServiceDb, *regions: str) -> None:
-    """What the controller's health probe does every interval: inspect (and remember)."""
-    for region in regions:
-        with sdb.admin(region) as conn:
-            inspect_node(conn, SERVICE)
+pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def caught_up_then_kill_alpha(sdb: ServiceDb) -> None:

@@ -11,17 +11,10 @@ from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import plan_promotion
 from failover.postgres.rejoin import plan_rejoin
 from failover.postgres.steps import run_steps
-from tests.integration.test_postgres_promote import probe, write_rows
-from tests.support.pg import (  # noqa: F401
-    APP_TABLES,
-    SERVICE,
-    ServiceDb,
-    pg_cluster,
-    replicated,
-    service_db,
-)
+from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,

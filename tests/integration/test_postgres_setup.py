@@ -9,16 +9,10 @@ from failover.postgres.inspect import inspect_node
 from failover.postgres.replicate import plan_replication
 from failover.postgres.schema import install, installed_version, schema_versions
 from failover.postgres.steps import run_steps
-from tests.support.pg import (  # noqa: F401
-    SERVICE,
-    ServiceDb,
-    pg_cluster,
-    replicated,
-    service_db,
-    wait_until,
-)
+from tests.support.pg import SERVICE, ServiceDb, wait_until
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def test_install_is_idempotent(service_db: ServiceDb) -> None:

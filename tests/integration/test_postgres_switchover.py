@@ -11,16 +11,10 @@ from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.inspect import inspect_node
 from failover.postgres.steps import Step, run_steps
 from failover.postgres.switchover import SwitchoverTimeout, plan_switchover
-from tests.support.pg import (  # noqa: F401
-    SERVICE,
-    ServiceDb,
-    pg_cluster,
-    replicated,
-    service_db,
-    wait_until,
-)
+from tests.support.pg import SERVICE, ServiceDb, wait_until
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 READ_ONLY = "25006"
 
@@ -110,7 +104,7 @@ def test_switchover_under_writes_loses_nothing_and_reverses_the_flow(
     rogue.close()
 
     assert after_fence == [True, True]
-    assert "clean hand-over" in [r.detail for r in results if r.name.startswith("re-point")][0]
+    assert "clean hand-over" in next(r.detail for r in results if r.name.startswith("re-point"))
     on_bravo = [str(row[1]) for row in replicated.rows("bravo", "items")]
     acknowledged = [note for _, note in writer.acknowledged]
     assert set(acknowledged) <= set(on_bravo)  # every acknowledged write survived

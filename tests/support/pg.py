@@ -1,7 +1,8 @@
 """PostgreSQL fixtures: one 3-server cluster per version per test session, a fresh database per test.
 
 Import the fixtures into a test module with
-`from tests.support.pg import pg_cluster, service_db, replicated  # noqa: F401`.
+`from tests.support.pg import pg_cluster, service_db, replicated  # noqa: F401`;
+scripts (benchmarks) use `running_cluster` and `fresh_service_db` directly.
 
 CREATE DATABASE on the shared servers is much cheaper than initdb, so every
 test gets its own database (and its own replication objects) and may kill
@@ -16,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import pytest
 from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_servers
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.heartbeat import HeartbeatThread
+from failover.postgres.inspect import inspect_node
 from failover.postgres.replicate import plan_replication
 from failover.postgres.schema import install
 from failover.postgres.steps import run_steps
@@ -87,12 +90,13 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-@pytest.fixture(scope="session", params=[b for _, b in _BINDIRS], ids=[i for i, _ in _BINDIRS])
-def pg_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+@contextmanager
+def running_cluster(bindir: Path) -> Iterator[Cluster]:
+    """Three servers on a fresh loopback block, with the application role; stopped on exit."""
     block = allocate_block()
     root = Path(tempfile.mkdtemp(prefix="failover-pg-"))
     servers = start_servers(root, {name: block.address(i + 1) for i, name in enumerate(REGIONS)},
-                            bindir=request.param, durable=False)
+                            bindir=bindir, durable=False)
     try:
         for server in servers:
             with server.connect() as conn:
@@ -101,6 +105,12 @@ def pg_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     finally:
         stop_servers(servers)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=[b for _, b in _BINDIRS], ids=[i for i, _ in _BINDIRS])
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    with running_cluster(request.param) as cluster:
+        yield cluster
 
 
 @dataclass
@@ -157,6 +167,22 @@ class ServiceDb:
         wait_until(same, timeout=timeout, what=f"{region} to hold what {source} holds")
 
 
+def write_rows(sdb: ServiceDb, region: str, count: int, tag: str) -> None:
+    """Default-id inserts as the application role, into every table."""
+    with psycopg.connect(sdb.app_conninfo(region), autocommit=True) as conn:
+        for i in range(count):
+            conn.execute("INSERT INTO items (note) VALUES (%s)", [f"{tag}{i}"])
+            conn.execute("INSERT INTO events (note) VALUES (%s)", [f"{tag}{i}"])
+            conn.execute("INSERT INTO orders (note) VALUES (%s)", [f"{tag}{i}"])
+
+
+def probe(sdb: ServiceDb, *regions: str) -> None:
+    """What the controller's health probe does every interval: inspect (and remember)."""
+    for region in regions:
+        with sdb.admin(region) as conn:
+            inspect_node(conn, SERVICE)
+
+
 def _drop_subscriptions(server: PgServer, dbname: str) -> None:
     with server.connect(dbname) as conn:
         conn.execute("SET default_transaction_read_only = off")
@@ -179,44 +205,56 @@ def _drop_database(server: PgServer, dbname: str) -> None:
         conn.execute(f"ALTER ROLE {APP_ROLE} LOGIN")
 
 
-@pytest.fixture
-def service_db(pg_cluster: Cluster) -> Iterator[ServiceDb]:
-    pg_cluster.restart_dead()
+@contextmanager
+def fresh_service_db(cluster: Cluster) -> Iterator[ServiceDb]:
+    """A new database on every server, app schema and failover schema installed; dropped
+    (with every subscription and slot the user made) on exit, dead servers restarted."""
+    cluster.restart_dead()
     dbname = f"t_{uuid.uuid4().hex[:10]}"
     service = Service(name=SERVICE, database=dbname, writer_record="shop.lab.test.",
                       app_roles=[APP_ROLE], max_lag_seconds=5.0, max_lag_bytes=16 * 1024 * 1024)
     endpoints = {name: PostgresEndpoint(host=server.host, port=server.port, dbname=dbname,
                                         user="postgres", connect_timeout=2.0)
-                 for name, server in pg_cluster.servers.items()}
-    for region, server in pg_cluster.servers.items():
+                 for name, server in cluster.servers.items()}
+    for region, server in cluster.servers.items():
         with server.connect() as conn:
             conn.execute(f'CREATE DATABASE "{dbname}"')
         with server.connect(dbname) as conn:
             conn.execute(APP_SCHEMA)
             install(conn, SERVICE, region)
     db = ServiceDatabases(service=service, endpoints=endpoints)
-    sdb = ServiceDb(cluster=pg_cluster, dbname=dbname, service=service, db=db)
+    sdb = ServiceDb(cluster=cluster, dbname=dbname, service=service, db=db)
     try:
         yield sdb
     finally:
         for thread in sdb.heartbeats:
             thread.stop()
         db.close()
-        pg_cluster.restart_dead()
+        cluster.restart_dead()
         # Subscriptions first everywhere, or their workers would take the slots back.
-        for server in pg_cluster.servers.values():
+        for server in cluster.servers.values():
             _drop_subscriptions(server, dbname)
-        for server in pg_cluster.servers.values():
+        for server in cluster.servers.values():
             _drop_database(server, dbname)
+
+
+def replicate_from_alpha(sdb: ServiceDb) -> None:
+    """alpha publishes, bravo and charlie subscribe (initial copy done), alpha beats."""
+    run_steps(plan_replication(sdb.db, "alpha").steps)
+    for region in ("bravo", "charlie"):
+        sdb.wait_synced(region)
+    sdb.start_heartbeat("alpha")
+    for region in ("bravo", "charlie"):
+        sdb.wait_heartbeat(region, "alpha")
+
+
+@pytest.fixture
+def service_db(pg_cluster: Cluster) -> Iterator[ServiceDb]:
+    with fresh_service_db(pg_cluster) as sdb:
+        yield sdb
 
 
 @pytest.fixture
 def replicated(service_db: ServiceDb) -> ServiceDb:
-    """alpha publishes, bravo and charlie subscribe (initial copy done), alpha beats."""
-    run_steps(plan_replication(service_db.db, "alpha").steps)
-    for region in ("bravo", "charlie"):
-        service_db.wait_synced(region)
-    service_db.start_heartbeat("alpha")
-    for region in ("bravo", "charlie"):
-        service_db.wait_heartbeat(region, "alpha")
+    replicate_from_alpha(service_db)
     return service_db
