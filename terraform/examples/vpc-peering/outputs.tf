@@ -1,0 +1,4 @@
+output "peering_connection_id" {
+  description = "ID of the VPC peering connection."
+  value       = module.peering.id
+}
