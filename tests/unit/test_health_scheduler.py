@@ -99,6 +99,32 @@ def test_every_check_has_its_own_state() -> None:
     assert asyncio.run(scenario()) == {"up": H, "down": U}
 
 
+def test_checks_of_one_interval_are_spread_across_it() -> None:
+    started: list[float] = []
+
+    class Recorder(ScriptedProbe):
+        async def run(self) -> ProbeResult:
+            if self.calls == 0:
+                started.append(asyncio.get_running_loop().time())
+            return await super().run()
+
+    interval = 1.0
+    probes = [Recorder([True]) for _ in range(100)]
+    targets = [ProbeTarget("alpha", TcpCheck(kind="tcp", name=f"c{index}", host="127.0.0.1",
+                                             port=1, interval=interval, timeout=0.5), probe)
+               for index, probe in enumerate(probes)]
+
+    async def scenario() -> None:
+        scheduler = ProbeScheduler(targets, rng=random.Random(7))
+        scheduler.start()
+        await wait_for(lambda: len(started) == len(probes))
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+    # All at the start of the interval would be a burst every second.
+    assert max(started) - min(started) > interval / 2
+
+
 def test_a_check_not_yet_run_is_unknown() -> None:
     scheduler = ProbeScheduler([target(ScriptedProbe([True]))])
     status = scheduler.status()[("alpha", "port")]
