@@ -15,7 +15,7 @@ from failover.engine.actions import (
     SetDnsWriter,
 )
 from failover.engine.apply import StaleEpoch, apply_plan
-from failover.engine.decide import Decision, decide
+from failover.engine.decision import Decision, decide
 from failover.engine.model import (
     ClusterState,
     Health,

@@ -50,6 +50,12 @@ class Observation:
     consecutive: int
     observed_at: float  # epoch seconds, on the observer's clock
     services: tuple[Replication, ...] = ()
+    # Built once here rather than on every evaluation: the planner looks up
+    # services by name, and an observation outlives many evaluations.
+    by_service: dict[str, Replication] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_service", {r.service: r for r in self.services})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,7 @@ class Policy:
     self_fence_after: float
     priority: dict[str, int] = field(init=False, repr=False, compare=False)
     service: dict[str, ServicePolicy] = field(init=False, repr=False, compare=False)
+    by_name: tuple[ServicePolicy, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.regions)
@@ -114,6 +121,7 @@ class Policy:
                 unknown = ", ".join(sorted(service.regions - self.priority.keys()))
                 raise ValueError(f"service {service.name} names unknown regions: {unknown}")
         object.__setattr__(self, "service", {s.name: s for s in self.services})
+        object.__setattr__(self, "by_name", tuple(sorted(self.services, key=lambda s: s.name)))
 
     @property
     def observers(self) -> frozenset[str]:

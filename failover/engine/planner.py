@@ -35,11 +35,9 @@ class ReplicationViews:
 
     Per target, fresh observations are ranked newest first (observer name
     breaks ties); the first that reports a role other than unknown wins.
-    Only the newest observation of each target is indexed, on first use:
-    the others are scanned only when it does not know the service.
     """
 
-    __slots__ = ("_newest", "_ranked")
+    __slots__ = ("_ranked",)
 
     def __init__(self, observations: Iterable[Observation], cutoff: float) -> None:
         ranked: dict[str, list[Observation]] = {}
@@ -49,22 +47,12 @@ class ReplicationViews:
         for candidates in ranked.values():
             candidates.sort(key=lambda o: (-o.observed_at, o.observer))
         self._ranked = ranked
-        self._newest: dict[str, dict[str, Replication]] = {}
 
     def of(self, region: str, service: str) -> Replication | None:
-        newest = self._newest.get(region)
-        if newest is None:
-            if region not in self._ranked:
-                return None
-            newest = {r.service: r for r in self._ranked[region][0].services}
-            self._newest[region] = newest
-        replication = newest.get(service)
-        if replication is not None and replication.role is not Role.UNKNOWN:
-            return replication
-        for observation in self._ranked[region][1:]:
-            for replication in observation.services:
-                if replication.service == service and replication.role is not Role.UNKNOWN:
-                    return replication
+        for observation in self._ranked.get(region, ()):
+            replication = observation.by_service.get(service)
+            if replication is not None and replication.role is not Role.UNKNOWN:
+                return replication
         return None
 
 

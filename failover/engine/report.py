@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from failover.engine.actions import Action
-from failover.engine.decide import Decision
+from failover.engine.decision import Decision
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:

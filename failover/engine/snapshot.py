@@ -199,7 +199,9 @@ def dump_snapshot(snapshot: Snapshot) -> str:
             for s in sorted(snapshot.state.services, key=lambda s: s.service)
         ]},
         "observations": [
-            {**asdict(o), "services": [replication(r) for r in o.services]}
+            {"observer": o.observer, "target": o.target, "health": o.health,
+             "consecutive": o.consecutive, "observed_at": o.observed_at,
+             "services": [replication(r) for r in o.services]}
             for o in snapshot.observations
         ],
     }

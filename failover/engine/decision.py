@@ -63,13 +63,13 @@ def decide(
     heard_text = f"{len(heard)} of {len(policy.priority)} observers (quorum {policy.quorum})"
 
     actions: list[Action] = []
-    for name in sorted(policy.service):
-        service_state = states.get(name)
+    for service_policy in policy.by_name:
+        service_state = states.get(service_policy.name)
         if service_state is None:
-            actions.append(NoOp(name, 0, "no state recorded for this service; nothing is known "
-                                         "about its writer"))
+            actions.append(NoOp(service_policy.name, 0, "no state recorded for this service; "
+                                                        "nothing is known about its writer"))
         elif has_quorum:
-            actions += plan_service(policy.service[name], service_state, ctx)
+            actions += plan_service(service_policy, service_state, ctx)
         else:
             actions.append(plan_isolated(service_state, me=me, isolated=isolated,
                                          self_fence_after=policy.self_fence_after,
