@@ -333,6 +333,19 @@ def test_a_suspect_subscriber_is_not_a_target_and_a_suspect_writer_is_not_failed
     assert "writer east is SUSPECT" in plan.actions[0].reason
 
 
+def test_the_last_up_region_keeps_the_writer_role() -> None:
+    # Every other region is DOWN: nothing to fail over to, whatever happens to east.
+    health = {"east": UP, "west": DOWN, "south": DOWN}
+    plan = decide(reports(health, ROLES), one_service("east", readers=["east"]), make_policy(),
+                  NOW, "east").plan
+    assert kinds(plan) == ["NoOp"]
+    assert "no change: writer east is UP" in plan.actions[0].reason
+    plan = decide(reports({"east": DOWN, "west": DOWN, "south": DOWN}, ROLES),
+                  one_service("east", readers=["east"]), make_policy(), NOW, "east").plan
+    assert "PromoteSubscriber" not in kinds(plan)
+    assert "east keeps the writer role" in plan.actions[0].reason
+
+
 def test_down_subscribers_are_not_repointed() -> None:
     policy = make_policy({"a": 4, "b": 3, "c": 2, "d": 1, "e": 0})
     health = {"a": DOWN, "b": UP, "c": UP, "d": DOWN, "e": UP}

@@ -172,3 +172,14 @@ def test_a_dumped_snapshot_reads_back_the_same() -> None:
     assert parse_snapshot(dump_snapshot(snapshot), "dumped", policy) == snapshot
     lsns = {r.applied_lsn for o in snapshot.observations for r in o.services}
     assert 0x16B374D8 in lsns  # "0/16B374D8" in the file
+
+
+def test_the_policy_follows_the_topology() -> None:
+    policy = policy_from_topology(load_topology(TOPOLOGY))
+    assert policy.quorum == 2
+    assert policy.priority == {"east": 30, "west": 20, "south": 10}
+    assert policy.observation_max_age == 10.0 and policy.self_fence_after == 2.0
+    orders = policy.service["orders"]
+    assert orders.regions == {"east", "west", "south"}
+    assert (orders.max_lag_bytes, orders.max_lag_seconds, orders.cooldown) == (1048576, 30.0, 300.0)
+    assert not orders.force
