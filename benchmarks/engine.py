@@ -96,6 +96,15 @@ def measure(label: str, observations: list[Observation], state: ClusterState, po
     return statistics.median(cpu) / 1e9
 
 
+def _calibration_ms() -> float:
+    samples = []
+    for _ in range(200):
+        start = time.thread_time_ns()
+        sum(range(10000))
+        samples.append(time.thread_time_ns() - start)
+    return statistics.median(samples) / 1e6
+
+
 def _ms(samples: list[int], quantile: float) -> str:
     ordered = sorted(samples)
     return f"{ordered[min(len(ordered) - 1, int(len(ordered) * quantile))] / 1e6:.3f} ms"
@@ -109,7 +118,9 @@ def main() -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     policy, state = build_policy(), build_state()
     print(f"{len(SERVICES)} services x {len(REGIONS)} regions x {len(REGIONS)} observers, "
-          f"one core, Python {sys.version.split()[0]}")
+          f"one core, Python {sys.version.split()[0]}; this machine runs "
+          f"sum(range(10000)) in {_calibration_ms():.3f} ms CPU (a yardstick for comparing "
+          "figures across machines and loads)")
     r1_down = build_observations("r1")
     failed_over = apply_plan(state, decide(r1_down, state, policy, NOW, "r2").plan)
     worst = max(

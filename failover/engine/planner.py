@@ -60,8 +60,8 @@ class ReplicationViews:
 class Context:
     """Everything shared by the plans of all services in one evaluation.
 
-    The UP and DOWN sets are precomputed because set algebra per service is
-    what keeps an evaluation of a hundred services under a millisecond.
+    The UP and DOWN sets are precomputed so that each service's plan is a few
+    set operations: the engine re-plans every service every evaluation.
     """
 
     now: float
