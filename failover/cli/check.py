@@ -37,6 +37,7 @@ def _as_json(row: RoundResult) -> dict[str, Any]:
         "region": row.target.region, "check": check.name, "kind": check.kind,
         "purpose": check.purpose, "state": row.state.value,
         "latency_ms": round(row.result.latency_s * 1000, 3), "reason": row.result.reason,
+        "conclusive": row.result.conclusive,
         "details": dict(row.result.details),
     }
 

@@ -17,6 +17,10 @@ from typing import Any, Protocol
 
 TIMEOUT_REASON = "timeout"
 
+# How late our own timeout may fire before the timeout says more about this
+# process (a starved event loop) than about the target.
+LATE_TIMER_TOLERANCE = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -35,6 +39,10 @@ class ProbeResult:
     # Kind-specific facts worth keeping, e.g. the replication positions a
     # postgres probe read; JSON-serialisable.
     details: Mapping[str, Any] = field(default_factory=dict)
+    # False when the failure may be ours: the probe timed out while this
+    # process's event loop ran late, so an answer may have been waiting
+    # unread. Such a result must not count against the target.
+    conclusive: bool = True
 
 
 class Probe(Protocol):
@@ -77,10 +85,18 @@ class BoundedProbe(ABC):
 
     async def run(self) -> ProbeResult:
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        bound = asyncio.timeout(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with bound:
                 outcome = await self.attempt()
         except TimeoutError:
+            deadline = bound.when()
+            late = loop.time() - deadline if deadline is not None else 0.0
+            if late > LATE_TIMER_TOLERANCE:
+                return ProbeResult(False, time.perf_counter() - started,
+                                   f"{TIMEOUT_REASON}, inconclusive: this process ran "
+                                   f"{late * 1000:.0f} ms late (overloaded)", conclusive=False)
             outcome = Outcome(False, TIMEOUT_REASON)
         except Exception as exc:  # a probe reports failures, it never raises them
             outcome = Outcome(False, describe_error(exc))

@@ -1,7 +1,8 @@
 """One round of every check, all at once: what `failover check` shows.
 
 A single round has no history, so it applies thresholds of 1: a check that
-succeeds is healthy and one that fails is unhealthy. The configured
+succeeds is healthy and one that fails is unhealthy (one that timed out
+while this host was too busy to read the answer is unknown). The configured
 `healthy_threshold` / `unhealthy_threshold` apply only to the scheduler,
 which sees consecutive rounds.
 """
@@ -29,5 +30,11 @@ class RoundResult:
 async def run_round(targets: Sequence[ProbeTarget]) -> list[RoundResult]:
     """Every probe once, concurrently; each is bounded by its own timeout."""
     results = await asyncio.gather(*(target.probe.run() for target in targets))
-    return [RoundResult(target, observe(TargetHealth(), result.ok, SINGLE_ROUND).state, result)
+    return [RoundResult(target, _state(result), result)
             for target, result in zip(targets, results, strict=True)]
+
+
+def _state(result: ProbeResult) -> HealthState:
+    if not result.conclusive:
+        return HealthState.UNKNOWN  # this host was too busy to tell
+    return observe(TargetHealth(), result.ok, SINGLE_ROUND).state

@@ -127,6 +127,7 @@ class ProbeScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self.start_delays: deque[float] = deque(maxlen=START_DELAY_SAMPLES)
         self.probes_run = 0
+        self.probes_inconclusive = 0  # timed out while this process was overloaded
         # Probes not started: late beyond the grace time, or the check's
         # previous probe was still running.
         self.runs_skipped = 0
@@ -202,7 +203,12 @@ class ProbeScheduler:
             self._in_flight.discard(target.key)
         self.probes_run += 1
         before = self._status[target.key]
-        health = observe(before.health, result.ok, target.thresholds)
+        if result.conclusive:
+            health = observe(before.health, result.ok, target.thresholds)
+        else:
+            # Our own lateness is no evidence about the target: keep its state and runs.
+            self.probes_inconclusive += 1
+            health = before.health
         finished = time.time()
         self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
                                                finished, start_delay)

@@ -101,7 +101,8 @@ async def probe_http(check: HttpCheck) -> ProbeResult:
 
 def assert_timed_out(result: ProbeResult, timeout: float) -> None:
     assert not result.ok
-    assert result.reason == TIMEOUT_REASON
+    # On a busy machine the timeout may fire late and be marked inconclusive.
+    assert result.reason.startswith(TIMEOUT_REASON)
     assert timeout <= result.latency_s < timeout + SLACK
 
 

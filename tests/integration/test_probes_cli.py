@@ -132,7 +132,8 @@ def test_any_failing_check_exits_3_and_json_says_which_and_why(tmp_path: Path,
     assert rows[("alpha", "web")]["details"] == {"status": 200}
     assert rows[("bravo", "bouncer")] | {"latency_ms": 0} == {
         "region": "bravo", "check": "bouncer", "kind": "tcp", "purpose": "liveness",
-        "state": "unhealthy", "latency_ms": 0, "reason": "connection refused", "details": {}}
+        "state": "unhealthy", "latency_ms": 0, "reason": "connection refused", "details": {},
+        "conclusive": True}
     assert rows[("bravo", "script")]["reason"] == "exit 4"
     assert rows[("bravo", "script")]["purpose"] == "readiness"
 

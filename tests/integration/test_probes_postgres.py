@@ -194,7 +194,7 @@ def test_a_hung_server_is_a_timeout_within_the_bound_and_recovers(service_db: Se
                 on_new_session = await probe.run()
             for result in (on_kept_session, on_new_session):
                 assert not result.ok
-                assert result.reason == TIMEOUT_REASON
+                assert result.reason.startswith(TIMEOUT_REASON)
                 assert TIMEOUT <= result.latency_s < TIMEOUT + SLACK
             recovered = await run_until_ok(probe, within=10)
             assert recovered.ok, recovered.reason

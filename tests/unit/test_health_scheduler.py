@@ -131,6 +131,31 @@ def test_a_check_not_yet_run_is_unknown() -> None:
     assert status.state is UNKNOWN and status.last_result is None
 
 
+def test_inconclusive_results_leave_the_state_and_the_runs_alone() -> None:
+    class Overloaded(ScriptedProbe):
+        async def run(self) -> ProbeResult:
+            result = await super().run()
+            if result.ok:
+                return result
+            return ProbeResult(False, 0.0, "timeout, inconclusive", conclusive=False)
+
+    probe = Overloaded([True, True] + [False] * 5 + [True])
+    seen: list[Transition] = []
+
+    async def scenario() -> ProbeScheduler:
+        scheduler = ProbeScheduler([target(probe)], seen.append)
+        scheduler.start()
+        await wait_for(lambda: probe.calls >= 8)
+        await scheduler.stop()
+        return scheduler
+
+    scheduler = asyncio.run(scenario())
+    assert [(t.previous, t.current) for t in seen] == [(UNKNOWN, H)]
+    assert scheduler.probes_inconclusive == 5
+    # The success after the inconclusive ones continues the earlier run of successes.
+    assert scheduler.status()[("alpha", "port")].health.consecutive == probe.calls - 5
+
+
 def test_a_failing_transition_callback_does_not_stop_health_checking() -> None:
     probe = ScriptedProbe([True, True, False, False, False])
     calls: list[HealthState] = []
