@@ -168,6 +168,8 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
         await asyncio.sleep(args.warmup)
         delays_before = len(scheduler.start_delays)
         runs_before, skipped_before = scheduler.probes_run, scheduler.runs_skipped
+        inconclusive_before = scheduler.probes_inconclusive
+        late_before = scheduler.runs_late
         statuses_before = {key: status.last_run_at for key, status in scheduler.status().items()}
         cpu_before, wall_before = time.process_time(), time.monotonic()
         servers_before = sum(_cpu_seconds(pid) for pid in server_pids)
@@ -175,11 +177,14 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
         cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
         servers_cpu = sum(_cpu_seconds(pid) for pid in server_pids) - servers_before
         runs, skipped = scheduler.probes_run - runs_before, scheduler.runs_skipped - skipped_before
+        inconclusive = scheduler.probes_inconclusive - inconclusive_before
+        late = scheduler.runs_late - late_before
         delays = list(scheduler.start_delays)[delays_before:]
         for key, status in scheduler.status().items():
             result = status.last_result
             if result is not None and not result.ok and status.last_run_at != statuses_before[key]:
-                failures[result.reason] = failures.get(result.reason, 0) + 1
+                reason = result.reason if result.conclusive else "inconclusive (overloaded)"
+                failures[reason] = failures.get(reason, 0) + 1
     finally:
         await scheduler.stop()
         for target in targets:
@@ -189,6 +194,7 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
         "targets": len(targets), "http": http_count, "tcp": args.endpoints - http_count,
         "postgres": args.postgres, "interval_s": args.interval, "window_s": round(wall, 2),
         "probes": runs, "probes_per_s": round(runs / wall, 1), "runs_skipped": skipped,
+        "runs_late": late, "probes_inconclusive": inconclusive,
         "start_delay_ms": {"median": round(statistics.median(delays) * 1000, 2),
                            "p99": round(_percentile(delays, 0.99) * 1000, 2),
                            "max": round(max(delays) * 1000, 2), "samples": len(delays)},
@@ -235,7 +241,9 @@ def bench_main(args: argparse.Namespace) -> None:
     print(f"{report['targets']} checks ({report['http']} http, {report['tcp']} tcp, "
           f"{report['postgres']} postgres) every {args.interval:g} s, "
           f"measured over {report['window_s']} s")
-    print(f"probes/s: {report['probes_per_s']}  (runs skipped: {report['runs_skipped']})")
+    print(f"probes/s: {report['probes_per_s']}  (runs skipped: {report['runs_skipped']}, "
+          f"of which too late: {report['runs_late']}; inconclusive: "
+          f"{report['probes_inconclusive']})")
     print(f"start delay: median {delay['median']} ms, p99 {delay['p99']} ms, "
           f"max {delay['max']} ms ({delay['samples']} samples)")
     print(f"scheduler CPU: {report['cpu_percent_of_one_core']} % of one core "

@@ -24,7 +24,10 @@ offsets accumulate and every interval grows by half the jitter on average.
 
 Start delay (a probe's actual start minus its bucket's scheduled time) is
 measured for every probe: it is how late the loop is, and a late loop means
-stale health.
+stale health. A probe that would start more than half an interval late is
+skipped instead: with more probes than CPU, running every one late makes
+all of them time out (inconclusively), while skipping some lets the loop
+catch up and the rest run on time.
 """
 
 from __future__ import annotations
@@ -128,9 +131,10 @@ class ProbeScheduler:
         self.start_delays: deque[float] = deque(maxlen=START_DELAY_SAMPLES)
         self.probes_run = 0
         self.probes_inconclusive = 0  # timed out while this process was overloaded
-        # Probes not started: late beyond the grace time, or the check's
-        # previous probe was still running.
+        # Probes not started: late beyond the grace time or half an interval
+        # (`runs_late`), or the check's previous probe was still running.
         self.runs_skipped = 0
+        self.runs_late = 0
 
     def start(self) -> None:
         """Schedule every check; call from inside the running event loop."""
@@ -194,10 +198,16 @@ class ProbeScheduler:
             task.add_done_callback(self._running.discard)
 
     async def _probe_once(self, target: ProbeTarget, scheduled: dt.datetime | None) -> None:
-        start_delay = (time.time() - scheduled.timestamp()) if scheduled is not None else None
-        if start_delay is not None:
-            self.start_delays.append(start_delay)
         try:
+            start_delay = (time.time() - scheduled.timestamp()) if scheduled is not None else None
+            if start_delay is not None:
+                self.start_delays.append(start_delay)
+                if start_delay > target.check.interval / 2:
+                    # The loop is behind (more probes than CPU): a probe this late
+                    # is stale, and skipping it is how the loop catches up.
+                    self.runs_late += 1
+                    self.runs_skipped += 1
+                    return
             result = await target.probe.run()
         finally:
             self._in_flight.discard(target.key)

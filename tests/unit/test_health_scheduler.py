@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 
 from failover.health.probe import ProbeResult
@@ -187,6 +188,29 @@ def test_a_slow_probe_never_runs_twice_at_once_and_its_late_runs_are_skipped() -
     skipped = asyncio.run(scenario())
     assert probe.most_in_flight == 1
     assert skipped > 0
+
+
+def test_an_overloaded_loop_skips_late_probes_instead_of_running_all_of_them_late() -> None:
+    class Hog(ScriptedProbe):
+        async def run(self) -> ProbeResult:
+            time.sleep(0.03)  # CPU the loop does not have: 10 x 30 ms per 100 ms interval
+            return await super().run()
+
+    probes = [Hog([True]) for _ in range(10)]
+    targets = [ProbeTarget("alpha", TcpCheck(kind="tcp", name=f"c{index}", host="127.0.0.1",
+                                             port=1, interval=0.1, timeout=0.05), probe)
+               for index, probe in enumerate(probes)]
+
+    async def scenario() -> ProbeScheduler:
+        scheduler = ProbeScheduler(targets, rng=random.Random(3))
+        scheduler.start()
+        await wait_for(lambda: scheduler.runs_late >= 10)
+        await scheduler.stop()
+        return scheduler
+
+    scheduler = asyncio.run(scenario())
+    assert scheduler.probes_run > 0
+    assert scheduler.runs_skipped >= scheduler.runs_late >= 10
 
 
 def test_stop_waits_for_probes_in_flight_and_nothing_runs_after() -> None:
