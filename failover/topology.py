@@ -304,6 +304,7 @@ class Fleet(_Model):
     quorum: int | None = Field(default=None, ge=1)
     observation_max_age: Duration = 10.0
     self_fence_after: Duration = 5.0
+    self_fence_duration: Duration = 1.0  # how long fencing one's own database may take
     coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
     services: list[Service] = Field(default_factory=list)

@@ -55,7 +55,11 @@ def decide(
     has_quorum = sees_quorum(fresh, policy, me)
     isolated = isolated_for(latest, policy, now, me)
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
-    ctx = Context.build(now, verdicts, views, policy.priority)
+    last_heard: dict[str, float] = {}
+    for (observer, _), observation in latest.items():
+        last_heard[observer] = max(last_heard.get(observer, observation.observed_at),
+                                   observation.observed_at)
+    ctx = Context.build(now, verdicts, views, policy, last_heard)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

@@ -105,6 +105,10 @@ class Policy:
     quorum: int
     observation_max_age: float
     self_fence_after: float
+    # How long a controller's fencing of its own database may take: with the
+    # two above, how long the majority waits before promoting while the
+    # writer's own controller is not heard (it may be cut off and fencing).
+    self_fence_duration: float = 1.0
     priority: dict[str, int] = field(init=False, repr=False, compare=False)
     service: dict[str, ServicePolicy] = field(init=False, repr=False, compare=False)
     by_name: tuple[ServicePolicy, ...] = field(init=False, repr=False, compare=False)
@@ -122,6 +126,11 @@ class Policy:
                 raise ValueError(f"service {service.name} names unknown regions: {unknown}")
         object.__setattr__(self, "service", {s.name: s for s in self.services})
         object.__setattr__(self, "by_name", tuple(sorted(self.services, key=lambda s: s.name)))
+
+    @property
+    def self_fence_wait(self) -> float:
+        """From the last word of a writer's controller to its region surely fenced, if cut off."""
+        return self.observation_max_age + self.self_fence_after + self.self_fence_duration
 
     @property
     def observers(self) -> frozenset[str]:

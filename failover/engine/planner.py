@@ -21,7 +21,14 @@ from failover.engine.actions import (
     RepointSubscribers,
     SetDnsWriter,
 )
-from failover.engine.model import Observation, Replication, Role, ServicePolicy, ServiceState
+from failover.engine.model import (
+    Observation,
+    Policy,
+    Replication,
+    Role,
+    ServicePolicy,
+    ServiceState,
+)
 from failover.engine.quorum import RegionVerdict, Verdict
 
 
@@ -70,18 +77,24 @@ class Context:
     down: frozenset[str]
     views: ReplicationViews
     priority: dict[str, int]
+    # When each observer was last heard (its newest observation), and how long
+    # after that a cut-off writer has surely fenced itself.
+    last_heard: dict[str, float]
+    max_age: float
+    self_fence_wait: float
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              priority: dict[str, int]) -> Context:
+              policy: Policy, last_heard: dict[str, float]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
-            views=views, priority=priority,
+            views=views, priority=policy.priority, last_heard=last_heard,
+            max_age=policy.observation_max_age, self_fence_wait=policy.self_fence_wait,
         )
 
 
@@ -129,6 +142,9 @@ def _failover(
                          f"writer {writer} is DOWN but the last failover was {since:.1f}s ago, "
                          f"within the cooldown of {policy.cooldown:g}s; not failing over again")
                     ], writer
+    waiting = _self_fence_pending(writer, ctx)
+    if waiting is not None:
+        return [NoOp(service, epoch, waiting)], writer
     # One pass over the regions that are not DOWN: each unfenced subscriber
     # is re-pointed, and the UP one with the most applied data is promoted:
     # ranked by applied position, then the freshest heartbeat, then
@@ -177,6 +193,25 @@ def _failover(
     actions.append(SetDnsWriter(service, new_epoch, writer, target,
                                 f"point the writer record from {writer} to {target}"))
     return actions, target
+
+
+def _self_fence_pending(writer: str, ctx: Context) -> str | None:
+    """Why promoting now could make two writable primaries, or None.
+
+    When the writer's own controller is not heard either, its region may be cut
+    off rather than dead: its controller then fences the old primary once it has
+    missed the quorum for self_fence_after. Promote only after that has surely
+    happened, so that the old writer stops taking writes before the new one starts.
+    """
+    heard_at = ctx.last_heard.get(writer)
+    if heard_at is None or heard_at >= ctx.now - ctx.max_age:
+        return None  # its controller is heard (only the database failed), or never was
+    left = heard_at + ctx.self_fence_wait - ctx.now
+    if left <= 0:
+        return None
+    return (f"writer {writer} is DOWN and its controller has not been heard for "
+            f"{ctx.now - heard_at:.1f}s: waiting {left:.1f}s more for it to fence itself if it "
+            "is cut off, so that two primaries never take writes at once")
 
 
 ReaderChanges = tuple[tuple[tuple[str, bool], ...], tuple[str, ...]]

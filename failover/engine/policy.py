@@ -24,4 +24,5 @@ def policy_from_topology(topo: Topology, *, force: bool = False) -> Policy:
         quorum=topo.quorum,
         observation_max_age=topo.fleet.observation_max_age,
         self_fence_after=topo.fleet.self_fence_after,
+        self_fence_duration=topo.fleet.self_fence_duration,
     )
