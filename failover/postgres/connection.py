@@ -9,6 +9,8 @@ primaries) and its own sessions must still write their bookkeeping.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,11 +20,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from failover.errors import FailoverError, UserError
+from failover.postgres.hangup import hang_up
 from failover.topology import PostgresEndpoint, Service, Topology
 
 Connection = psycopg.Connection[TupleRow]
 
 DEFAULT_STATEMENT_TIMEOUT = 10.0
+_SSL_REQUEST_CODE = 80877103  # the protocol's SSLRequest: (1234 << 16) | 5679
 
 
 class Unreachable(FailoverError):
@@ -31,6 +35,22 @@ class Unreachable(FailoverError):
     def __init__(self, region: str, detail: str) -> None:
         super().__init__(f"region {region}: database unreachable: {detail}")
         self.region = region
+
+
+def postmaster_answers(host: str, port: int, timeout: float = 0.3) -> bool:
+    """Whether a postmaster answers at all, within `timeout`.
+
+    A live server answers an SSLRequest with one byte ('S' or 'N') at once; one
+    that hangs (SIGSTOP, packets dropped) says nothing, and libpq's connect_timeout
+    cannot tell that in less than 2 s.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack("!ii", 8, _SSL_REQUEST_CODE))
+            return len(sock.recv(1)) == 1
+    except OSError:
+        return False
 
 
 def connect(conninfo: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Connection:
@@ -57,6 +77,7 @@ class ServiceDatabases:
     endpoints: dict[str, PostgresEndpoint]
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     _sessions: dict[str, Connection] = field(default_factory=dict, repr=False)
+    _unreachable: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
     def from_topology(cls, topo: Topology, service_name: str, *,
@@ -106,6 +127,12 @@ class ServiceDatabases:
         A cached session is pinged first: a server that died since its last
         use leaves a session that looks open until it is used.
         """
+        endpoint = self.endpoint(region)
+        if region in self._unreachable or not postmaster_answers(endpoint.host, endpoint.port):
+            # Remembered for the life of these sessions (one plan): every later step
+            # would otherwise wait the same connect timeout again.
+            self._unreachable.add(region)
+            return None
         session = self._sessions.get(region)
         if session is not None and not session.closed and not session.broken:
             try:
@@ -126,6 +153,13 @@ class ServiceDatabases:
     def close(self) -> None:
         for region in list(self._sessions):
             self.forget(region)
+        self._unreachable.clear()  # a long-lived owner (the controller) asks again next plan
+
+    def hang_up_all(self) -> None:
+        """End every session at once, from any thread: a query blocked on a server that hangs
+        (SIGSTOP, dropped packets) fails now instead of waiting for TCP to give up."""
+        for session in list(self._sessions.values()):
+            hang_up(session)
 
     @contextmanager
     def opened(self) -> Iterator[ServiceDatabases]:

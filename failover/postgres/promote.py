@@ -18,7 +18,14 @@ from psycopg import sql
 
 from failover.errors import FailoverError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases, same_server
-from failover.postgres.fence import fence_steps, set_app_logins, set_database_read_only
+from failover.postgres.fence import (
+    CLIENT_SESSIONS,
+    fence_steps,
+    set_app_logins,
+    set_database_read_only,
+    terminate_sessions,
+    terminate_sql,
+)
 from failover.postgres.inspect import NodeStatus, inspect_node
 from failover.postgres.lsn import format_lsn
 from failover.postgres.names import slot_name, subscription_name
@@ -43,11 +50,15 @@ DEFAULT_SEQUENCE_GAP = 1000
 
 _ORPHAN_PREPARED = ("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pg\\_gid\\_%' "
                     "AND database = current_database()")
-_TERMINATE_STALE = (
-    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND backend_type = 'client backend' "
-    "AND pid <> pg_backend_pid() AND backend_start < "
+_STALE_SESSIONS = (
+    f"{CLIENT_SESSIONS} AND backend_start < "
     "(SELECT writable_since FROM failover.node_state WHERE service = %s)")
+
+
+_STOP_APPLY_WORKERS = (
+    "SELECT pg_terminate_backend(w.pid) FROM pg_stat_subscription w "
+    "JOIN pg_subscription s ON s.oid = w.subid WHERE s.subname = %s AND w.pid IS NOT NULL "
+    "AND NOT s.subenabled")
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,9 @@ def freeze_subscription(db: ServiceDatabases, region: str, old_primary: str | No
     if status.subscription_present:
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
             sql.Identifier(subscription_name(service))))
+        # A disabled worker notices only at its next wake-up (up to 1 s on 15);
+        # ending it now is safe: a transaction it had not committed is not applied.
+        conn.execute(_STOP_APPLY_WORKERS, [subscription_name(service)])
         wait_for(lambda: not inspect_node(conn, service).worker_running,
                  timeout=db.statement_timeout, what=f"the apply worker on {region} to stop")
         status = inspect_node(conn, service)
@@ -122,7 +136,8 @@ def detach_step(db: ServiceDatabases, target: str, old_primary: str | None, epoc
 
     disable, *drop = (s.as_string() for s in drop_subscription_statements(db.service.name))
     return Step("record the applied position and drop the subscription", target, (
-        disable, "-- wait for the apply worker to exit, then",
+        disable,
+        f"{_STOP_APPLY_WORKERS % repr(subscription_name(db.service.name))}  -- wait till it ends",
         f"UPDATE failover.node_state SET handover_lsn = <remote_lsn>, handover_epoch = {epoch} "
         f"WHERE service = '{db.service.name}'", *drop), run)
 
@@ -186,11 +201,11 @@ def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> Step
 
 def terminate_stale_step(db: ServiceDatabases, target: str) -> Step:
     def run() -> str:
-        row = db.conn(target).execute(_TERMINATE_STALE, [db.service.name]).fetchone()
-        return f"terminated {row[0] if row else 0} read-only sessions"
+        count = terminate_sessions(db.conn(target), _STALE_SESSIONS, [db.service.name])
+        return f"terminated {count} read-only sessions"
 
     return Step("terminate sessions opened while read-only", target,
-                (_TERMINATE_STALE % f"'{db.service.name}'",), run)
+                (terminate_sql(_STALE_SESSIONS % f"'{db.service.name}'"),), run)
 
 
 def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: str | None,
