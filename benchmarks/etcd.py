@@ -1,6 +1,6 @@
 """etcd coordination figures on a real three-member cluster on loopback.
 
-    .venv/bin/python benchmarks/etcd.py [--rounds 200] [--lease-ttl 3]
+    .venv/bin/python benchmarks/etcd.py [--rounds 200] [--lease-ttl 5]
 
 1. `exchange()` round trip (one transaction: put my observations, read everyone's
    and the records), `lead()` and `still_leading()`: median and p99.
@@ -132,7 +132,7 @@ async def vote_expiry(cluster: EtcdCluster, ttl: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--lease-ttl", type=float, default=3.0)
+    parser.add_argument("--lease-ttl", type=float, default=5.0)
     args = parser.parse_args()
     block = allocate_block()
     workdir = Path(tempfile.mkdtemp(prefix="failover-bench-etcd-"))

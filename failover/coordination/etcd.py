@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from failover.coordination.base import OBSERVATIONS, Leadership, ServiceRecord
 from failover.coordination.etcd_client import (
@@ -129,6 +129,9 @@ class EtcdCoordinator:
         self._client.close()
 
     # ---------------------------------------------------------- lease
+
+    def _lease_alive(self) -> bool:
+        return self._lease is not None and time.monotonic() < self._lease_valid_until
 
     def _lost_lease(self) -> None:
         self._lease, self._lease_valid_until = None, 0.0
@@ -312,13 +315,13 @@ class EtcdCoordinator:
         if not leadership.needs_quorum:
             return True
         # Ride out an etcd election, but never past the moment our lease may
-        # have expired: after that another controller may lead.
-        left = self._lease_valid_until - time.monotonic()
-        if left <= 0:
+        # have expired (the renewal task moves it on): then another may lead.
+        if not self._lease_alive():
             return False
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(EtcdUnavailable), stop=stop_after_delay(left),
+                retry=retry_if_exception_type(EtcdUnavailable),
+                stop=lambda _: not self._lease_alive(),
                 wait=wait_random_exponential(multiplier=0.05, max=0.5), reraise=True,
             ):
                 with attempt:

@@ -31,8 +31,10 @@ from failover.lab.etcd import ClientTls, EtcdCluster, ensure_installed, start_cl
 from failover.topology import EtcdSettings
 from tests.support.loopback import allocate_block
 
-# Long enough to ride out an etcd election on a loaded two-core machine.
-LEASE_TTL = 3.0
+# The production default: a leader checks its key through an etcd election
+# (1 to 2 s with the kit's timeouts, more on a loaded machine) only while its
+# lease surely lives, so a shorter lease deposes leaders for nothing.
+LEASE_TTL = 5.0
 REQUEST_TIMEOUT = 0.75
 _prefixes = itertools.count()
 
