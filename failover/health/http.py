@@ -52,6 +52,8 @@ def new_session() -> aiohttp.ClientSession:
     timeout bounds every request, so the session sets none.
     """
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+    # No cookie jar: a cookie one probe received must not change the next
+    # probe's request (and keeping none saves work on every request).
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                  headers={"User-Agent": "failover-health/1"},
-                                 raise_for_status=False)
+                                 cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
