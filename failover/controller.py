@@ -57,11 +57,11 @@ from failover.engine import (
     decide,
 )
 from failover.engine.policy import policy_from_topology
-from failover.errors import ConflictError, FailoverError, UserError
+from failover.errors import ConflictError, UserError
 from failover.executor import Executor, PlanOutcome, PlanRun
 from failover.health.scheduler import ProbeScheduler, Transition
 from failover.health.targets import open_probes
-from failover.journal import DECISION, OPERATOR, THRESHOLD, VERDICT, Journal
+from failover.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journal
 from failover.logs import in_plan
 from failover.metrics import VERDICT_VALUES, Metrics
 from failover.observing import observe_region
@@ -71,6 +71,8 @@ from failover.postgres.heartbeat import beat
 from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
+
+DNS_RETRY_INTERVAL = 2.0  # seconds between retries of a writer record that did not move
 
 ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     FenceRegion, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader, RemoveReader, NoOp)}
@@ -102,6 +104,8 @@ class ServiceRuntime:
 
     last_plan: dict[str, Any] | None = None
     degraded: str | None = None
+    dns_pending: SetDnsWriter | None = None  # a writer record move that failed, retried
+    dns_retry_at: float = 0.0
 
 
 class Controller:
@@ -125,9 +129,13 @@ class Controller:
         )
         if dns is None and topo.fleet.dns.provider != "none":
             dns = provider_from_topology(topo)
-        self.steps = StepFactory(topo, dns)
+        self.steps = StepFactory(topo, dns, hooks=self)
         self.executor = Executor(self.journal, on_progress=self._step_progress,
                                  still_leading=self._still_leading_sync)
+        # A writer record that could not be moved is retried on later ticks, one
+        # attempt each, so that a DNS server that is down never holds decisions up.
+        self._dns_executor = Executor(self.journal, attempts=1, on_progress=self._step_progress,
+                                      still_leading=self._still_leading_sync)
         self.runtime = {name: ServiceRuntime() for name in topo.services}
         self.last_decision: Decision | None = None
         self._verdicts: dict[str, str] = {}
@@ -139,6 +147,10 @@ class Controller:
         self._busy = asyncio.Lock()
         self._rerun = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._started_at = time.time()
+        # Time to hear the fleet after a start before silence counts as isolation.
+        self._startup_grace = (topo.fleet.observation_max_age + topo.fleet.self_fence_after
+                               + 3 * topo.fleet.coordination.exchange_interval)
         self._stopping = False
 
     # ------------------------------------------------------------ observing
@@ -200,54 +212,60 @@ class Controller:
         return ServiceRecord(service, best[1], best[0], readers=tuple(sorted(regions)))
 
     def request_tick(self) -> None:
-        """Decide now rather than at the next interval: something changed (a check crossed a
-        threshold here or at a peer). A tick in progress runs once more when it ends."""
+        """Share and decide now rather than at the next interval: something changed (a check
+        crossed a threshold here or at a peer). A decision in progress runs again when it ends."""
         if self._loop is None or self._stopping:
-            return
-        if self._busy.locked():
-            self._rerun = True
             return
         task = self._loop.create_task(self.tick())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def tick(self) -> None:
-        """One round: exchange, decide, journal, and act when this controller is the executor."""
+        await self.exchange()
+        await self.decide_and_act()
+
+    async def exchange(self) -> None:
+        """Share this controller's observations. Never waits for a plan: a controller busy
+        executing must stay heard, or the others would think it gone and act too."""
+        await self.coordinator.exchange(self.my_observations(time.time()))
+
+    async def decide_and_act(self) -> None:
         if self._busy.locked():
             self._rerun = True
             return
         try:
-            await self._tick()
+            async with self._busy:
+                await self._decide_and_act()
         finally:
-            if self._rerun:
+            if self._rerun and not self._stopping:
                 self._rerun = False
                 self.request_tick()
 
-    async def _tick(self) -> None:
-        async with self._busy:
-            now = time.time()
-            mine = self.my_observations(now)
-            await self.coordinator.exchange(mine)
-            records = await self._records_with_defaults()
-            decision = decide(self.coordinator.observations(), cluster_state(records.values()),
-                              self.policy, time.time(), self.region)
-            self.last_decision = decision
-            self._record_decision(decision, records)
-            if self._stopping or self.coordinator.problem() is not None:
-                return
-            if decision.executes and decision.has_quorum and self.journal.unfinished_plans():
-                await self.resume_unfinished()
-                return
-            if not decision.executes or not decision.plan.changes():
-                return
-            leadership = await self.coordinator.lead(decision)
-            if leadership is None:
-                return
-            self._leadership = leadership
-            try:
-                await self._execute(decision.plan, records)
-            finally:
-                self._leadership = None
+    async def _decide_and_act(self) -> None:
+        records = await self._records_with_defaults()
+        decision = decide(self.coordinator.observations(), cluster_state(records.values()),
+                          self.policy, time.time(), self.region)
+        self.last_decision = decision
+        self._record_decision(decision, records)
+        if self._stopping or self.coordinator.problem() is not None:
+            return
+        if not decision.has_quorum and time.time() - self._started_at < self._startup_grace:
+            return  # not yet heard the fleet since start: do not mistake that for isolation
+        if decision.executes and decision.has_quorum and self.journal.unfinished_plans():
+            await self.resume_unfinished()
+            return
+        if decision.has_quorum and any(r.dns_pending for r in self.runtime.values()):
+            await self._retry_dns()
+        if not decision.executes or not decision.plan.changes():
+            return
+        leadership = await self.coordinator.lead(decision)
+        if leadership is None:
+            return
+        self._leadership = leadership
+        try:
+            await self._execute(decision.plan, records)
+        finally:
+            self._leadership = None
 
     def _record_decision(self, decision: Decision, records: dict[str, ServiceRecord]) -> None:
         self.metrics.has_quorum.set(1 if decision.has_quorum else 0)
@@ -291,18 +309,33 @@ class Controller:
             await self._after_plan(service, actions, outcome, records, done_plan)
 
     async def run_actions(self, service: str, actions: Sequence[Action], decided_at: float,
-                          *, plan_id: str | None = None) -> PlanOutcome:
+                          *, plan_id: str | None = None,
+                          executor: Executor | None = None) -> PlanOutcome:
         plan_id = plan_id or plan_id_for(service, actions)
         epoch = max((a.epoch for a in actions), default=0)
         summary = {"decided_at": decided_at, "actions": [action_json(a) for a in actions]}
-        run = PlanRun(plan_id, epoch, service, self.steps.steps(actions), summary)
+        try:
+            built = await asyncio.to_thread(self.steps.build, actions, decided_at)
+        except Exception as exc:  # the plan could not even be prepared: say so in the journal
+            error = f"{type(exc).__name__}: {exc}"
+            self.journal.append(PLAN, event="start", plan_id=plan_id, epoch=epoch,
+                                service=service, steps=[], plan=summary)
+            self.journal.append(PLAN, event="end", plan_id=plan_id, epoch=epoch,
+                                service=service, outcome="failed", error=error)
+            log.warning("plan %s could not be prepared: %s", plan_id, error)
+            self.metrics.failovers.labels(service=service, outcome="failed").inc()
+            return PlanOutcome(plan_id, "failed", ())
+        run = PlanRun(plan_id, epoch, service, built.steps, summary)
         last_plan: dict[str, Any] = {"plan_id": plan_id, "epoch": epoch,
                                      "started_at": time.time(), "outcome": "running",
                                      "actions": summary["actions"]}
         self.runtime[service].last_plan = last_plan
         with in_plan(plan_id, epoch, service):
             log.info("executing plan: %s", "; ".join(getattr(a, "reason", "") for a in actions))
-            outcome = await asyncio.to_thread(self.executor.execute, run)
+            try:
+                outcome = await asyncio.to_thread((executor or self.executor).execute, run)
+            finally:
+                await asyncio.to_thread(built.close)
             log.info("plan %s", outcome.outcome)
         self.metrics.failovers.labels(service=service, outcome=outcome.outcome).inc()
         last_plan.update(outcome=outcome.outcome, ended_at=time.time(),
@@ -315,25 +348,54 @@ class Controller:
         if record is None:
             return
         if done is None:
-            # Partly done: what the databases now say is found by the probes;
-            # a promotion that finished while DNS failed is reported as degraded.
-            promoted = [a for a in actions if isinstance(a, PromoteSubscriber)]
-            finished = {s.name for s in outcome.steps if s.outcome in ("ok", "skipped")}
-            if promoted and any(s.outcome == "failed" and s.name.startswith("point ")
-                                for s in outcome.steps):
-                self.runtime[service].degraded = (
-                    f"database promoted in {promoted[0].region} but the writer record did not "
-                    "move: DNS is retried on every tick")
+            finished = [s.name for s in outcome.steps if s.outcome in ("ok", "skipped")]
             log.warning("plan for %s ended %s after %s", service, outcome.outcome,
-                        ", ".join(sorted(finished)) or "no step")
+                        ", ".join(finished) or "no step")
             return
-        self.runtime[service].degraded = None
         state = apply_plan(cluster_state([record]), done).services[0]
-        new = ServiceRecord.from_state(state, record.version)
-        if new != record:
-            with contextlib.suppress(FailoverError):
-                await self.coordinator.put_record(replace(new, version=record.version + (
-                    0 if new.epoch > record.epoch else 1)))
+        await self._store(ServiceRecord.from_state(state, 0))
+
+    async def _store(self, wanted: ServiceRecord) -> None:
+        """Store `wanted` (its version ignored) unless the fleet already holds the same or newer."""
+        held = self.coordinator.records().get(wanted.service)
+        if held is not None and replace(held, version=0) == wanted:
+            return
+        if held is not None and held.epoch > wanted.epoch:
+            return  # someone moved on past this plan
+        version = held.version + 1 if held is not None and held.epoch == wanted.epoch else 0
+        with contextlib.suppress(ConflictError):
+            await self.coordinator.put_record(replace(wanted, version=version))
+
+    # PlanHooks: called by steps from the executor's thread.
+
+    def promoted(self, action: PromoteSubscriber, decided_at: float) -> str:
+        assert self._loop is not None
+        held = self.coordinator.records().get(action.service)
+        readers = held.readers if held is not None else ()
+        new = ServiceRecord(action.service, action.region, action.epoch, decided_at,
+                            held.paused if held is not None else False, readers)
+        asyncio.run_coroutine_threadsafe(self._store(new), self._loop).result(timeout=10)
+        return f"the fleet records {action.region} as writer at epoch {action.epoch}"
+
+    def dns_deferred(self, action: SetDnsWriter, error: str) -> None:
+        runtime = self.runtime[action.service]
+        runtime.dns_pending = action
+        runtime.degraded = (f"database promoted in {action.to_region} but the writer record "
+                            f"still points at {action.from_region}: {error}; retried every tick")
+
+    async def _retry_dns(self) -> None:
+        now = time.time()
+        for service, runtime in self.runtime.items():
+            action = runtime.dns_pending
+            if action is None or now < runtime.dns_retry_at:
+                continue
+            runtime.dns_retry_at = now + DNS_RETRY_INTERVAL
+            outcome = await self.run_actions(service, [action], now,
+                                             plan_id=f"{service}-e{action.epoch}-dns-{int(now)}",
+                                             executor=self._dns_executor)
+            if outcome.ok:
+                runtime.dns_pending = None
+                runtime.degraded = None
 
     def _still_leading_sync(self) -> bool:
         leadership, loop = self._leadership, self._loop
@@ -490,24 +552,27 @@ class Controller:
             self._probes.start()
             jobs = AsyncIOScheduler(event_loop=self._loop)
             interval = self.topo.fleet.coordination.exchange_interval
-            jobs.add_job(self.tick, "interval", seconds=interval, max_instances=1,
-                         coalesce=True, misfire_grace_time=1, id="tick")
+            jobs.add_job(self.exchange, "interval", seconds=interval, max_instances=1,
+                         coalesce=True, misfire_grace_time=1, id="exchange")
+            jobs.add_job(self.decide_and_act, "interval", seconds=interval, max_instances=1,
+                         coalesce=True, misfire_grace_time=1, id="decide")
             jobs.add_job(self.heartbeat, "interval", seconds=1.0, max_instances=1, coalesce=True,
                          misfire_grace_time=1, id="heartbeat")
             jobs.start()
+            self._started_at = time.time()
             log.info("controller of %s listening on %s", self.region, url)
             try:
                 await stop.wait()
             finally:
                 self._stopping = True
                 self.executor.request_stop()
+                self._dns_executor.request_stop()
                 jobs.shutdown(wait=False)
                 async with self._busy:  # the step in flight finishes first
                     pass
                 await self._probes.stop()
                 await runner.cleanup()
                 await self.coordinator.close()
-                self.steps.close()
                 for db in self._heartbeat_dbs.values():
                     db.close()
                 log.info("controller of %s stopped", self.region)

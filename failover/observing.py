@@ -49,14 +49,26 @@ def _region_health(liveness: Sequence[CheckStatus]) -> tuple[Health, int]:
     return Health.UNKNOWN, 0
 
 
+def _observed_at(live: Sequence[CheckView], now: float) -> float:
+    """When this view holds: now while every liveness check reports on schedule (its
+    state is current), else when the most overdue one last reported, so that a
+    verdict never rests on a check that stopped running."""
+    times = []
+    on_schedule = True
+    for check, status in live:
+        if status.last_run_at is None:
+            return now  # not probed yet: the state is unknown, and says so now
+        times.append(status.last_run_at)
+        on_schedule = on_schedule and now - status.last_run_at <= check.interval + check.timeout
+    return now if on_schedule or not times else min(times)
+
+
 def observe_region(observer: str, target: str, views: Sequence[CheckView], now: float,
                    services: Mapping[str, Service]) -> Observation:
-    liveness = [status for check, status in views if check.purpose == "liveness"]
+    live = [(check, status) for check, status in views if check.purpose == "liveness"]
+    liveness = [status for _, status in live]
     health, consecutive = _region_health(liveness)
-    # The observation is as old as its oldest liveness result: a verdict must
-    # not rest on a check that stopped reporting.
-    times = [status.last_run_at for status in liveness]
-    observed_at = now if not times or None in times else min(t for t in times if t is not None)
+    observed_at = _observed_at(live, now)
     seen: dict[str, Replication] = {}
     for check, status in views:
         if not isinstance(check, PostgresCheck) or status.last_result is None:

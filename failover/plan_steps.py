@@ -8,8 +8,10 @@ clients are waiting for the record while the other subscribers only catch up.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from failover.dns.provider import DnsProvider
 from failover.dns.records import RecordKey, RecordSet, rtype_for_address
@@ -60,57 +62,145 @@ class BestEffort:
             return f"skipped: {type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+class PlanHooks(Protocol):
+    """What the controller does at two points of a plan."""
+
+    def promoted(self, action: PromoteSubscriber, decided_at: float) -> str:
+        """The new writer is writable: record it with the fleet at once (heartbeats, status)."""
+        ...
+
+    def dns_deferred(self, action: SetDnsWriter, error: str) -> None:
+        """The writer record could not be moved now: keep retrying it after the plan."""
+        ...
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A DNS step whose failure must not hold back the rest of a failover: the database is
+    promoted already, so re-pointing subscribers goes on and DNS is retried later."""
+
+    inner: Step
+    action: SetDnsWriter
+    hooks: PlanHooks
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def run(self) -> str:
+        try:
+            return self.inner.run() or "done"
+        except Exception as exc:  # the reason is journaled and the change retried
+            error = f"{type(exc).__name__}: {exc}"
+            self.hooks.dns_deferred(self.action, error)
+            return f"deferred, retried after the plan: {error}"
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """A step that may not overrun `deadline`: past it, every database session of the plan
+    is hung up, so that a query stuck on a server that hangs fails now and can be retried."""
+
+    inner: Step
+    deadline: float
+    hang_up: Callable[[], None]
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def run(self) -> str | None:
+        watchdog = threading.Timer(self.deadline, self.hang_up)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self.inner.run()
+        finally:
+            watchdog.cancel()
+
+
+@dataclass
+class BuiltPlan:
+    """The steps of one plan and the database sessions they share, closed after the plan."""
+
+    steps: list[Step]
+    databases: dict[str, ServiceDatabases] = field(default_factory=dict)
+
+    def hang_up(self) -> None:
+        for db in self.databases.values():
+            db.hang_up_all()
+
+    def close(self) -> None:
+        for db in self.databases.values():
+            db.close()
+
+
 class StepFactory:
     """Builds the steps of one service's actions against the real databases and DNS."""
 
-    def __init__(self, topo: Topology, dns: DnsProvider | None, *,
-                 dns_visible_timeout: float = 10.0, allow_data_loss: bool = False) -> None:
+    def __init__(self, topo: Topology, dns: DnsProvider | None, hooks: PlanHooks | None = None,
+                 *, dns_visible_timeout: float = 10.0, allow_data_loss: bool = False,
+                 step_deadline: float = 15.0) -> None:
         self.topo = topo
         self.dns = dns
+        self.hooks = hooks
         self.dns_visible_timeout = dns_visible_timeout
         self.allow_data_loss = allow_data_loss
-        self._databases: dict[str, ServiceDatabases] = {}
+        self.step_deadline = step_deadline
 
-    def databases(self, service: str) -> ServiceDatabases:
-        if service not in self._databases:
-            self._databases[service] = ServiceDatabases.from_topology(self.topo, service)
-        return self._databases[service]
+    def build(self, actions: Sequence[Action], decided_at: float = 0.0) -> BuiltPlan:
+        """Fresh sessions for every plan: one left from an earlier plan may point at a server
+        that has hung since, and a query on it would block."""
+        built = BuiltPlan([])
 
-    def close(self) -> None:
-        for db in self._databases.values():
-            db.close()
-        self._databases.clear()
+        def databases(service: str) -> ServiceDatabases:
+            if service not in built.databases:
+                built.databases[service] = ServiceDatabases.from_topology(self.topo, service)
+            return built.databases[service]
 
-    def steps(self, actions: Sequence[Action]) -> list[Step]:
         promoted = {a.service for a in actions if isinstance(a, PromoteSubscriber)}
         late: list[Step] = []
         out: list[Step] = []
-        for action in actions:
-            match action:
-                case NoOp():
-                    continue
-                case FenceRegion() if action.service in promoted:
-                    continue  # the promotion fences the old writer itself, first
-                case FenceRegion():
-                    db = self.databases(action.service)
-                    fence = fence_steps(db, action.region, epoch=action.epoch)
-                    out += [BestEffort(s) for s in fence] if action.best_effort else fence
-                case PromoteSubscriber():
-                    db = self.databases(action.service)
-                    plan = plan_promotion(db, action.region, epoch=action.epoch,
-                                          allow_data_loss=self.allow_data_loss, repoint=False,
-                                          after_writable=False)
-                    out += plan.steps
-                    late.append(terminate_stale_step(db, action.region))
-                case RepointSubscribers():
-                    db = self.databases(action.service)
-                    late += [repoint_step(db, region, action.publisher, None, action.epoch)
-                             for region in action.subscribers]
-                case SetDnsWriter():
-                    out.append(self._dns_writer_step(action))
-                case AddReader() | RemoveReader():
-                    late.append(self._dns_reader_step(action))
-        return out + late
+        try:
+            for action in actions:
+                match action:
+                    case NoOp():
+                        continue
+                    case FenceRegion() if action.service in promoted:
+                        continue  # the promotion fences the old writer itself, first
+                    case FenceRegion():
+                        fence = fence_steps(databases(action.service), action.region,
+                                            epoch=action.epoch)
+                        out += [BestEffort(s) for s in fence] if action.best_effort else fence
+                    case PromoteSubscriber():
+                        db = databases(action.service)
+                        plan = plan_promotion(db, action.region, epoch=action.epoch,
+                                              allow_data_loss=self.allow_data_loss,
+                                              repoint=False, after_writable=False)
+                        out += plan.steps
+                        if self.hooks is not None:
+                            out.append(self._record_step(action, decided_at, self.hooks))
+                        late.append(terminate_stale_step(db, action.region))
+                    case RepointSubscribers():
+                        db = databases(action.service)
+                        late += [repoint_step(db, region, action.publisher, None, action.epoch)
+                                 for region in action.subscribers]
+                    case SetDnsWriter() if self.hooks is not None and action.service in promoted:
+                        out.append(Deferred(self._dns_writer_step(action), action, self.hooks))
+                    case SetDnsWriter():
+                        out.append(self._dns_writer_step(action))
+                    case AddReader() | RemoveReader():
+                        late.append(self._dns_reader_step(action))
+        except BaseException:
+            built.close()
+            raise
+        built.steps = [Bounded(step, self.step_deadline, built.hang_up) for step in out + late]
+        return built
+
+    @staticmethod
+    def _record_step(action: PromoteSubscriber, decided_at: float, hooks: PlanHooks) -> Step:
+        return CallStep(f"record {action.region} as the writer of {action.service}",
+                        lambda: hooks.promoted(action, decided_at))
 
     def _provider(self) -> DnsProvider:
         if self.dns is None:

@@ -78,8 +78,9 @@ def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: s
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
         "name": "lab",
-        "observation_max_age": "2500ms",
+        "observation_max_age": "1500ms",
         "self_fence_after": "500ms",
+        "self_fence_duration": "1s",
         "coordination": {"key_file": str(key_file), "exchange_interval": "500ms",
                          **coordination},
         "dns": {"provider": "rfc2136", "zone": lab.ZONE,
