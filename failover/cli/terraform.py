@@ -61,7 +61,7 @@ def from_terraform(
         "--outputs-file", help="A saved `terraform output -json`, instead of --state-dir.")] = None,
     password_env: Annotated[str | None, typer.Option(
         "--password-env", help="Env var the controllers read the PostgreSQL password from "
-                               f"[default: {DEFAULT_PASSWORD_ENV}].")] = None,
+                               f"(default: {DEFAULT_PASSWORD_ENV}).")] = None,
     password_file: Annotated[Path | None, typer.Option(
         "--password-file", help="File the controllers read the PostgreSQL password from, "
                                 "instead of an env var.")] = None,

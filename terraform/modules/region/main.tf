@@ -75,7 +75,11 @@ resource "aws_subnet" "this" {
   vpc_id            = aws_vpc.this.id
   availability_zone = data.aws_availability_zones.available.names[count.index]
   cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index)
-  tags              = merge(local.tags, { Name = "${local.prefix}-${data.aws_availability_zones.available.names[count.index]}" })
+  # Public IPs give the instance outbound internet (packages, SSM, the Route 53
+  # API) without a NAT gateway; the security groups admit nothing from the
+  # internet.
+  map_public_ip_on_launch = true
+  tags                    = merge(local.tags, { Name = "${local.prefix}-${data.aws_availability_zones.available.names[count.index]}" })
 }
 
 resource "aws_route_table_association" "this" {
@@ -175,36 +179,17 @@ resource "aws_iam_instance_profile" "controller" {
   tags = local.tags
 }
 
-# The address published in DNS and written into the topology belongs to this
-# interface, not to the instance, so replacing the instance (a new image or
-# cloud-init) keeps it.
-resource "aws_network_interface" "postgres" {
-  subnet_id       = aws_subnet.this[0].id
-  security_groups = [aws_security_group.postgres.id, aws_security_group.controller.id]
-  tags            = merge(local.tags, { Name = "${local.prefix}-postgres" })
-}
-
-# Outbound internet for package installs, SSM and the Route 53 API without a
-# NAT gateway; the security groups admit nothing from the internet.
-resource "aws_eip" "postgres" {
-  domain            = "vpc"
-  network_interface = aws_network_interface.postgres.id
-  tags              = merge(local.tags, { Name = "${local.prefix}-postgres" })
-
-  depends_on = [aws_internet_gateway.this]
-}
-
 resource "aws_instance" "postgres" {
-  ami                         = data.aws_ssm_parameter.ami.value
-  instance_type               = var.instance_type
-  iam_instance_profile        = aws_iam_instance_profile.controller.name
+  ami                    = data.aws_ssm_parameter.ami.value
+  instance_type          = var.instance_type
+  iam_instance_profile   = aws_iam_instance_profile.controller.name
+  subnet_id              = aws_subnet.this[0].id
+  vpc_security_group_ids = [aws_security_group.postgres.id, aws_security_group.controller.id]
+  # A fixed address: the one published in DNS and written into the topology
+  # stays when the instance is replaced (a new image or cloud-init).
+  private_ip                  = cidrhost(aws_subnet.this[0].cidr_block, 10)
   user_data                   = local.cloud_init
   user_data_replace_on_change = true
-
-  network_interface {
-    network_interface_id = aws_network_interface.postgres.id
-    device_index         = 0
-  }
 
   metadata_options {
     http_tokens   = "required"

@@ -48,12 +48,12 @@ output "instance_id" {
 
 output "address" {
   description = "Private IPv4 address of the instance: published in DNS when this region holds a writer, reached by the other regions over peering."
-  value       = aws_network_interface.postgres.private_ip
+  value       = aws_instance.postgres.private_ip
 }
 
 output "controller_url" {
   description = "URL of the region's failover controller API."
-  value       = "http://${aws_network_interface.postgres.private_ip}:${var.controller_port}"
+  value       = "http://${aws_instance.postgres.private_ip}:${var.controller_port}"
 }
 
 output "controller_role_name" {
@@ -74,7 +74,7 @@ output "instance_profile_name" {
 output "postgres" {
   description = "How to reach PostgreSQL (no secret: the password stays in the SSM parameter)."
   value = {
-    host               = aws_network_interface.postgres.private_ip
+    host               = aws_instance.postgres.private_ip
     port               = var.postgres_port
     user               = var.postgres_user
     databases          = var.databases
