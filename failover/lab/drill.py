@@ -116,14 +116,14 @@ class Client:
             return
         deadline = time.monotonic() + WRITE_TIMEOUT
         try:
-            if self._conn is None or self._conn_address != address:
+            conn = self._conn
+            if conn is None or self._conn_address != address:
                 await self._drop()
-                self._conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
+                conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
                     host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
                     connect_timeout=2, autocommit=True, application_name="drill"),
                     WRITE_TIMEOUT)
-                self._conn_address = address
-            conn = self._conn
+                self._conn, self._conn_address = conn, address
             # psycopg answers a cancelled query by asking the server to cancel it and
             # waiting, forever if the server hangs: run the query apart, and on timeout
             # shut the socket so that it fails at once.
