@@ -116,8 +116,8 @@ class Client:
             return
         deadline = time.monotonic() + WRITE_TIMEOUT
         try:
-            conn = self._conn
-            if conn is None or self._conn_address != address:
+            conn = self._conn if self._conn_address == address else None
+            if conn is None:
                 await self._drop()
                 conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
                     host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
