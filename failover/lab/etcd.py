@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ _STOP_TIMEOUT = 10.0
 _STATUS_TIMEOUT = 1.0
 # Member uids live above the range useradd hands out, one per loopback address.
 _UID_BASE = 3_000_000
-_RULE_TAG = "failover-etcd-partition"
+_RULE_TAG = "failover-etcd-partition-{address}"  # heal finds a member's rules by it
 
 
 def etcd_binary() -> Path:
@@ -72,10 +73,9 @@ def _member_user(address: str) -> RunAs:
     return RunAs(uid=_UID_BASE + offset, gid=lab.gid, name=f"etcd@{address}")
 
 
-def _iptables(action: str, rule: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["iptables", "-w", "5", action, "OUTPUT", "-m", "comment",
-                           "--comment", _RULE_TAG, *rule],
-                          capture_output=True, text=True, check=False, timeout=15)
+def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True,
+                          check=False, timeout=15)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class EtcdMember:
     tls: ClientTls | None = None
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
-    _rules: list[list[str]] = field(default_factory=list, init=False, repr=False)
+    partitioned: bool = field(default=False, init=False)
 
     @property
     def client_url(self) -> str:
@@ -192,10 +192,6 @@ class EtcdMember:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
-    @property
-    def partitioned(self) -> bool:
-        return bool(self._rules)
-
     def partition(self, *, from_clients: bool = True) -> None:
         """Drop every packet sent to this member and every packet it sends (needs root).
 
@@ -219,24 +215,30 @@ class EtcdMember:
             rules = [[*mine, *tcp, "--dport", peer_port, "-j", "CONNMARK", "--set-mark", uid],
                      marked, [*mine, *tcp, "--sport", peer_port, "-j", "DROP"],
                      ["-d", f"{self.address}/32", *tcp, "--dport", peer_port, "-j", "DROP"]]
+        self.partitioned = True
+        tag = ["-m", "comment", "--comment", _RULE_TAG.format(address=self.address)]
         for rule in reversed(rules):  # each goes first in the chain: keep their order
-            result = _iptables("-I", rule)
+            result = _iptables("-I", "OUTPUT", *tag, *rule)
             if result.returncode != 0:
                 self.heal()
                 raise FailoverError(f"iptables refused the partition of {self.name}: "
                                     f"{result.stderr.strip()}")
-            self._rules.append(rule)
 
     def heal(self) -> None:
-        """Remove this member's partition rules (every copy: heal is safe to repeat)."""
-        while self._rules:
-            rule = self._rules.pop()
-            while _iptables("-D", rule).returncode == 0:
-                pass
+        """Remove this member's partition rules, found by their tag: safe to repeat, and
+        from another process than the one that partitioned it."""
+        listed = _iptables("-S", "OUTPUT")
+        tag = _RULE_TAG.format(address=self.address)
+        for line in listed.stdout.splitlines():
+            spec = shlex.split(line)
+            if spec[:2] == ["-A", "OUTPUT"] and tag in spec:
+                _iptables("-D", *spec[1:])
+        self.partitioned = False
 
     def stop(self) -> None:
         """Heal, then SIGTERM, then SIGKILL if it has not exited within 10 s."""
-        self.heal()
+        if self.partitioned:
+            self.heal()
         if self.process is None or self.process.poll() is not None:
             return
         os.kill(self.pid, signal.SIGCONT)  # a paused member cannot act on SIGTERM
