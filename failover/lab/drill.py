@@ -119,11 +119,13 @@ class Client:
             conn = self._conn if self._conn_address == address else None
             if conn is None:
                 await self._drop()
-                conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
-                    host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
-                    connect_timeout=2, autocommit=True, application_name="drill"),
+                fresh: psycopg.AsyncConnection[Any] = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(
+                        host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
+                        connect_timeout=2, autocommit=True, application_name="drill"),
                     WRITE_TIMEOUT)
-                self._conn, self._conn_address = conn, address
+                conn = self._conn = fresh
+                self._conn_address = address
             # psycopg answers a cancelled query by asking the server to cancel it and
             # waiting, forever if the server hangs: run the query apart, and on timeout
             # shut the socket so that it fails at once.
