@@ -19,10 +19,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from failover.errors import UserError
 from failover.topology import FLEET_FILE, load_topology
@@ -32,6 +32,7 @@ DEFAULT_PASSWORD_ENV = "FAILOVER_PG_PASSWORD"  # noqa: S105 - a variable name, n
 TERRAFORM_TIMEOUT = 120.0  # `terraform output` only reads the state, but may load a remote backend
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the topology's rule for Region.name
 
 
 # ---------------------------------------------------------------- the outputs' shape
@@ -74,11 +75,21 @@ class _ServiceOutput(_Output):
     ttl: int = 30
 
 
+def _region_file_name(name: str) -> str:
+    # Each region becomes <name>.toml: a name must stay inside the folder and
+    # must not take the fleet file's place.
+    if not _REGION_NAME.match(name) or f"{name}.toml" == FLEET_FILE:
+        raise ValueError(f"region name {name!r} must be lower-case letters, digits and '-' "
+                         "(it names <region>.toml), and not 'fleet'")
+    return name
+
+
 class TerraformOutputs(_Output):
     """The three outputs failover reads, checked for shape."""
 
     failover_fleet: _FleetOutput
-    failover_regions: dict[str, _RegionOutput] = Field(min_length=1)
+    failover_regions: dict[Annotated[str, AfterValidator(_region_file_name)],
+                           _RegionOutput] = Field(min_length=1)
     failover_services: dict[str, _ServiceOutput] = Field(min_length=1)
 
 
@@ -168,10 +179,15 @@ def parse_outputs(raw: dict[str, Any], *, source: str) -> TerraformOutputs:
         return TerraformOutputs.model_validate({name: raw[name]["value"]
                                                 for name in REQUIRED_OUTPUTS})
     except ValidationError as exc:
-        problems = [f"{source}: output {'.'.join(str(part) for part in error['loc'])}: "
-                    f"{error['msg']}" for error in exc.errors()]
+        problems = [f"{source}: output {_field_path(error['loc'])}: "
+                    f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors()]
         raise UserError(f"{source}: the outputs have {len(problems)} problem(s)",
                         problems) from None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    # pydantic marks a bad map key with a trailing "[key]"; the key already names it.
+    return ".".join(str(part) for part in loc if part != "[key]")
 
 
 # ---------------------------------------------------------------- the topology
@@ -191,11 +207,9 @@ def fleet_document(outputs: TerraformOutputs) -> dict[str, Any]:
         route53["endpoint_url"] = dns.endpoint_url
     services = []
     for name, service in outputs.failover_services.items():
-        entry: dict[str, Any] = {"name": name, "database": service.database,
-                                 "writer_record": service.writer_record, "ttl": service.ttl}
-        if service.reader_record is not None:
-            entry["reader_record"] = service.reader_record
-        services.append(entry)
+        reader = {} if service.reader_record is None else {"reader_record": service.reader_record}
+        services.append({"name": name, "database": service.database,
+                         "writer_record": service.writer_record, **reader, "ttl": service.ttl})
     return {
         "name": outputs.failover_fleet.name,
         "dns": {"provider": "route53", "zone": dns.zone, "route53": route53},
@@ -253,17 +267,15 @@ def check_topology(files: dict[str, str], *, source: str) -> None:
                             [f"{source}: the outputs make an invalid topology:", *problems]) from None
 
 
-def write_topology(files: dict[str, str], out: Path) -> list[Path]:
-    """Write the folder (each file replaced atomically), drop stale TOML files, return them."""
+def write_topology(files: dict[str, str], out: Path, *, remove: list[Path]) -> None:
+    """Write the folder (each file replaced atomically) and delete `remove` (stale files)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; pass a folder for the topology")
     out.mkdir(parents=True, exist_ok=True)
-    removed = stale_files(out, files)
     for name, text in files.items():
         target = out / name
         partial = target.with_name(f".{name}.tmp")
         partial.write_text(text)
         partial.replace(target)
-    for path in removed:
+    for path in remove:
         path.unlink()
-    return removed

@@ -92,7 +92,8 @@ def from_terraform(
     check_topology(files, source=source)
     summary = _summary(outputs, out, files, password)
     replaced = sorted(name for name in files if (out / name).exists())
-    stale = [path.name for path in stale_files(out, files)]
+    stale_paths = stale_files(out, files)
+    stale = [path.name for path in stale_paths]
 
     if dry_run:
         if json_out:
@@ -110,7 +111,7 @@ def from_terraform(
     if replaced or stale:
         deleting = f" and delete {', '.join(stale)} (regions no longer in the outputs)" if stale else ""
         confirm_or_abort(f"Replace {len(replaced)} file(s) in {out}{deleting}?", yes=yes)
-    write_topology(files, out)
+    write_topology(files, out, remove=stale_paths)
 
     if json_out:
         print_json({"written": True, **summary, "replaced": replaced, "deleted": stale})

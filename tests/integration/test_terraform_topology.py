@@ -184,6 +184,21 @@ def test_bad_fields_are_named_and_nothing_is_written(run: Any, tmp_path: Path) -
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("region", ["../escape", "fleet"])
+def test_region_names_that_are_not_file_names_are_refused(run: Any, tmp_path: Path,
+                                                          region: str) -> None:
+    outputs = terraform_outputs()
+    regions = outputs["failover_regions"]["value"]
+    regions[region] = regions.pop("eu-west-1")
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    done = run("topology", "from-terraform", "--outputs-file", str(path), "--out",
+               str(tmp_path / "deep" / "t"))
+    assert done.code == 2
+    assert f"output failover_regions.{region}: region name {region!r} must be" in done.err
+    assert sorted(p.name for p in tmp_path.rglob("*.toml")) == []
+
+
 def test_outputs_the_loader_refuses_write_nothing(run: Any, tmp_path: Path) -> None:
     outputs = terraform_outputs()
     outputs["failover_regions"]["value"]["eu-west-1"]["address"] = "eu.example.com"
