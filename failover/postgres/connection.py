@@ -132,6 +132,7 @@ class ServiceDatabases:
             # Remembered for the life of these sessions (one plan): every later step
             # would otherwise wait the same connect timeout again.
             self._unreachable.add(region)
+            self.forget(region)  # its session, if any, died with the server
             return None
         session = self._sessions.get(region)
         if session is not None and not session.closed and not session.broken:

@@ -53,8 +53,6 @@ _ORPHAN_PREPARED = ("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pg\\_gid\
 _STALE_SESSIONS = (
     f"{CLIENT_SESSIONS} AND backend_start < "
     "(SELECT writable_since FROM failover.node_state WHERE service = %s)")
-
-
 _STOP_APPLY_WORKERS = (
     "SELECT pg_terminate_backend(w.pid) FROM pg_stat_subscription w "
     "JOIN pg_subscription s ON s.oid = w.subid WHERE s.subname = %s AND w.pid IS NOT NULL "

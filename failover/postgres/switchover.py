@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -176,8 +177,13 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
 
 
 def plan_switchover(db: ServiceDatabases, target: str, *, epoch: int | None = None,
-                    timeout: float = DEFAULT_TIMEOUT) -> SwitchoverPlan:
-    """The steps that move the primary to `target`; reads the current state, changes nothing."""
+                    timeout: float = DEFAULT_TIMEOUT,
+                    when_writable: Sequence[Step] = ()) -> SwitchoverPlan:
+    """The steps that move the primary to `target`; reads the current state, changes nothing.
+
+    `when_writable` run right after the target becomes writable: the controller
+    records the new writer and moves DNS there, before the slower re-pointing.
+    """
     db.endpoint(target, flag="REGION")
     target_status = inspect_node(db.conn(target), db.service.name)
     old = (db.region_of(subscription_conninfo(db.conn(target), db.service.name))
@@ -198,6 +204,7 @@ def plan_switchover(db: ServiceDatabases, target: str, *, epoch: int | None = No
         publication_step(db, target),
         slots_step(db, target, (*subscribers, old)),
         take_writer_role_step(db, target, epoch),
+        *when_writable,
         terminate_stale_step(db, target),
         *(repoint_step(db, region, target, old, epoch) for region in subscribers),
         _subscribe_old_primary_step(db, old, target, epoch),
