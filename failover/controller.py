@@ -57,8 +57,8 @@ from failover.engine import (
     decide,
 )
 from failover.engine.policy import policy_from_topology
-from failover.errors import ConflictError, UserError
-from failover.executor import Executor, PlanOutcome, PlanRun
+from failover.errors import ConflictError, FailoverError, UserError
+from failover.executor import Executor, PlanOutcome, PlanRun, Step
 from failover.health.scheduler import ProbeScheduler, Transition
 from failover.health.targets import open_probes
 from failover.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journal
@@ -67,11 +67,18 @@ from failover.metrics import VERDICT_VALUES, Metrics
 from failover.observing import observe_region
 from failover.plan_steps import StepFactory
 from failover.postgres.connection import ServiceDatabases
+from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.heartbeat import beat
+from failover.postgres.promote import find_old_primary, next_epoch, plan_promotion
+from failover.postgres.rejoin import plan_rejoin
+from failover.postgres.steps import Step as PgStep
+from failover.postgres.switchover import DEFAULT_TIMEOUT as DEFAULT_SWITCHOVER_TIMEOUT
+from failover.postgres.switchover import plan_switchover
 from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
 
+OPERATOR_VERBS = ("switchover", "promote", "fence", "unfence", "rejoin")
 DNS_RETRY_INTERVAL = 2.0  # seconds between retries of a writer record that did not move
 
 ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
@@ -188,12 +195,21 @@ class Controller:
         the databases say (the unfenced primary with the highest epoch), shared from then on."""
         records = self.coordinator.records()
         for name in self.topo.services:
-            if name not in records:
-                discovered = self._discover_writer(name)
-                if discovered is not None:
-                    records[name] = discovered
-                    with contextlib.suppress(ConflictError):
-                        await self.coordinator.put_record(discovered)
+            discovered = self._discover_writer(name)
+            held = records.get(name)
+            if discovered is None or (held is not None and discovered.epoch <= held.epoch):
+                continue
+            # A database holds a higher epoch than the fleet's record: an operator
+            # promoted or switched over directly (--direct). The epoch is the fencing
+            # token, so the database is right: adopt its writer rather than undo it.
+            if held is not None:
+                discovered = replace(discovered, paused=held.paused, readers=held.readers,
+                                     last_failover_at=held.last_failover_at)
+                log.info("adopting %s as writer of %s at epoch %d from the databases",
+                         discovered.writer, name, discovered.epoch)
+            records[name] = discovered
+            with contextlib.suppress(ConflictError):
+                await self.coordinator.put_record(discovered)
         return records
 
     def _discover_writer(self, service: str) -> ServiceRecord | None:
@@ -513,13 +529,86 @@ class Controller:
         return None
 
     async def operator(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
+        """An operator's command, run here so that the fleet's epochs and journal apply and
+        the automatic decisions (which wait on the same lock) never race it."""
         service = args.get("service")
         if not isinstance(service, str) or service not in self.topo.services:
             raise UserError(f"service: {service!r} is not a service of this fleet "
                             f"(known: {', '.join(self.topo.services)})")
         if verb in ("pause", "resume"):
             return await self._set_paused(service, verb == "pause", str(args.get("by", "?")))
-        raise UserError(f"unknown operator verb {verb!r}")
+        region = args.get("region")
+        members = [r.name for r in self.topo.service_regions(self.topo.services[service])]
+        if not isinstance(region, str) or region not in members:
+            raise UserError(f"region: {region!r} holds no copy of {service} "
+                            f"(its regions: {', '.join(members)})")
+        if verb not in OPERATOR_VERBS:
+            raise UserError(f"unknown operator verb {verb!r}; use pause, resume, "
+                            + ", ".join(OPERATOR_VERBS))
+        async with self._busy:
+            self.journal.append(OPERATOR, verb=verb, service=service, region=region,
+                                by=str(args.get("by", "?")))
+            return await self._operate(verb, service, region, args)
+
+    async def _operate(self, verb: str, service: str, region: str,
+                       args: dict[str, Any]) -> dict[str, Any]:
+        db = ServiceDatabases.from_topology(self.topo, service)
+        try:
+            steps, epoch, summary = await asyncio.to_thread(
+                self._operator_steps, verb, db, service, region, args)
+            plan_id = f"{service}-{verb}-{region}-e{epoch}-{int(time.time())}"
+            run = PlanRun(plan_id, epoch, service, steps, {"operator": verb, **summary})
+            with in_plan(plan_id, epoch, service):
+                outcome = await asyncio.to_thread(self.executor.execute, run)
+        finally:
+            await asyncio.to_thread(db.close)
+        failed = [s for s in outcome.steps if s.outcome == "failed"]
+        if failed:
+            raise FailoverError(f"{verb} of {service} stopped at {failed[0].name!r}: "
+                                f"{failed[0].error} (plan {plan_id}; `failover history` "
+                                "shows every step)")
+        return {"service": service, "verb": verb, "region": region, "epoch": epoch,
+                "plan_id": plan_id, "outcome": outcome.outcome, **summary,
+                "steps": [asdict(s) for s in outcome.steps]}
+
+    def _operator_steps(self, verb: str, db: ServiceDatabases, service: str, region: str,
+                        args: dict[str, Any]) -> tuple[list[Step], int, dict[str, Any]]:
+        """The steps of an operator's verb (in a worker thread: they read the databases)."""
+        if verb in ("fence", "unfence"):
+            epoch = next_epoch(db) - 1
+            make = fence_steps if verb == "fence" else unfence_steps
+            return list(make(db, region)), epoch, {}
+        if verb == "rejoin":
+            lost_file = self.state_dir / "reconciliation" / f"{service}-{region}-{int(time.time())}.json"
+            lost_file.parent.mkdir(parents=True, exist_ok=True)
+            rejoin = plan_rejoin(db, region, lost_file=lost_file)
+            return list(rejoin.steps), rejoin.epoch, {"lost_file": str(lost_file)}
+        epoch = next_epoch(db)
+        old = find_old_primary(db, region)
+        if old is None:
+            raise UserError(f"region: no primary of {service} is known to move away from")
+        when_writable = [
+            PgStep(f"record {region} as the writer of {service}", region, ("-- fleet record",),
+                   lambda: self.promoted(PromoteSubscriber(service, epoch, region, old,
+                                                           f"operator {verb}"), time.time())),
+        ]
+        dns_step = self.steps.dns_writer_step(SetDnsWriter(service, epoch, old, region,
+                                                           f"operator {verb}"))
+        when_writable.append(PgStep(dns_step.name, region, ("-- DNS writer record",),
+                                    lambda: dns_step.run() or "done"))
+        summary = {"old_primary": old, "target": region}
+        if verb == "switchover":
+            timeout = float(args.get("timeout") or DEFAULT_SWITCHOVER_TIMEOUT)
+            switch = plan_switchover(db, region, epoch=epoch, timeout=timeout,
+                                     when_writable=when_writable)
+            return list(switch.steps), epoch, summary
+        promotion = plan_promotion(db, region, epoch=epoch,
+                                   allow_data_loss=bool(args.get("allow_data_loss")),
+                                   after_writable=True, repoint=True)
+        steps: list[Step] = list(promotion.steps)
+        at = next(i for i, step in enumerate(promotion.steps) if step.name.startswith("bump"))
+        steps[at + 1:at + 1] = when_writable
+        return steps, epoch, summary
 
     async def _set_paused(self, service: str, paused: bool, by: str) -> dict[str, Any]:
         async with self._busy:

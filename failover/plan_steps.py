@@ -186,9 +186,9 @@ class StepFactory:
                         late += [repoint_step(db, region, action.publisher, None, action.epoch)
                                  for region in action.subscribers]
                     case SetDnsWriter() if self.hooks is not None and action.service in promoted:
-                        out.append(Deferred(self._dns_writer_step(action), action, self.hooks))
+                        out.append(Deferred(self.dns_writer_step(action), action, self.hooks))
                     case SetDnsWriter():
-                        out.append(self._dns_writer_step(action))
+                        out.append(self.dns_writer_step(action))
                     case AddReader() | RemoveReader():
                         late.append(self._dns_reader_step(action))
         except BaseException:
@@ -207,7 +207,7 @@ class StepFactory:
             raise ConflictError("the topology has no DNS provider (dns.provider = \"none\")")
         return self.dns
 
-    def _dns_writer_step(self, action: SetDnsWriter) -> Step:
+    def dns_writer_step(self, action: SetDnsWriter) -> Step:
         service = self.topo.services[action.service]
         old = self.topo.regions[action.from_region].address
         new = self.topo.regions[action.to_region].address

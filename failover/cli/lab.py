@@ -57,7 +57,8 @@ def _print_status(state: lab.LabState) -> None:
         pg = (f"{region.postmaster_pid}" if pid_alive(region.postmaster_pid) else "down")
         ctl = (f"{region.controller_url} ({region.controller_pid})"
                if pid_alive(region.controller_pid) else "down")
-        table.add_row(region.name, region.address, pg, ctl, state.faults.get(region.name, ""))
+        table.add_row(region.name, region.address, pg, ctl,
+                      ", ".join(state.faults.get(region.name, [])))
     console.print(table)
     dns = "up" if pid_alive(state.dns.pid) else "down"
     console.print(f"DNS {state.dns.address}:{state.dns.port} zone {state.dns.zone} ({dns}); "
@@ -107,11 +108,16 @@ def fault(
 
 
 @lab_app.command("heal")
-def heal(region: RegionArg, lab_dir: DirOption = lab.DEFAULT_DIR) -> None:
-    """Undo REGION's fault; an old primary comes back fenced."""
+def heal(
+    region: RegionArg,
+    lab_dir: DirOption = lab.DEFAULT_DIR,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="Undo only this fault (default: every fault of REGION).")] = None,
+) -> None:
+    """Undo REGION's faults; an old primary comes back fenced."""
     from failover.lab.faults import heal as undo
 
-    console.print(undo(lab_dir, region))
+    console.print(undo(lab_dir, region, kind))
 
 
 @lab_app.command("drill")

@@ -124,9 +124,9 @@ def fault(lab_dir: Path, region_name: str, kind: str) -> str:
         raise UserError(f"--kind: {kind!r} is not a fault; use one of {', '.join(KINDS)}")
     state = lab.load(lab_dir)
     region = state.region(region_name)
-    if region_name in state.faults:
-        raise UserError(f"REGION: {region_name} already has the fault "
-                        f"{state.faults[region_name]!r}; `failover lab heal {region_name}` first")
+    if kind in state.faults.get(region_name, []):
+        raise UserError(f"REGION: {region_name} already has the fault {kind!r}; "
+                        f"`failover lab heal {region_name}` first")
     if kind == "crash":
         if not pid_alive(region.postmaster_pid):
             raise UserError(f"REGION: {region_name}'s PostgreSQL is not running")
@@ -153,21 +153,26 @@ def fault(lab_dir: Path, region_name: str, kind: str) -> str:
                 os.kill(state.dns.pid, signal.SIGTERM)
         state.dns.pid = None
         what = "DNS server stopped"
-    state.faults[region_name] = kind
+    state.faults.setdefault(region_name, []).append(kind)
     lab.save(state, lab_dir)
     return what
 
 
-def heal(lab_dir: Path, region_name: str) -> str:
+def heal(lab_dir: Path, region_name: str, kind: str | None = None) -> str:
+    """Undo `kind`, or every fault of the region (newest first)."""
     state = lab.load(lab_dir)
     state.region(region_name)
-    kind = state.faults.get(region_name)
-    if kind is None:
-        raise UserError(f"REGION: {region_name} has no fault to heal")
-    what = _heal(state, lab_dir, region_name, kind)
-    del state.faults[region_name]
-    lab.save(state, lab_dir)
-    return what
+    kinds = state.faults.get(region_name, [])
+    if not kinds or (kind is not None and kind not in kinds):
+        raise UserError(f"REGION: {region_name} has no {kind or 'fault'} to heal")
+    done = []
+    for undo in reversed([kind] if kind is not None else list(kinds)):
+        done.append(_heal(state, lab_dir, region_name, undo))
+        kinds.remove(undo)
+        if not kinds:
+            del state.faults[region_name]
+        lab.save(state, lab_dir)
+    return "; ".join(done)
 
 
 def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> str:
@@ -196,13 +201,13 @@ def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> st
 
 def heal_all(state: lab.LabState, lab_dir: Path, *, restart: bool) -> None:
     """Undo every fault in force (restart=False: only what stopping would leave behind)."""
-    for region_name, kind in list(state.faults.items()):
-        if restart:
-            _heal(state, lab_dir, region_name, kind)
-        elif kind == "isolate":
-            _unisolate(state, region_name)
-        elif kind == "hang":
-            _signal_tree(state.region(region_name).postmaster_pid, signal.SIGCONT)
+    for region_name, kinds in list(state.faults.items()):
+        for kind in reversed(kinds):
+            if restart:
+                _heal(state, lab_dir, region_name, kind)
+            elif kind == "isolate":
+                _unisolate(state, region_name)
+            elif kind == "hang":
+                _signal_tree(state.region(region_name).postmaster_pid, signal.SIGCONT)
         del state.faults[region_name]
     lab.save(state, lab_dir)
-

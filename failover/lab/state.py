@@ -74,7 +74,7 @@ class LabState(BaseModel):
     dns: DnsState
     service: ServiceState
     etcd: list[EtcdMember] = []
-    faults: dict[str, str] = {}  # region -> fault kind in force
+    faults: dict[str, list[str]] = {}  # region -> the fault kinds in force, oldest first
 
     def region(self, name: str) -> RegionState:
         for region in self.regions:

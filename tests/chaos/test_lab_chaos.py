@@ -1,0 +1,266 @@
+"""Chaos scenarios against the real lab: three regions, real PostgreSQL, BIND9, controllers.
+
+Every scenario breaks the lab the way production breaks and checks what users
+rely on: one plan executed once, no write accepted by two primaries, no
+duplicate key after a promotion, no failover where none is due. The lab runs
+on fixed loopback addresses, so this file holds every scenario (xdist keeps a
+file on one worker). Rounds per scenario: FAILOVER_CHAOS_ROUNDS (default 3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failover.coordination.client import ControllerUnreachable, call
+from failover.dns.wire import Endpoint, answer
+from failover.lab import state as lab
+from failover.lab.build import down, start_controller, up, wait_healthy
+from failover.lab.drill import RoundResult, drill
+from failover.lab.faults import fault, heal
+from failover.lab.unprivileged import region_user
+from failover.topology import load_topology
+
+ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+
+
+def say(message: str) -> None:
+    print(f"chaos: {message}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("CHAOS SUITE SKIPPED: the lab needs root (one user per region, iptables "
+                    "for isolation); run the tests as root")
+    if Path("/tmp/failover-chaos-lab/lab.json").exists():
+        down(Path("/tmp/failover-chaos-lab"), purge=True, progress=say)
+    directory = Path("/tmp/failover-chaos-lab")
+    up(directory, progress=say)
+    yield directory
+    down(directory, purge=True, progress=say)
+
+
+@pytest.fixture(autouse=True)
+def healthy_between_tests(lab_dir: Path) -> Iterator[None]:
+    state = lab.load(lab_dir)
+    for region in list(state.faults):
+        heal(lab_dir, region)
+    wait_healthy(lab.load(lab_dir), 90.0, say)
+    yield
+
+
+def status(state: lab.LabState) -> dict[str, Any]:
+    """The service as the controller that executes sees it (any with a quorum otherwise)."""
+    views = []
+    for region in state.regions:
+        try:
+            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
+        except ControllerUnreachable:
+            continue
+        if isinstance(reply.body, dict) and reply.body.get("has_quorum"):
+            views.append(reply.body)
+    assert views, "no controller with a quorum answers"
+    acting = next((v for v in views if v.get("executor") == v.get("region")), views[0])
+    service: dict[str, Any] = acting["services"][state.service.name]
+    return service
+
+
+def journals(state: lab.LabState, since: float) -> list[dict[str, Any]]:
+    topo = load_topology(Path(state.topology))
+    secret = topo.fleet_key()
+    assert secret is not None
+    entries: list[dict[str, Any]] = []
+    for region in state.regions:
+        try:
+            reply = call(region.controller_url, "GET", "/v1/journal",
+                         key=secret.get_secret_value().encode(), query=f"since={since}", timeout=5)
+        except ControllerUnreachable:
+            continue
+        entries += reply.body["entries"]
+    return sorted(entries, key=lambda e: e["ts"])
+
+
+def promotions_done(entries: list[dict[str, Any]]) -> list[str]:
+    """Plan ids of automatic failovers that ended ok, once per controller journal."""
+    started = {e["plan_id"]: e for e in entries if e["kind"] == "plan" and e["event"] == "start"
+               and any(a["type"] == "PromoteSubscriber"
+                       for a in (e.get("plan") or {}).get("actions", []))}
+    return [e["plan_id"] for e in entries if e["kind"] == "plan" and e["event"] == "end"
+            and e.get("outcome") == "ok" and e["plan_id"] in started]
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def assert_clean_failover(result: RoundResult) -> None:
+    assert result.failed_over, f"{result.kind}: the writer did not move"
+    assert result.rto_s is not None, "no write was acknowledged by the new writer"
+    assert result.split_brain_writes == 0
+    assert result.duplicate_keys == 0
+    assert not result.false_failover
+
+
+@pytest.mark.parametrize("kind", ["crash", "hang", "isolate"])
+def test_writer_failure_fails_over_once_without_split_brain(lab_dir: Path, kind: str) -> None:
+    report = drill(lab_dir, [kind], ROUNDS, say)
+    rounds = [RoundResult(**r) for r in report["rounds"]]
+    for result in rounds:
+        assert_clean_failover(result)
+        say(f"{kind}: RTO {result.rto_s:.2f} s, detection {result.detection_s}, "
+            f"lost {result.lost}")
+
+
+def test_each_failover_is_one_plan_executed_once(lab_dir: Path) -> None:
+    since = time.time()
+    result = drill(lab_dir, ["crash"], 1, say)["rounds"][0]
+    assert result["failed_over"]
+    done = promotions_done(journals(lab.load(lab_dir), since))
+    assert len(done) == 1, f"expected one executed failover plan, journals say {done}"
+
+
+def test_isolated_writer_fences_itself_before_the_new_writer_takes_writes(lab_dir: Path) -> None:
+    since = time.time()
+    result = RoundResult(**drill(lab_dir, ["isolate"], 1, say)["rounds"][0])
+    assert_clean_failover(result)
+    entries = journals(lab.load(lab_dir), since)
+    old, new = result.old_writer, result.new_writer
+    fenced = [e["ts"] for e in entries if e["source"] == old and e["kind"] == "step"
+              and e["event"] == "end" and e.get("outcome") == "ok"
+              and e["step"] == "terminate client sessions"]
+    writable = [e["ts"] for e in entries if e["kind"] == "step" and e["event"] == "end"
+                and e.get("outcome") == "ok" and e["step"].startswith("bump the epoch")]
+    assert fenced, f"{old} never fenced itself"
+    assert writable, f"{new} never became writable"
+    assert min(fenced) < min(writable), (
+        f"{old} finished fencing at {min(fenced):.3f}, after {new} became writable at "
+        f"{min(writable):.3f}: two primaries took writes at once")
+
+
+def _quiet_round(lab_dir: Path, inject: Callable[[lab.LabState], None],
+                 undo: Callable[[lab.LabState], None], watch: float) -> None:
+    state = lab.load(lab_dir)
+    before = status(state)
+    inject(state)
+    try:
+        time.sleep(watch)
+        during = status(lab.load(lab_dir))
+    finally:
+        undo(lab.load(lab_dir))
+    assert (during["writer"], during["epoch"]) == (before["writer"], before["epoch"]), \
+        f"a failover happened: {before['writer']}@{before['epoch']} -> " \
+        f"{during['writer']}@{during['epoch']}"
+
+
+def test_an_isolated_non_writer_region_causes_no_failover(lab_dir: Path) -> None:
+    for _ in range(ROUNDS):
+        writer = status(lab.load(lab_dir))["writer"]
+        other = next(r.name for r in lab.load(lab_dir).regions if r.name != writer)
+        _quiet_round(lab_dir, lambda s, o=other: say(fault(lab_dir, o, "isolate")),
+                     lambda s, o=other: say(heal(lab_dir, o)), watch=6.0)
+        wait_healthy(lab.load(lab_dir), 60.0, say)
+
+
+def test_a_blip_shorter_than_the_threshold_causes_no_failover(lab_dir: Path) -> None:
+    # unhealthy_threshold 3 at a 1 s interval: a 1.2 s hang fails at most two probes.
+    for _ in range(ROUNDS):
+        writer = status(lab.load(lab_dir))["writer"]
+
+        def blip(state: lab.LabState, w: str = writer) -> None:
+            say(fault(lab_dir, w, "hang"))
+            time.sleep(1.2)
+            say(heal(lab_dir, w))
+
+        _quiet_round(lab_dir, blip, lambda s: None, watch=4.0)
+
+
+@pytest.mark.parametrize("kind", ["controller-crash", "dns-down"])
+def test_faults_that_must_not_fail_over(lab_dir: Path, kind: str) -> None:
+    report = drill(lab_dir, [kind], ROUNDS, say)
+    for result in report["rounds"]:
+        assert not result["failed_over"] and not result["false_failover"]
+        assert result["lost"] == 0 and result["duplicate_keys"] == 0
+
+
+def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> None:
+    state = lab.load(lab_dir)
+    writer = status(state)["writer"]
+    # The executor is the highest-priority controller outside the DOWN region.
+    executor = max((r for r in state.regions if r.name != writer),
+                   key=lambda r: lab.PRIORITIES[r.name]).name
+    say(fault(lab_dir, executor, "controller-crash"))
+    state = lab.load(lab_dir)
+    os.environ["FAILOVER_TEST_CRASH_AFTER_STEP"] = "create the publication"
+    try:
+        state.region(executor).controller_pid = start_controller(
+            lab_dir, Path(state.topology), executor, region_user(executor))
+    finally:
+        del os.environ["FAILOVER_TEST_CRASH_AFTER_STEP"]
+    state.faults.pop(executor)
+    lab.save(state, lab_dir)
+    wait_healthy(lab.load(lab_dir), 60.0, say)
+    since = time.time()
+    say(fault(lab_dir, writer, "crash"))
+    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 40, "a new writer")
+    # The killed executor comes back and must not run the plan a second time.
+    state = lab.load(lab_dir)
+    state.region(executor).controller_pid = start_controller(
+        lab_dir, Path(state.topology), executor, region_user(executor))
+    lab.save(state, lab_dir)
+    time.sleep(4)
+    entries = journals(lab.load(lab_dir), since)
+    done = promotions_done(entries)
+    assert len(set(done)) == 1 and len(done) == 1, f"plans ended ok: {done}"
+    crashed = [e for e in entries if e["source"] == executor and e["kind"] == "step"
+               and e["step"] == "create the publication" and e["event"] == "end"]
+    assert crashed, "the executor never reached the step it was to die after"
+    say(heal(lab_dir, writer))
+    _rejoin(lab_dir, writer)
+
+
+def _rejoin(lab_dir: Path, old: str) -> None:
+    from failover.lab.drill import _restore
+
+    state = lab.load(lab_dir)
+    new = status(state)["writer"]
+    _restore(lab_dir, RoundResult("crash", 0, old, new, True, None, None, None, 0, 0, 0, 0,
+                                  False, 0, state.service.ttl), say)
+
+
+def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path) -> None:
+    state = lab.load(lab_dir)
+    writer = status(state)["writer"]
+    say(fault(lab_dir, writer, "dns-down"))
+    say(fault(lab_dir, writer, "crash"))
+    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 40, "the promotion")
+    service = status(lab.load(lab_dir))
+    assert service["degraded"] and "writer record" in service["degraded"], service
+    new = service["writer"]
+    say(heal(lab_dir, writer, "dns-down"))
+    new_address = lab.load(lab_dir).region(new).address
+    server = Endpoint(state.dns.address, state.dns.port)
+
+    def dns_points_at_new() -> bool:
+        try:
+            found = answer(server, state.service.writer_record, "A", 1.0)
+            return found is not None and found[1] == frozenset({new_address})
+        except Exception:
+            return False
+
+    wait_for(dns_points_at_new, 30, f"the writer record to point at {new}")
+    wait_for(lambda: not status(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
+    say(heal(lab_dir, writer, "crash"))
+    _rejoin(lab_dir, writer)
