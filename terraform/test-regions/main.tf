@@ -4,9 +4,9 @@ locals {
   databases = { for name, s in var.services : name => coalesce(s.database, replace(name, "-", "_")) }
   cidrs     = [for r in var.regions : r.cidr]
 
+  regions = { for r in [module.first, module.second, module.third] : r.name => r }
   # The highest priority region starts as every service's writer; from then on
   # which region holds the writer is the controllers' business, not Terraform's.
-  regions          = { for r in [module.first, module.second, module.third] : r.name => r }
   initial_writer   = [for r in var.regions : r.name if r.priority == max([for x in var.regions : x.priority]...)][0]
   zone_name        = trimsuffix(var.zone_name, ".")
   region_databases = sort(distinct(values(local.databases)))

@@ -105,6 +105,7 @@ variable "services" {
   }
 
   validation {
+    # Terraform evaluates both sides of ||, so a null database is matched as "x".
     condition     = alltrue([for s in values(var.services) : s.database == null || can(regex("^[a-z_][a-z0-9_]{0,62}$", coalesce(s.database, "x")))])
     error_message = "services[*].database must be a lower-case PostgreSQL identifier (letters, digits, '_')."
   }

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -50,11 +49,11 @@ class Terraform:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(self, folder: str, *args: str, timeout: float = 900,
-            extra_env: Mapping[str, str] | None = None,
+            input_text: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([self.binary, *args], cwd=self.root / folder,
-                              env={**self.env, **(extra_env or {})}, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+                              env=self.env, input=input_text,
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise TerraformError(f"terraform {' '.join(args)} in {folder} exited "
                                  f"{done.returncode}\n{done.stdout}\n{done.stderr}")
