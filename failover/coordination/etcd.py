@@ -16,9 +16,10 @@ one's leave (the engine decides that from observations going stale, so the
 last ones read are kept with their own timestamps, never refreshed).
 
 The lease is renewed by a task of its own, not by the exchange, so that a
-leader busy with a long step keeps its leadership. Leadership lasts one plan:
-the next `exchange()` (or `resign()`) gives the leader key back, and a
-campaign fails when the records it decided on changed since they were read.
+leader busy with a long step keeps its leadership. Leadership is for one plan:
+the controller calls `resign()` when the plan ends (so that whoever the engine
+picks next can lead), and a campaign fails when the records it decided on
+changed since they were read (a plan another leader just finished).
 """
 
 from __future__ import annotations
@@ -181,9 +182,6 @@ class EtcdCoordinator:
     # ---------------------------------------------------------- exchange
 
     async def exchange(self, mine: Sequence[Observation]) -> None:
-        # Leadership lasts one plan, and the controller exchanges only between
-        # plans: whoever the engine picks next must be able to take the key.
-        await self.resign()
         for observation in mine:
             self._mine[observation.target] = observation
         body = OBSERVATIONS.dump_json(sorted(self._mine.values(), key=lambda o: o.target))

@@ -204,7 +204,7 @@ def test_a_controller_the_engine_does_not_choose_gives_the_leader_key_back(
     asyncio.run(scenario())
 
 
-def test_leadership_lasts_one_plan_the_next_exchange_gives_it_back(
+def test_leadership_outlives_exchanges_during_the_plan_and_ends_with_resign(
         etcd_cluster: EtcdCluster) -> None:
     prefix = new_prefix()
 
@@ -214,8 +214,12 @@ def test_leadership_lasts_one_plan_the_next_exchange_gives_it_back(
         await b.start()
         try:
             held = await a.lead(failover_decision("a"))
-            assert held is not None and await a.still_leading(held)
-            await a.exchange([])
+            assert held is not None
+            # The controller keeps exchanging while it executes, to stay heard.
+            await a.exchange([observation("a", "c")])
+            assert await a.still_leading(held)
+            assert await b.lead(failover_decision("b")) is None
+            await a.resign()
             assert not await a.still_leading(held)
             assert await b.lead(failover_decision("b")) is not None
         finally:

@@ -70,6 +70,12 @@ class SimulatedController:
         self.on_progress = on_progress
         self.attempts = 0
 
+    async def stay_heard(self) -> None:
+        """The controller keeps exchanging while it executes a plan."""
+        while True:
+            await asyncio.sleep(0.2)
+            await self.coordinator.exchange([])
+
     async def act(self, *, within: float = 90.0) -> str:
         """Loop as the controller does until the failover is recorded; how it ended for us."""
         loop = asyncio.get_running_loop()
@@ -92,11 +98,16 @@ class SimulatedController:
             executor = Executor(self.journal, on_progress=self.on_progress,
                                 still_leading=still_leading, max_backoff=0.05)
             steps = [LoggedStep(f"step-{i}", self.log, self.me) for i in range(STEPS)]
-            outcome = await asyncio.to_thread(
-                executor.execute, PlanRun(f"app-e2-{self.me}-{self.attempts}", 2, "app", steps))
-            if outcome.ok:
-                await self.coordinator.put_record(AFTER)
-                return "executed"
+            exchanging = asyncio.create_task(self.stay_heard())
+            try:
+                outcome = await asyncio.to_thread(executor.execute, PlanRun(
+                    f"app-e2-{self.me}-{self.attempts}", 2, "app", steps))
+                if outcome.ok:
+                    await self.coordinator.put_record(AFTER)
+                    return "executed"
+            finally:
+                exchanging.cancel()
+                await self.coordinator.resign()
         return "gave up"
 
 
