@@ -41,7 +41,10 @@ class NodeStatus:
     heartbeat_region: str | None
     heartbeat_at: datetime | None  # the newest heartbeat applied here
     heartbeat_token: str | None
-    lag_bytes: int | None  # None: unknown
+    # None: unknown. Once the publisher is gone both are lower bounds: they are
+    # measured against its last position and contact as of the last inspection,
+    # so the probe must inspect continuously for them to be tight.
+    lag_bytes: int | None
     lag_seconds: float | None
     handover_lsn: int | None
     handover_from: str | None

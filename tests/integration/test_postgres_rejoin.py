@@ -9,7 +9,7 @@ import pytest
 
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import plan_promotion
-from failover.postgres.rejoin import plan_rejoin
+from failover.postgres.rejoin import decode_lost, plan_rejoin
 from failover.postgres.steps import run_steps
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows
 
@@ -53,3 +53,27 @@ def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,
     # A rerun (say after a crash) keeps the file and changes nothing.
     run_steps(plan_rejoin(replicated.db, "alpha", lost_file=lost_file).steps)
     assert json.loads(lost_file.read_text()) == document
+
+
+def test_decoded_changes_keep_new_rows_nulls_and_quotes_and_skip_bookkeeping() -> None:
+    rows = [
+        ("0/10", "700", "BEGIN 700"),
+        ("0/11", "700", "table failover.heartbeat: UPDATE: service[text]:'shop'"),
+        ("0/12", "700", "table public.items: UPDATE: old-key: id[bigint]:1 new-tuple: "
+                        "id[bigint]:2 note[text]:'it''s'"),
+        ("0/13", "700", "table public.items: DELETE: id[bigint]:3"),
+        ("0/14", "700", "table public.items: INSERT: id[bigint]:4 note[text]:null"),
+        ("0/20", "700", "COMMIT 700 (at 2026-11-27 01:00:00.1+00)"),
+        ("0/30", "701", "BEGIN 701"),
+        ("0/31", "701", "table failover.heartbeat: UPDATE: service[text]:'shop'"),
+        ("0/40", "701", "COMMIT 701 (at 2026-11-27 01:00:01.1+00)"),
+    ]
+    lost = decode_lost(rows, after=0x15)
+    assert [t.xid for t in lost] == ["700"]  # 701 only touched failover's own tables
+    assert [(c.operation, c.columns) for c in lost[0].changes] == [
+        ("UPDATE", {"id": "2", "note": "it's"}),
+        ("DELETE", {"id": "3"}),
+        ("INSERT", {"id": "4", "note": None}),
+    ]
+    assert lost[0].committed_at == "2026-11-27 01:00:00.1+00"
+    assert decode_lost(rows, after=0x20) == []  # committed at or before the cutoff
