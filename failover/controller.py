@@ -79,7 +79,10 @@ from failover.topology import Topology
 log = logging.getLogger("failover.controller")
 
 OPERATOR_VERBS = ("switchover", "promote", "fence", "unfence", "rejoin")
-DNS_RETRY_INTERVAL = 2.0  # seconds between retries of a writer record that did not move
+DNS_RETRY_INTERVAL = 2.0
+# still_leading may ride out an etcd election (lease TTL plus a few requests):
+# waiting less would depose a healthy leader.
+LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds between retries of a writer record that did not move
 
 ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     FenceRegion, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader, RemoveReader, NoOp)}
@@ -128,6 +131,11 @@ class Controller:
         self.metrics = Metrics(self.region)
         settings = topo.fleet.coordination
         self.verifier = Verifier(key, settings.request_window)
+        if coordinator is None and settings.backend == "etcd" and settings.etcd is not None:
+            from failover.coordination.etcd import EtcdCoordinator
+
+            coordinator = EtcdCoordinator(self.region, settings.etcd,
+                                          where=str(topo.path / "fleet.toml"))
         self.coordinator: Coordinator = coordinator or PeerCoordinator(
             self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
             state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,
@@ -263,25 +271,30 @@ class Controller:
                           self.policy, time.time(), self.region)
         self.last_decision = decision
         self._record_decision(decision, records)
-        if self._stopping or self.coordinator.problem() is not None:
+        if self._stopping:
             return
+        if decision.has_quorum and self.coordinator.problem() is not None:
+            return  # the store lost its quorum: no automatic action (self-fencing still may)
         if not decision.has_quorum and time.time() - self._started_at < self._startup_grace:
             return  # not yet heard the fleet since start: do not mistake that for isolation
-        if decision.executes and decision.has_quorum and self.journal.unfinished_plans():
-            await self.resume_unfinished()
-            return
-        if decision.has_quorum and any(r.dns_pending for r in self.runtime.values()):
-            await self._retry_dns()
-        if not decision.executes or not decision.plan.changes():
+        unfinished = decision.executes and decision.has_quorum and self.journal.unfinished_plans()
+        retry_dns = decision.has_quorum and any(r.dns_pending for r in self.runtime.values())
+        if not (unfinished or retry_dns or (decision.executes and decision.plan.changes())):
             return
         leadership = await self.coordinator.lead(decision)
         if leadership is None:
             return
         self._leadership = leadership
         try:
-            await self._execute(decision.plan, records)
+            if unfinished:
+                await self.resume_unfinished()
+            elif retry_dns:
+                await self._retry_dns()
+            else:
+                await self._execute(decision.plan, records)
         finally:
             self._leadership = None
+            await self.coordinator.resign()
 
     def _record_decision(self, decision: Decision, records: dict[str, ServiceRecord]) -> None:
         self.metrics.has_quorum.set(1 if decision.has_quorum else 0)
@@ -327,7 +340,7 @@ class Controller:
     async def run_actions(self, service: str, actions: Sequence[Action], decided_at: float,
                           *, plan_id: str | None = None,
                           executor: Executor | None = None) -> PlanOutcome:
-        plan_id = plan_id or plan_id_for(service, actions)
+        plan_id = plan_id or self.journal.attempt_id(plan_id_for(service, actions))
         epoch = max((a.epoch for a in actions), default=0)
         summary = {"decided_at": decided_at, "actions": [action_json(a) for a in actions]}
         try:
@@ -419,7 +432,7 @@ class Controller:
             return True  # an operator's direct plan: nothing to lose
         future = asyncio.run_coroutine_threadsafe(self.coordinator.still_leading(leadership), loop)
         try:
-            return future.result(timeout=5)
+            return future.result(timeout=LEADERSHIP_CHECK_TIMEOUT)
         except Exception:
             return False
 
@@ -431,12 +444,22 @@ class Controller:
 
     async def resume_unfinished(self) -> None:
         """Finish plans a crash interrupted, when this controller may act."""
+        records = self.coordinator.records()
         for progress in self.journal.unfinished_plans():
             record = progress.record or {}
             summary = record.get("plan") or {}
             actions = [action_from_json(a) for a in summary.get("actions", [])]
             service = record.get("service")
             if not actions or not isinstance(service, str):
+                continue
+            held = records.get(service)
+            epoch = int(record.get("epoch") or 0)
+            if any(isinstance(a, PromoteSubscriber) for a in actions) and held is not None \
+                    and held.epoch >= epoch:
+                # Another controller finished this failover while this one was down.
+                self.journal.append(PLAN, event="end", plan_id=progress.plan_id, epoch=epoch,
+                                    service=service, outcome="superseded",
+                                    error=f"the fleet records epoch {held.epoch} already")
                 continue
             log.info("resuming plan %s after a restart", progress.plan_id)
             await self.run_actions(service, actions, float(summary.get("decided_at", 0)),

@@ -90,6 +90,20 @@ class Journal:
                 progress.attempts[index] = progress.attempts.get(index, 0) + 1
         return progress
 
+    def attempt_id(self, plan_id: str) -> str:
+        """The id under which to run `plan_id` now: itself, unless it already ended without
+        success, in which case the next attempt gets its own id (`<id>.2`, `<id>.3`...).
+        A plan that ended ok keeps its id, so the executor sees it done and never reruns it."""
+        ended: dict[str, str | None] = {}
+        for entry in self.entries():
+            if entry.get("kind") == PLAN and entry.get("event") == "end":
+                ended[entry["plan_id"]] = entry.get("outcome")
+        attempt, candidate = 1, plan_id
+        while candidate in ended and ended[candidate] != "ok":
+            attempt += 1
+            candidate = f"{plan_id}.{attempt}"
+        return candidate
+
     def unfinished_plans(self) -> list[PlanProgress]:
         """Plans that started and never ended: a crash interrupted them."""
         started: dict[str, None] = {}

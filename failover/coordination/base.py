@@ -98,6 +98,10 @@ class Coordinator(Protocol):
         """Checked before every step: a deposed leader stops mid-plan."""
         ...
 
+    async def resign(self) -> None:
+        """The plan is over: let the next decision choose its executor afresh."""
+        ...
+
     def problem(self) -> str | None:
         """Why automatic action is off right now (e.g. the store lost its quorum), or None."""
         ...

@@ -28,11 +28,13 @@ def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any 
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers.update(sign(key, method, path, data))
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"controller URL {base_url!r} is not http(s)")
     url = base_url.rstrip("/") + path + (f"?{query}" if query else "")
-    request = urllib.request.Request(url, data=data if method != "GET" else None,
+    request = urllib.request.Request(url, data=data if method != "GET" else None,  # noqa: S310 - scheme checked above
                                      headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return Reply(response.status, json.loads(response.read() or b"null"))
     except urllib.error.HTTPError as exc:
         raw = exc.read()

@@ -189,6 +189,9 @@ class PeerCoordinator:
         return leadership.holder == self.me and (not leadership.needs_quorum
                                                  or self.hears_quorum())
 
+    async def resign(self) -> None:
+        """Nothing to give back: with peers, the executor is recomputed at every decision."""
+
     def hears_quorum(self, now: float | None = None) -> bool:
         return self._heard(time.time() if now is None else now) >= self._quorum
 

@@ -226,7 +226,9 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
     assert len(set(done)) == 1 and len(done) == 1, f"plans ended ok: {done}"
     crashed = [e for e in entries if e["source"] == executor and e["kind"] == "step"
                and e["step"] == "create the publication" and e["event"] == "end"]
-    assert crashed, "the executor never reached the step it was to die after"
+    assert crashed, "the executor never reached the step it was to die after: " + "; ".join(
+        f"{e['source']} {e['kind']} {e.get('step', '')} {e.get('event', '')}" for e in entries
+        if e["kind"] in ("plan", "step"))
     say(heal(lab_dir, writer))
     _rejoin(lab_dir, writer)
 
