@@ -45,6 +45,9 @@ from failover.postgres.state import record_fenced, record_role
 from failover.postgres.steps import Step, run_steps
 
 DEFAULT_TIMEOUT = 30.0
+# Writes are paused while we wait: once the target has the marker, another
+# subscriber gets this long to catch up too, else it is resynced later.
+_STRAGGLER_GRACE = 1.0
 
 _MARKER = (
     "INSERT INTO failover.heartbeat (service, region, epoch, beat_at, token) "
@@ -107,6 +110,8 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
             done = applied_everywhere(token, marker_lsn, waiting_for)
             if done == set(waiting_for):
                 break
+            if target in done:
+                deadline = min(deadline, time.monotonic() + _STRAGGLER_GRACE)
             time.sleep(0.01)
         if target not in done:
             run_steps(unfence_steps(db, old))

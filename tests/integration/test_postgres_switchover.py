@@ -11,7 +11,7 @@ from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.inspect import inspect_node
 from failover.postgres.steps import Step, run_steps
 from failover.postgres.switchover import SwitchoverTimeout, plan_switchover
-from tests.support.pg import SERVICE, ServiceDb, wait_until
+from tests.support.pg import SERVICE, ServiceDb, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
@@ -135,3 +135,19 @@ def test_switchover_timeout_unfences_and_changes_nothing(replicated: ServiceDb) 
     assert (alpha.role, alpha.fenced, alpha.database_read_only) == ("primary", False, False)
     assert (bravo.role, bravo.subscription_present) == ("subscriber", True)
     assert not app_write_fails(replicated, "alpha")
+
+
+def test_a_lagging_third_region_does_not_hold_the_switchover_and_is_resynced(
+        replicated: ServiceDb) -> None:
+    with replicated.admin("charlie") as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")  # charlie falls behind
+    write_rows(replicated, "alpha", 3, "charlie-missed")
+    results = run_steps(plan_switchover(replicated.db, "bravo", timeout=20).steps)
+    drain = next(r for r in results if r.name.startswith("write a marker"))
+    assert "charlie will be resynced" in drain.detail
+    assert drain.seconds < 10  # far from the 20 s timeout: it did not wait for charlie
+    assert "full resync" in next(r.detail for r in results if r.name.startswith("re-point"))
+    write_rows(replicated, "bravo", 2, "after")
+    replicated.wait_synced("charlie")
+    replicated.wait_same("bravo", "charlie")
