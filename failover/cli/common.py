@@ -13,7 +13,7 @@ from rich.console import Console
 from failover.errors import UserError
 
 console = Console()
-console_err = Console(stderr=True)
+console_err = Console(stderr=True, soft_wrap=True)  # error lines name files: never wrap them
 
 TopologyOption = Annotated[
     Path,
