@@ -8,6 +8,10 @@ clients are waiting for the record while the other subscribers only catch up.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from failover.engine import (
     RepointSubscribers,
     SetDnsWriter,
 )
-from failover.errors import ConflictError
+from failover.errors import ConflictError, SafetyRefusal
 from failover.executor import Step
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps
@@ -96,6 +100,42 @@ class Deferred:
             return f"deferred, retried after the plan: {error}"
 
 
+HOOK_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class HookStep:
+    """A service's hook command: the plan on stdin as JSON, the essentials in the environment.
+
+    A pre_promote hook that exits non-zero (or overruns) refuses the promotion: it is
+    the first step, so nothing has changed yet. post_failover runs as a best-effort last step.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    plan_json: str
+
+    def run(self) -> str:
+        try:
+            done = subprocess.run(list(self.argv), input=self.plan_json, capture_output=True,
+                                  text=True, timeout=HOOK_TIMEOUT, check=False,
+                                  env={**os.environ, **self.env})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SafetyRefusal(f"{self.name}: {' '.join(self.argv)} could not run: {exc}") from exc
+        output = (done.stdout + done.stderr).strip().splitlines()
+        last = output[-1] if output else ""
+        if done.returncode != 0:
+            raise SafetyRefusal(f"{self.name}: {' '.join(self.argv)} exited {done.returncode}"
+                                + (f": {last}" if last else ""))
+        return f"exit 0{': ' + last if last else ''}"
+
+
+def hook_env(action: PromoteSubscriber) -> dict[str, str]:
+    return {"FAILOVER_SERVICE": action.service, "FAILOVER_TARGET": action.region,
+            "FAILOVER_OLD_WRITER": action.previous_writer, "FAILOVER_EPOCH": str(action.epoch)}
+
+
 @dataclass(frozen=True)
 class Bounded:
     """A step that may not overrun `deadline`: past it, every database session of the plan
@@ -161,6 +201,7 @@ class StepFactory:
         promoted = {a.service for a in actions if isinstance(a, PromoteSubscriber)}
         late: list[Step] = []
         out: list[Step] = []
+        last: list[Step] = []
         try:
             for action in actions:
                 match action:
@@ -173,6 +214,16 @@ class StepFactory:
                                             epoch=action.epoch)
                         out += [BestEffort(s) for s in fence] if action.best_effort else fence
                     case PromoteSubscriber():
+                        service = self.topo.services[action.service]
+                        plan_json = json.dumps({"decided_at": decided_at, "actions": [
+                            {"type": type(a).__name__, **dataclasses.asdict(a)} for a in actions]})
+                        if service.pre_promote:
+                            out.append(HookStep("pre_promote hook", tuple(service.pre_promote),
+                                                hook_env(action), plan_json))
+                        if service.post_failover:
+                            last.append(BestEffort(HookStep(
+                                "post_failover hook", tuple(service.post_failover),
+                                hook_env(action), plan_json)))
                         db = databases(action.service)
                         plan = plan_promotion(db, action.region, epoch=action.epoch,
                                               allow_data_loss=self.allow_data_loss,
@@ -194,7 +245,8 @@ class StepFactory:
         except BaseException:
             built.close()
             raise
-        built.steps = [Bounded(step, self.step_deadline, built.hang_up) for step in out + late]
+        built.steps = [Bounded(step, self.step_deadline, built.hang_up)
+                       for step in out + late + last]
         return built
 
     @staticmethod
