@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import Sequence
@@ -80,6 +81,7 @@ log = logging.getLogger("failover.controller")
 
 OPERATOR_VERBS = ("switchover", "promote", "fence", "unfence", "rejoin")
 DNS_RETRY_INTERVAL = 2.0
+FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
 # still_leading may ride out an etcd election (lease TTL plus a few requests):
 # waiting less would depose a healthy leader.
 LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds between retries of a writer record that did not move
@@ -155,6 +157,7 @@ class Controller:
         self.last_decision: Decision | None = None
         self._verdicts: dict[str, str] = {}
         self._idle_reasons: dict[str, str] = {}
+        self._failed_at: dict[str, float] = {}  # base plan id -> when it last failed
         self._leadership: Leadership | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: ProbeScheduler | None = None
@@ -332,8 +335,14 @@ class Controller:
         by_service: dict[str, list[Action]] = {}
         for action in plan.changes():
             by_service.setdefault(action.service, []).append(action)
+        now = time.time()
         for service, actions in sorted(by_service.items()):
+            base = plan_id_for(service, actions)
+            if self._failed_at.get(base, -math.inf) + FAILED_PLAN_BACKOFF > now:
+                continue  # the same plan just failed: give what blocked it a moment
             outcome = await self.run_actions(service, actions, plan.decided_at)
+            if not outcome.ok:
+                self._failed_at[base] = time.time()
             done_plan = Plan(plan.decided_at, tuple(actions)) if outcome.ok else None
             await self._after_plan(service, actions, outcome, records, done_plan)
 

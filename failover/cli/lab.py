@@ -125,8 +125,8 @@ def drill(
     lab_dir: DirOption = lab.DEFAULT_DIR,
     rounds: Annotated[int, typer.Option("--rounds", help="Rounds of each kind.")] = 1,
     kind: Annotated[list[str] | None, typer.Option(
-        "--kind", help="crash | hang | isolate | controller-crash | dns-down (repeatable); "
-                       "default crash")] = None,
+        "--kind", help="crash | hang | isolate | controller-crash | dns-down | switchover "
+                       "(repeatable); default crash")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Inject faults into the writer region under a client workload; print what they cost."""
@@ -157,15 +157,17 @@ def _print_drill(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="failover lab drill (median / p99)")
-    for column in ("kind", "rounds", "failovers", "detection", "RTO (TTL)", "DNS flip", "acked",
-                   "lost", "split-brain", "dup keys", "false failovers"):
+    for column in ("kind", "rounds", "failovers", "detection", "RTO (TTL)", "DNS flip",
+                   "write pause", "acked", "lost", "split-brain", "dup keys", "false failovers"):
         table.add_column(column)
+
     def pair(figures: dict[str, float | None]) -> str:
         return f"{_secs(figures['median'])} / {_secs(figures['p99'])}"
 
     for kind, k in report["kinds"].items():
         table.add_row(kind, str(k["rounds"]), str(k["failovers"]), pair(k["detection_s"]),
                       f"{pair(k['rto_s'])} (TTL {k['ttl_s']} s)", pair(k["dns_flip_s"]),
-                      str(k["acknowledged"]), str(k["lost"]), str(k["split_brain_writes"]),
+                      pair(k["write_pause_s"]), str(k["acknowledged"]), str(k["lost"]),
+                      str(k["split_brain_writes"]),
                       str(k["duplicate_keys"]), str(k["false_failovers"]))
     console.print(table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -42,7 +43,9 @@ from failover.topology import load_topology
 
 FAILOVER_KINDS = ("crash", "hang", "isolate")
 QUIET_KINDS = ("controller-crash", "dns-down")
-KINDS = FAILOVER_KINDS + QUIET_KINDS
+PLANNED_KINDS = ("switchover",)  # an operator's move of the writer, not a fault
+MOVING_KINDS = FAILOVER_KINDS + PLANNED_KINDS
+KINDS = FAILOVER_KINDS + QUIET_KINDS + PLANNED_KINDS
 RATE = 50.0  # writes per second
 WRITE_TIMEOUT = 0.5  # a tuned client: connect and write bounded by 500 ms
 BASELINE = 2.0  # seconds of writes before the fault
@@ -177,6 +180,21 @@ async def _watch_dns(client: Client, old: str, stop: asyncio.Event) -> float | N
     return None
 
 
+def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
+    """Ask the acting controller to move the writer to the best other region."""
+    target = max((r.name for r in state.regions if r.name != old_writer),
+                 key=lambda name: lab.PRIORITIES[name])
+    for region in state.regions:
+        with contextlib.suppress(ControllerUnreachable):
+            reply = call(region.controller_url, "POST", "/v1/operator/switchover", key=key,
+                         body={"service": state.service.name, "region": target, "by": "drill"},
+                         timeout=60)
+            if reply.status == 200:
+                return
+            raise FailoverError(f"switchover refused by {region.name}: {reply.body}")
+    raise FailoverError("no controller answered the switchover")
+
+
 def _fleet_view(state: lab.LabState) -> dict[str, Any]:
     for region in state.regions:
         try:
@@ -220,6 +238,18 @@ class RoundResult:
     false_failover: bool
     errors: int
     ttl_s: int
+    write_pause_s: float | None = None  # the longest gap between acknowledged writes
+
+
+def _longest_gap(log: WriteLog, since: float) -> float | None:
+    """The longest time without an acknowledged write, from the last one before `since`."""
+    times = sorted(a.at for a in log.acks)
+    before = [t for t in times if t <= since]
+    after = [t for t in times if t > since]
+    if not before or not after:
+        return None
+    points = [before[-1], *after]
+    return max(b - a for a, b in itertools.pairwise(points))
 
 
 def _expected_on_writer(log: WriteLog, old: str, new: str, first_new: float | None) -> set[int]:
@@ -262,14 +292,17 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
         writer = asyncio.create_task(_workload(client, round_no, round_no * 1_000_000, stop, log))
         await asyncio.sleep(BASELINE)
         t0 = time.time()
-        await asyncio.to_thread(fault, lab_dir, old_writer, kind)
-        progress(f"round {round_no}: {kind} injected into the writer {old_writer}")
         dns_task = asyncio.create_task(_watch_dns(client, old_address, dns_stop))
-        deadline = time.monotonic() + (RECOVERY_DEADLINE if kind in FAILOVER_KINDS
+        if kind in PLANNED_KINDS:
+            switch = asyncio.create_task(asyncio.to_thread(_switchover, state, key, old_writer))
+        else:
+            await asyncio.to_thread(fault, lab_dir, old_writer, kind)
+        progress(f"round {round_no}: {kind} of the writer {old_writer}")
+        deadline = time.monotonic() + (RECOVERY_DEADLINE if kind in MOVING_KINDS
                                        else QUIET_WATCH)
         while time.monotonic() < deadline:
-            if kind in FAILOVER_KINDS and any(a.address != old_address and a.at > t0
-                                              for a in log.acks):
+            if kind in MOVING_KINDS and any(a.address != old_address and a.at > t0
+                                            for a in log.acks):
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(AFTER_RECOVERY)
@@ -277,11 +310,14 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
         dns_stop.set()
         await writer
         await client.close()
+        if kind in PLANNED_KINDS:
+            await switch
         return t0, await dns_task
 
     t0, dns_flip = asyncio.run(drive())
-    progress(f"round {round_no}: healing {old_writer}")
-    heal(lab_dir, old_writer)
+    if kind not in PLANNED_KINDS:
+        progress(f"round {round_no}: healing {old_writer}")
+        heal(lab_dir, old_writer)
     after = _fleet_view(lab.load(lab_dir))
     new_writer = after["writer"]
     failed_over = new_writer != old_writer
@@ -300,9 +336,10 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
         dns_flip_s=(dns_flip - t0) if dns_flip is not None else None,
         acknowledged=len(log.acks), lost=lost, split_brain_writes=split,
         duplicate_keys=sum(1 for e in log.errors if e.sqlstate == pgerrors.UniqueViolation.sqlstate),
-        false_failover=(failed_over and kind in QUIET_KINDS) or (
-            not failed_over and after["epoch"] != old_epoch),
+        false_failover=(failed_over and kind in QUIET_KINDS)
+        or (kind not in PLANNED_KINDS and not failed_over and after["epoch"] != old_epoch),
         errors=len(log.errors), ttl_s=state.service.ttl,
+        write_pause_s=_longest_gap(log, t0),
     )
 
 
@@ -324,6 +361,8 @@ def summarise(results: list[RoundResult]) -> dict[str, Any]:
             "detection_s": _stats([r.detection_s for r in rounds if r.detection_s is not None]),
             "rto_s": _stats([r.rto_s for r in rounds if r.rto_s is not None]),
             "dns_flip_s": _stats([r.dns_flip_s for r in rounds if r.dns_flip_s is not None]),
+            "write_pause_s": _stats([r.write_pause_s for r in rounds
+                                     if r.write_pause_s is not None]),
             "ttl_s": rounds[0].ttl_s,
             "acknowledged": sum(r.acknowledged for r in rounds),
             "lost": sum(r.lost for r in rounds),
@@ -351,7 +390,7 @@ def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
             results.append(result)
             if after_round is not None:
                 after_round(result)
-            if result.failed_over:
+            if result.failed_over and kind not in PLANNED_KINDS:
                 _restore(lab_dir, result, progress)
     return summarise(results)
 

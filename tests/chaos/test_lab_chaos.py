@@ -266,3 +266,135 @@ def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path)
     wait_for(lambda: not status(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
     say(heal(lab_dir, writer, "crash"))
     _rejoin(lab_dir, writer)
+
+
+def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path) -> None:
+    report = drill(lab_dir, ["switchover"], ROUNDS, say)
+    for result in report["rounds"]:
+        assert result["failed_over"], "the writer did not move"
+        assert result["lost"] == 0, f"{result['lost']} acknowledged writes missing"
+        assert result["split_brain_writes"] == 0 and result["duplicate_keys"] == 0
+        say(f"switchover: write pause {result['write_pause_s']:.2f} s")
+    # The controllers do not undo an operator's switchover.
+    writer = status(lab.load(lab_dir))["writer"]
+    time.sleep(3)
+    assert status(lab.load(lab_dir))["writer"] == writer
+
+
+def _fleet_key(state: lab.LabState) -> bytes:
+    secret = load_topology(Path(state.topology)).fleet_key()
+    assert secret is not None
+    return secret.get_secret_value().encode()
+
+
+def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
+        lab_dir: Path) -> None:
+    import json
+    import urllib.request
+
+    from failover.coordination.signing import sign
+
+    state = lab.load(lab_dir)
+    writer = status(state)["writer"]
+    target = next(r for r in state.regions if r.name != writer)
+    # A payload claiming, as a real peer, that the writer region is unhealthy.
+    peer = next(r.name for r in state.regions if r.name not in (writer, target.name))
+    lie = {"observer": peer, "records": [], "observations": [
+        {"observer": peer, "target": writer, "health": "unhealthy", "consecutive": 99,
+         "observed_at": time.time() + 5, "services": []}]}
+    body = json.dumps(lie).encode()
+
+    def post(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"{target.controller_url}/v1/observations", data=body,
+                                         method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def rejected() -> dict[str, float]:
+        text = urllib.request.urlopen(f"{target.controller_url}/metrics", timeout=5).read().decode()
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("failover_peer_requests_rejected_total{"):
+                reason = line.split('reason="')[1].split('"')[0]
+                counts[reason] = float(line.rsplit(" ", 1)[1])
+        return counts
+
+    before = rejected()
+    assert post({}) == 401
+    assert post(sign(b"not-the-fleet-key", "POST", "/v1/observations", body)) == 401
+    old = sign(_fleet_key(state), "POST", "/v1/observations", body, now=time.time() - 3600)
+    assert post(old) == 401
+    after = rejected()
+    for reason in ("unsigned", "bad-signature", "replayed"):
+        assert after.get(reason, 0) == before.get(reason, 0) + 1, (reason, before, after)
+    time.sleep(2)
+    verdicts = call(target.controller_url, "GET", "/v1/status", key=None).body["verdicts"]
+    assert verdicts[writer]["verdict"] == "UP", "a refused observation changed a verdict"
+
+
+def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    for region in state.regions:
+        try:
+            reply = call(region.controller_url, "POST", f"/v1/operator/{verb}",
+                         key=_fleet_key(state), body=body, timeout=60)
+        except ControllerUnreachable:
+            continue
+        assert reply.status == 200, reply.body
+        result: dict[str, Any] = reply.body
+        return result
+    raise AssertionError("no controller answered")
+
+
+def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:
+    state = lab.load(lab_dir)
+    writer = status(state)["writer"]
+    _operator(state, "pause", {"service": state.service.name, "by": "test"})
+    try:
+        wait_for(lambda: status(lab.load(lab_dir))["paused"], 5, "the pause to spread")
+        say(fault(lab_dir, writer, "crash"))
+        time.sleep(7)
+        now = status(lab.load(lab_dir))
+        assert now["writer"] == writer and now["paused"], "a paused service was failed over"
+    finally:
+        _operator(lab.load(lab_dir), "resume", {"service": state.service.name, "by": "test"})
+    # Resumed: the fleet fails it over now.
+    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 40, "the failover")
+    say(heal(lab_dir, writer))
+    _rejoin(lab_dir, writer)
+
+
+def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
+    state = lab.load(lab_dir)
+    fleet = Path(state.topology) / "fleet.toml"
+    original = fleet.read_text()
+    before = status(state)
+    writer = before["writer"]
+
+    def restart_controllers() -> None:
+        for region in lab.load(lab_dir).regions:
+            say(fault(lab_dir, region.name, "controller-crash"))
+            say(heal(lab_dir, region.name, "controller-crash"))
+
+    fleet.write_text(original.replace('app_roles = [', 'pre_promote = ["sh", "-c", '
+                                      '"echo not today >&2; exit 1"]\napp_roles = ['))
+    try:
+        restart_controllers()
+        wait_healthy(lab.load(lab_dir), 60.0, say)
+        since = time.time()
+        say(fault(lab_dir, writer, "crash"))
+        wait_for(lambda: any(e["kind"] == "plan" and e["event"] == "end"
+                             and "pre_promote hook" in str(e.get("error"))
+                             for e in journals(lab.load(lab_dir), since)), 30,
+                 "the refused promotion in the journal")
+        now = status(lab.load(lab_dir))
+        assert (now["writer"], now["epoch"]) == (writer, before["epoch"])
+    finally:
+        fleet.write_text(original)
+        restart_controllers()
+    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+    say(heal(lab_dir, writer))
+    _rejoin(lab_dir, writer)
