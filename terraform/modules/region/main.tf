@@ -185,11 +185,7 @@ resource "aws_instance" "postgres" {
   iam_instance_profile   = aws_iam_instance_profile.controller.name
   subnet_id              = aws_subnet.this[0].id
   vpc_security_group_ids = [aws_security_group.postgres.id, aws_security_group.controller.id]
-  # A fixed address: the one published in DNS and written into the topology
-  # stays when the instance is replaced (a new image or cloud-init).
-  private_ip                  = cidrhost(aws_subnet.this[0].cidr_block, 10)
-  user_data                   = local.cloud_init
-  user_data_replace_on_change = true
+  user_data              = local.cloud_init
 
   metadata_options {
     http_tokens   = "required"
@@ -203,4 +199,12 @@ resource "aws_instance" "postgres" {
   }
 
   tags = merge(local.tags, { Name = "${local.prefix}-postgres" })
+
+  # This host holds the region's database: a newer image behind the SSM
+  # parameter or an edited cloud-init must not replace it on the next apply.
+  # Rebuild a region on purpose, after failing its writers over, with
+  # `terraform apply -replace=...aws_instance.postgres`.
+  lifecycle {
+    ignore_changes = [ami, user_data]
+  }
 }
