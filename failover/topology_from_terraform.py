@@ -246,11 +246,18 @@ def topology_files(outputs: TerraformOutputs, password: PasswordSource,
     return files
 
 
-def stale_files(out: Path, files: dict[str, str]) -> list[Path]:
-    """TOML files in `out` that the new topology does not have (they would add regions)."""
-    if not out.is_dir():
-        return []
-    return sorted(path for path in out.glob("*.toml") if path.name not in files)
+def existing_files(out: Path, files: dict[str, str]) -> tuple[list[str], list[Path]]:
+    """What writing `files` into `out` would touch: (names replaced, stale TOML files).
+
+    A stale file is a region of an earlier run that the outputs no longer
+    have; left behind, it would put the region back into the topology.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file; pass a folder for the topology")
+    if not out.exists():
+        return [], []
+    replaced = sorted(name for name in files if (out / name).exists())
+    return replaced, sorted(path for path in out.glob("*.toml") if path.name not in files)
 
 
 def check_topology(files: dict[str, str], *, source: str) -> None:
@@ -269,8 +276,6 @@ def check_topology(files: dict[str, str], *, source: str) -> None:
 
 def write_topology(files: dict[str, str], out: Path, *, remove: list[Path]) -> None:
     """Write the folder (each file replaced atomically) and delete `remove` (stale files)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file; pass a folder for the topology")
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         target = out / name

@@ -23,10 +23,10 @@ from failover.topology_from_terraform import (
     PasswordSource,
     TerraformOutputs,
     check_topology,
+    existing_files,
     parse_outputs,
     read_outputs_file,
     run_terraform_output,
-    stale_files,
     topology_files,
     write_topology,
 )
@@ -75,6 +75,9 @@ def from_terraform(
     No secret is written: the region files name the env var or file holding the
     PostgreSQL password. Replacing an existing topology asks first (or --yes).
     """
+    if password_env is None and password_file is None:
+        password_env = DEFAULT_PASSWORD_ENV
+    password = PasswordSource(env=password_env, file=password_file)
     if state_dir is not None and outputs_file is None:
         source = f"terraform outputs in {state_dir.resolve()}"
         raw = run_terraform_output(state_dir)
@@ -83,16 +86,12 @@ def from_terraform(
         raw = read_outputs_file(outputs_file)
     else:
         raise UserError("give exactly one of --state-dir and --outputs-file")
-    if password_env is None and password_file is None:
-        password_env = DEFAULT_PASSWORD_ENV
-    password = PasswordSource(env=password_env, file=password_file)
 
     outputs = parse_outputs(raw, source=source)
     files = topology_files(outputs, password, source=source)
     check_topology(files, source=source)
     summary = _summary(outputs, out, files, password)
-    replaced = sorted(name for name in files if (out / name).exists())
-    stale_paths = stale_files(out, files)
+    replaced, stale_paths = existing_files(out, files)
     stale = [path.name for path in stale_paths]
 
     if dry_run:

@@ -248,3 +248,14 @@ def test_replacing_a_topology_needs_yes_and_drops_gone_regions(
     assert json.loads(done.out)["deleted"] == ["ap-south-1.toml"]
     assert not gone.exists()
     assert load_topology(out).regions["us-east-1"].address == "10.10.0.11"
+
+
+def test_out_that_is_a_file_is_refused(run: Any, outputs_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "topology"
+    out.write_text("not a folder")
+    for extra in ([], ["--dry-run"]):
+        done = run("topology", "from-terraform", "--outputs-file", str(outputs_file),
+                   "--out", str(out), *extra)
+        assert done.code == 2
+        assert f"--out: {out} is a file" in done.err
+    assert out.read_text() == "not a folder"
