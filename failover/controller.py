@@ -60,8 +60,9 @@ from failover.engine import (
 from failover.engine.policy import policy_from_topology
 from failover.errors import ConflictError, FailoverError, UserError
 from failover.executor import Executor, PlanOutcome, PlanRun, Step
+from failover.health.probe import ProbeResult
 from failover.health.scheduler import ProbeScheduler, Transition
-from failover.health.targets import open_probes
+from failover.health.targets import ProbeTarget, open_probes
 from failover.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journal
 from failover.logs import in_plan
 from failover.metrics import VERDICT_VALUES, Metrics
@@ -176,6 +177,11 @@ class Controller:
     def _exchange_failed(self, peer: str, error: str) -> None:
         self.metrics.exchange_errors.labels(peer=peer).inc()
         log.debug("exchange with %s failed: %s", peer, error)
+
+    def _on_result(self, target: ProbeTarget, result: ProbeResult) -> None:
+        self.metrics.probe_latency.labels(target=target.region, check=target.check.name,
+                                          ok="true" if result.ok else "false"
+                                          ).observe(result.latency_s)
 
     def _on_transition(self, change: Transition) -> None:
         self.journal.append(THRESHOLD, target=change.region, check=change.check,
@@ -661,7 +667,8 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         async with open_probes(self.topo) as targets:
-            self._probes = ProbeScheduler(targets, on_transition=self._on_transition)
+            self._probes = ProbeScheduler(targets, on_transition=self._on_transition,
+                                          on_result=self._on_result)
             await self.coordinator.start()
             runner = web.AppRunner(build_app(self, self.verifier), access_log=None)
             await runner.setup()

@@ -114,12 +114,17 @@ class Transition:
 TransitionCallback = Callable[[Transition], None]
 
 
+ResultCallback = Callable[[ProbeTarget, ProbeResult], None]
+
+
 class ProbeScheduler:
     def __init__(self, targets: Iterable[ProbeTarget],
                  on_transition: TransitionCallback | None = None,
-                 *, rng: random.Random | None = None) -> None:
+                 *, rng: random.Random | None = None,
+                 on_result: ResultCallback | None = None) -> None:
         self.targets = list(targets)
         self.on_transition = on_transition
+        self.on_result = on_result  # every result, for metrics: must be cheap
         self._rng = rng or random.Random()  # noqa: S311 - spreads load, not a secret
         self._status: dict[TargetKey, CheckStatus] = {
             target.key: CheckStatus(target.region, target.check.name, TargetHealth())
@@ -222,6 +227,8 @@ class ProbeScheduler:
         finished = time.time()
         self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
                                                finished, start_delay)
+        if self.on_result is not None:
+            self.on_result(target, result)
         if health.state is not before.health.state and self.on_transition is not None:
             transition = Transition(target.region, target.check.name, target.check.purpose,
                                     before.health.state, health.state, health.consecutive,

@@ -1,0 +1,132 @@
+"""CPU and memory of one controller holding 200 services x 5 regions, 1 s checks.
+
+Target (issue 5): under 25 % of one core and under 150 MB RSS.
+
+The endpoints are real HTTP servers on loopback, one per region address, in a
+separate process so that their CPU is not counted. Every (service, region) has
+its own check (1,000 probes a second). The controller of r1 runs as the real
+`failover controller run` process; the other four controllers are absent, so
+its exchanges fail fast and it decides without a quorum, as a controller cut
+off from its peers would (the engine still evaluates every service each tick).
+
+Run: .venv/bin/python benchmarks/controller.py [--services 200] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tomli_w
+
+REGIONS = [f"r{i}" for i in range(1, 6)]
+ADDRESS = {region: f"127.77.{i}.1" for i, region in enumerate(REGIONS, 1)}
+HTTP_PORT, API_PORT = 18080, 18700
+
+SERVER = """
+import asyncio, sys
+from aiohttp import web
+async def ok(request): return web.Response(text="ok")
+async def main():
+    app = web.Application(); app.router.add_get("/{tail:.*}", ok)
+    runner = web.AppRunner(app, access_log=None); await runner.setup()
+    for host in sys.argv[2:]:
+        await web.TCPSite(runner, host, int(sys.argv[1])).start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def write_topology(folder: Path, services: int, key_file: Path) -> None:
+    fleet = {
+        "name": "bench", "observation_max_age": "3s", "self_fence_after": "1s",
+        "coordination": {"key_file": str(key_file), "exchange_interval": "1s"},
+        "services": [{"name": f"s{n}", "database": f"s{n}", "writer_record": f"s{n}.bench.test.",
+                      "ttl": 5} for n in range(services)],
+    }
+    (folder / "fleet.toml").write_text(tomli_w.dumps(fleet))
+    for region in REGIONS:
+        address = ADDRESS[region]
+        doc = {
+            "name": region, "priority": 10, "address": address,
+            "controller_url": f"http://{address}:{API_PORT}",
+            "postgres": {f"s{n}": {"host": address, "dbname": f"s{n}", "user": "bench"}
+                         for n in range(services)},
+            "checks": [{"name": f"s{n}", "kind": "http",
+                        "url": f"http://{address}:{HTTP_PORT}/s{n}", "interval": "1s",
+                        "timeout": "500ms"} for n in range(services)],
+        }
+        (folder / f"{region}.toml").write_text(tomli_w.dumps(doc))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        key = root / "fleet.key"
+        key.write_text(secrets.token_hex(32))
+        topo = root / "topology"
+        topo.mkdir()
+        write_topology(topo, args.services, key)
+        server = subprocess.Popen([sys.executable, "-c", SERVER, str(HTTP_PORT),
+                                   *ADDRESS.values()])
+        controller = subprocess.Popen(
+            [sys.executable, "-m", "failover", "controller", "run", "--topology", str(topo),
+             "--region", "r1", "--state-dir", str(root / "state"), "--log-level", "WARNING"],
+            stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(args.warmup)
+            if controller.poll() is not None:
+                raise SystemExit(f"the controller exited with {controller.returncode}")
+            cpu0, wall0 = cpu_seconds(controller.pid), time.monotonic()
+            peak = 0.0
+            while time.monotonic() - wall0 < args.seconds:
+                time.sleep(1)
+                peak = max(peak, rss_mb(controller.pid))
+            cpu = (cpu_seconds(controller.pid) - cpu0) / (time.monotonic() - wall0)
+            metrics = ""
+            with_status = subprocess.run(
+                ["curl", "-s", f"http://{ADDRESS['r1']}:{API_PORT}/metrics"],
+                capture_output=True, text=True, check=False, timeout=10)
+            metrics = with_status.stdout
+        finally:
+            controller.terminate()
+            controller.wait(timeout=30)
+            server.terminate()
+            server.wait(timeout=10)
+    probes = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                 if line.startswith("failover_probe_latency_seconds_count"))
+    result = {"services": args.services, "regions": len(REGIONS),
+              "checks": args.services * len(REGIONS), "seconds": args.seconds,
+              "cpu_share_of_one_core": round(cpu, 3), "peak_rss_mb": round(peak, 1),
+              "probes_counted": probes,
+              "targets": {"cpu_share_of_one_core": 0.25, "peak_rss_mb": 150}}
+    print(json.dumps(result, indent=2))
+    return 0 if cpu < 0.25 and peak < 150 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
