@@ -10,38 +10,10 @@ from pathlib import Path
 import pytest
 
 from failover.postgres.inspect import inspect_node
-from tests.support.pg import SERVICE, ServiceDb
+from tests.support.pg import SERVICE, ServiceDb, write_topology
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
-
-
-def write_topology(sdb: ServiceDb, folder: Path) -> Path:
-    folder.mkdir()
-    (folder / "fleet.toml").write_text(f"""
-name = "test"
-[dns]
-provider = "none"
-[[services]]
-name = "{SERVICE}"
-database = "{sdb.dbname}"
-writer_record = "shop.lab.test."
-app_roles = ["app"]
-max_lag_seconds = "5s"
-""")
-    for index, (region, server) in enumerate(sdb.cluster.servers.items()):
-        (folder / f"{region}.toml").write_text(f"""
-name = "{region}"
-priority = {index}
-controller_url = "http://{server.host}:8700"
-address = "{server.host}"
-[postgres.{SERVICE}]
-host = "{server.host}"
-port = {server.port}
-dbname = "{sdb.dbname}"
-user = "postgres"
-""")
-    return folder
 
 
 def failover(*args: str) -> subprocess.CompletedProcess[str]:

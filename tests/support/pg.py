@@ -183,6 +183,34 @@ def probe(sdb: ServiceDb, *regions: str) -> None:
             inspect_node(conn, SERVICE)
 
 
+def write_topology(sdb: ServiceDb, folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "fleet.toml").write_text(f"""
+name = "test"
+[dns]
+provider = "none"
+[[services]]
+name = "{SERVICE}"
+database = "{sdb.dbname}"
+writer_record = "shop.lab.test."
+app_roles = ["app"]
+max_lag_seconds = "5s"
+""")
+    for index, (region, server) in enumerate(sdb.cluster.servers.items()):
+        (folder / f"{region}.toml").write_text(f"""
+name = "{region}"
+priority = {index}
+controller_url = "http://{server.host}:8700"
+address = "{server.host}"
+[postgres.{SERVICE}]
+host = "{server.host}"
+port = {server.port}
+dbname = "{sdb.dbname}"
+user = "postgres"
+""")
+    return folder
+
+
 def _drop_subscriptions(server: PgServer, dbname: str) -> None:
     with server.connect(dbname) as conn:
         conn.execute("SET default_transaction_read_only = off")
