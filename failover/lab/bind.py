@@ -197,6 +197,7 @@ def _start(workdir: Path, endpoint: Endpoint, zone: str, config: str) -> NamedSe
             [str(named), "-g", "-4", "-n", "1", "-c", str(workdir / "named.conf")],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=user.preexec(), env=user.env(),  # noqa: PLW1509 - drops privileges only
+            start_new_session=True,  # outlives `failover lab up` and its terminal
         )
     except OSError:
         if added_address:

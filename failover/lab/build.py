@@ -26,6 +26,7 @@ from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
 from failover.lab.bind import ZoneRecord, start_primary
+from failover.lab.etcd import EtcdCluster, start_cluster
 from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
 from failover.lab.unprivileged import RunAs, region_user
 from failover.postgres.connection import ServiceDatabases
@@ -210,6 +211,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
     started: list[PgServer] = []
     controller_pids: list[int] = []
     named = None
+    etcd: EtcdCluster | None = None
+    etcd_members: list[lab.EtcdMember] = []
     try:
         bindir = pg_bindir()
         progress(f"PostgreSQL {server_version(bindir)} from {bindir}")
@@ -239,6 +242,16 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         key_file.write_text(secrets.token_hex(32) + "\n")
         key_file.chmod(0o644)
         coordination_settings: dict[str, Any] = {"backend": coordination}
+        if coordination == "etcd":
+            etcd = start_cluster(lab_dir / "etcd", list(lab.ETCD_ADDRESSES.values()),
+                                 groups=[users[name].gid for name in lab.ETCD_ADDRESSES])
+            coordination_settings["etcd"] = {"endpoints": etcd.endpoints,
+                                             "prefix": "/failover/lab", "lease_ttl": "5s"}
+            etcd_members = [
+                lab.EtcdMember(name=member.name, region=region, address=member.address,
+                               client_url=member.client_url, pid=member.pid)
+                for region, member in zip(lab.ETCD_ADDRESSES, etcd.members, strict=True)]
+            progress(f"etcd cluster on {', '.join(lab.ETCD_ADDRESSES.values())}")
         topo_dir = _write_topology(lab_dir, key_file, tsig_file, key.name, coordination_settings)
         topo = load_topology(topo_dir)
 
@@ -266,7 +279,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
             service=lab.ServiceState(name=lab.SERVICE, database=lab.SERVICE,
                                      writer_record=lab.WRITER_RECORD,
                                      reader_record=lab.READER_RECORD, ttl=lab.TTL,
-                                     app_role=lab.APP_ROLE))
+                                     app_role=lab.APP_ROLE),
+            etcd=etcd_members)
         lab.save(state, lab_dir)
         progress("controllers started; waiting for the fleet to be healthy")
         wait_healthy(state, timeout, progress)
@@ -276,6 +290,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
             _stop_pid(pid)
         if named is not None:
             named.stop()
+        if etcd is not None:
+            etcd.stop()
         for server in started:
             server.stop()
         raise

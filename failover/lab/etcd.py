@@ -64,13 +64,15 @@ def ensure_installed() -> Path:
         return etcd_binary()
 
 
-def _member_user(address: str) -> RunAs:
-    """A uid of the member's own when we are root (see the module docstring), else ourselves."""
+def _member_user(address: str, gid: int | None = None) -> RunAs:
+    """A uid of the member's own when we are root (see the module docstring), else ourselves;
+    `gid` puts the member in a lab region's group, so the region's isolation cuts it off too."""
     if os.geteuid() != 0:
         return server_user()
     offset = int(ipaddress.IPv4Address(address)) - int(ipaddress.IPv4Address("127.0.0.0"))
     lab = server_user()
-    return RunAs(uid=_UID_BASE + offset, gid=lab.gid, name=f"etcd@{address}")
+    return RunAs(uid=_UID_BASE + offset, gid=lab.gid if gid is None else gid,
+                 name=f"etcd@{address}")
 
 
 def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
@@ -148,6 +150,7 @@ class EtcdMember:
                 argv, cwd=self.datadir.parent, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=self.run_as.preexec(),  # noqa: PLW1509
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                start_new_session=True,  # outlives `failover lab up` and its terminal
             )
 
     def _tls_args(self) -> list[str]:
@@ -303,7 +306,8 @@ class EtcdCluster:
 
 def start_cluster(workdir: Path, addresses: Sequence[str], *, heartbeat_ms: int = 100,
                   election_ms: int = 1000, name_prefix: str = "etcd",
-                  tls: ClientTls | None = None, extra_args: Sequence[str] = ()) -> EtcdCluster:
+                  tls: ClientTls | None = None, extra_args: Sequence[str] = (),
+                  groups: Sequence[int | None] | None = None) -> EtcdCluster:
     """Start one member per address under `workdir` and wait until they elect a leader.
 
     The defaults elect within about a second after a member dies, so tests stay fast;
@@ -317,11 +321,12 @@ def start_cluster(workdir: Path, addresses: Sequence[str], *, heartbeat_ms: int 
     initial = ",".join(f"{name}=http://{address}:{PEER_PORT}"
                        for name, address in zip(names, addresses, strict=True))
     members = [
-        EtcdMember(name=name, address=address, datadir=workdir / name, run_as=_member_user(address),
+        EtcdMember(name=name, address=address, datadir=workdir / name,
+                   run_as=_member_user(address, groups[index] if groups else None),
                    initial_cluster=initial, cluster_token=f"{name_prefix}-{workdir.name}",
                    heartbeat_ms=heartbeat_ms, election_ms=election_ms, tls=tls,
                    extra_args=tuple(extra_args))
-        for name, address in zip(names, addresses, strict=True)
+        for index, (name, address) in enumerate(zip(names, addresses, strict=True))
     ]
     cluster = EtcdCluster(members=members, workdir=workdir)
     try:

@@ -61,13 +61,21 @@ def _isolation_rules(state: lab.LabState, region: str) -> list[list[str]]:
     # controller as root) runs in the region's group: match packets by it.
     me = state.region(region)
     mine = pwd.getpwnam(me.user).pw_gid
+
+    def addresses(name: str) -> list[str]:
+        # A region's etcd member, if the lab runs etcd, is part of the region.
+        return [state.region(name).address,
+                *(member.address for member in state.etcd if member.region == name)]
+
     rules = []
     for other in state.regions:
         if other.name == region:
             continue
         gid = pwd.getpwnam(other.user).pw_gid
-        rules.append(["-m", "owner", "--gid-owner", str(mine), "-d", other.address])
-        rules.append(["-m", "owner", "--gid-owner", str(gid), "-d", me.address])
+        rules += [["-m", "owner", "--gid-owner", str(mine), "-d", address]
+                  for address in addresses(other.name)]
+        rules += [["-m", "owner", "--gid-owner", str(gid), "-d", address]
+                  for address in addresses(region)]
     return [[*rule, "-m", "comment", "--comment", f"failover-lab:{region}", "-j", "DROP"]
             for rule in rules]
 

@@ -18,6 +18,7 @@ from failover.errors import UserError
 
 DEFAULT_DIR = Path(".failover-lab")
 REGIONS = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1", "eu-west-1": "127.0.3.1"}
+ETCD_ADDRESSES = {"us-east-1": "127.0.1.2", "us-west-2": "127.0.2.2", "eu-west-1": "127.0.3.2"}
 PRIORITIES = {"us-east-1": 100, "us-west-2": 50, "eu-west-1": 10}
 FIRST_WRITER = "us-east-1"
 PG_PORT = 5432
@@ -61,6 +62,8 @@ class ServiceState(BaseModel):
 
 class EtcdMember(BaseModel):
     name: str
+    region: str  # the region whose isolation cuts this member off too
+    address: str
     client_url: str
     pid: int | None
 
