@@ -20,32 +20,22 @@ import pytest
 from failover.coordination.client import ControllerUnreachable, call
 from failover.dns.wire import Endpoint, answer
 from failover.lab import state as lab
-from failover.lab.build import down, start_controller, up, wait_healthy
+from failover.lab.build import start_controller, wait_healthy
 from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault, heal
 from failover.lab.unprivileged import region_user
 from failover.topology import load_topology
+from tests.support.lab import running_lab, say
 
 ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
-def say(message: str) -> None:
-    print(f"chaos: {message}", flush=True)
-
-
 @pytest.fixture(scope="module")
-def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("CHAOS SUITE SKIPPED: the lab needs root (one user per region, iptables "
-                    "for isolation); run the tests as root")
-    if Path("/tmp/failover-chaos-lab/lab.json").exists():
-        down(Path("/tmp/failover-chaos-lab"), purge=True, progress=say)
-    directory = Path("/tmp/failover-chaos-lab")
-    up(directory, progress=say)
-    yield directory
-    down(directory, purge=True, progress=say)
+def lab_dir() -> Iterator[Path]:
+    with running_lab(Path("/tmp/failover-chaos-lab"), "peers") as directory:
+        yield directory
 
 
 @pytest.fixture(autouse=True)

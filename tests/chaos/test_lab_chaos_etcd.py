@@ -1,0 +1,80 @@
+"""The lab's chaos scenarios with the controllers agreeing through a real etcd cluster.
+
+The same drill as with the peer exchange: writer crash and isolation fail over once
+without split brain; a failure of the coordination store itself (its leader killed
+during a failover) still ends with exactly one plan executed once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failover.lab import state as lab
+from failover.lab.drill import RoundResult, drill
+from failover.lab.faults import fault
+from tests.chaos.test_lab_chaos import (
+    assert_clean_failover,
+    journals,
+    promotions_done,
+    status,
+    wait_for,
+)
+from tests.support.lab import running_lab, say
+
+ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def lab_dir() -> Iterator[Path]:
+    with running_lab(Path("/tmp/failover-chaos-lab-etcd"), "etcd") as directory:
+        yield directory
+
+
+@pytest.mark.parametrize("kind", ["crash", "isolate"])
+def test_writer_failure_fails_over_once_on_etcd(lab_dir: Path, kind: str) -> None:
+    since = time.time()
+    report = drill(lab_dir, [kind], ROUNDS, say)
+    for result in (RoundResult(**r) for r in report["rounds"]):
+        assert_clean_failover(result)
+        say(f"etcd {kind}: RTO {result.rto_s:.2f} s")
+    done = promotions_done(journals(lab.load(lab_dir), since))
+    assert len(done) == ROUNDS, f"expected {ROUNDS} failover plans, journals say {done}"
+
+
+def test_etcd_leader_killed_during_a_failover_ends_with_one_plan(lab_dir: Path) -> None:
+    from failover.lab.etcd import etcd_binary  # noqa: F401 - the kit is installed
+
+    state = lab.load(lab_dir)
+    writer = status(state)["writer"]
+    since = time.time()
+    say(fault(lab_dir, writer, "crash"))
+    time.sleep(2.5)  # the fleet is about to decide: kill etcd's leader under it
+    leader = _etcd_leader(state)
+    os.kill(leader, 9)
+    say(f"etcd leader (pid {leader}) killed")
+    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+    time.sleep(3)
+    done = promotions_done(journals(lab.load(lab_dir), since))
+    assert len(done) == 1, f"plans ended ok: {done}"
+
+
+def _etcd_leader(state: lab.LabState) -> int:
+    import json
+    import urllib.request
+
+    for member in state.etcd:
+        request = urllib.request.Request(f"{member.client_url}/v3/maintenance/status",
+                                         data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=2) as response:
+            body = json.load(response)
+        if body.get("leader") == body.get("header", {}).get("member_id"):
+            assert member.pid is not None
+            return member.pid
+    raise AssertionError("no etcd member says it leads")

@@ -1,0 +1,39 @@
+"""The lab for chaos tests: one at a time on this machine (it owns fixed loopback addresses).
+
+An flock serialises lab sessions across xdist workers and concurrent runs; the
+kernel drops it if the holder dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failover.lab.build import down, up
+
+LOCK = Path("/tmp/failover-lab.lock")
+
+
+def say(message: str) -> None:
+    print(f"chaos: {message}", flush=True)
+
+
+@contextlib.contextmanager
+def running_lab(directory: Path, coordination: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("CHAOS SUITE SKIPPED: the lab needs root (one user per region, iptables "
+                    "for isolation); run the tests as root")
+    with LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / "lab.json").exists():
+            down(directory, purge=True, progress=say)
+        up(directory, coordination=coordination, progress=say)
+        try:
+            yield directory
+        finally:
+            down(directory, purge=True, progress=say)
