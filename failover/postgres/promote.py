@@ -172,9 +172,12 @@ def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> Step
     service = db.service.name
     dbname = db.endpoint(target).dbname
     bookkeeping: tuple[LiteralString, ...] = (
+        # A rerun keeps the first writable_since, so that it does not terminate
+        # sessions that were opened writable after the first run.
         "UPDATE failover.node_state SET role = 'primary', epoch = greatest(epoch, %(epoch)s), "
-        "fenced = false, writable_since = clock_timestamp(), updated_at = clock_timestamp() "
-        "WHERE service = %(service)s",
+        "fenced = false, writable_since = CASE WHEN role = 'primary' AND epoch = %(epoch)s "
+        "AND NOT fenced THEN writable_since ELSE clock_timestamp() END, "
+        "updated_at = clock_timestamp() WHERE service = %(service)s",
         "INSERT INTO failover.heartbeat (service, region, epoch, beat_at) "
         "VALUES (%(service)s, %(region)s, %(epoch)s, clock_timestamp()) ON CONFLICT (service) "
         "DO UPDATE SET region = excluded.region, epoch = excluded.epoch, beat_at = excluded.beat_at",
