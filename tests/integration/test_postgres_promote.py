@@ -28,6 +28,11 @@ def notes(sdb: ServiceDb, region: str, table: str) -> list[str]:
 
 def test_after_unplanned_promotion_default_id_inserts_succeed(replicated: ServiceDb) -> None:
     caught_up_then_kill_alpha(replicated)
+    with replicated.admin("bravo") as conn:  # what a two-phase apply worker leaves behind
+        conn.execute("SET default_transaction_read_only = off")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO items (id, note) VALUES (100000, 'prepared, never committed')")
+        conn.execute("PREPARE TRANSACTION 'pg_gid_16400_777'")
     plan = plan_promotion(replicated.db, "bravo")
     assert plan.old_primary == "alpha" and plan.subscribers == ("charlie",)
     run_steps(plan.steps)
@@ -41,6 +46,7 @@ def test_after_unplanned_promotion_default_id_inserts_succeed(replicated: Servic
         "primary", plan.epoch, False, False)
     for table in APP_TABLES:
         assert notes(replicated, "bravo", table)[-3:] == ["after0", "after1", "after2"]
+    assert "prepared, never committed" not in notes(replicated, "bravo", "items")
 
 
 def test_third_region_follows_the_new_primary_after_a_clean_hand_over(
