@@ -263,7 +263,8 @@ class Rfc2136Settings(_Model):
     key_name: str | None = None
     key_secret_env: str | None = None
     algorithm: str = "hmac-sha256"
-    authoritative: list[str] = Field(default_factory=list)  # "host:port"; empty: the server
+    # "host:port" of every server clients ask; empty: the zone's NS records, on `port`.
+    authoritative: list[str] = Field(default_factory=list)
     timeout: Duration = 2.0
 
 
@@ -516,4 +517,33 @@ def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
                                       all_regions_loaded=all_loaded))
     if problems or fleet is None:
         raise UserError(f"{path}: the topology has {len(problems)} problem(s)", problems)
-    return Topology(path=path, fleet=fleet, regions=regions, region_files=files)
+    return Topology(path=path, fleet=_anchor_files(fleet, path),
+                    regions={name: _anchor_region(region, path) for name, region in regions.items()},
+                    region_files=files)
+
+
+def _anchored(file: Path | None, folder: Path) -> Path | None:
+    """A relative path in a topology file means relative to the topology folder."""
+    return None if file is None or file.is_absolute() else folder / file
+
+
+def _anchor_files(fleet: Fleet, folder: Path) -> Fleet:
+    coordination = fleet.coordination
+    if (key := _anchored(coordination.key_file, folder)) is not None:
+        coordination = coordination.model_copy(update={"key_file": key})
+    if coordination.etcd is not None:
+        updates = {name: anchored for name in ("ca_file", "cert_file", "key_file")
+                   if (anchored := _anchored(getattr(coordination.etcd, name), folder))}
+        coordination = coordination.model_copy(
+            update={"etcd": coordination.etcd.model_copy(update=updates)})
+    dns = fleet.dns
+    if dns.rfc2136 is not None and (key := _anchored(dns.rfc2136.key_file, folder)):
+        dns = dns.model_copy(update={"rfc2136": dns.rfc2136.model_copy(update={"key_file": key})})
+    return fleet.model_copy(update={"coordination": coordination, "dns": dns})
+
+
+def _anchor_region(region: Region, folder: Path) -> Region:
+    endpoints = {service: endpoint.model_copy(update={"password_file": password})
+                 if (password := _anchored(endpoint.password_file, folder)) else endpoint
+                 for service, endpoint in region.postgres.items()}
+    return region.model_copy(update={"postgres": endpoints})

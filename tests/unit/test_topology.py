@@ -147,3 +147,11 @@ def test_validate_cli_exit_codes(topo_dir: Path) -> None:
     assert bad.returncode == 2
     assert "quorum: 4 is larger than the fleet" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_relative_files_are_relative_to_the_topology_folder(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", 'key_env = "FAILOVER_FLEET_KEY"', 'key_file = "secrets/fleet.key"')
+    topo = load_topology(topo_dir)
+    assert topo.fleet.dns.rfc2136 is not None
+    assert topo.fleet.dns.rfc2136.key_file == topo_dir / "tsig.key"
+    assert topo.fleet.coordination.key_file == topo_dir / "secrets" / "fleet.key"
