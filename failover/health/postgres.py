@@ -151,21 +151,23 @@ class PostgresProbe(BoundedProbe):
         self._conn: AsyncConnection | None = None
 
     async def attempt(self) -> Outcome:
-        reused = self._conn is not None
-        try:
-            return await self._query()
-        except psycopg.OperationalError as exc:
-            # A session kept from an earlier probe may have died with a server
-            # restart that is already over: one fresh session decides.
-            await self._discard()
-            if not reused:
-                return Outcome(False, _connection_problem(exc),
-                               {"endpoint": self.endpoint.describe()})
+        kept = self._conn is not None
         try:
             return await self._query()
         except psycopg.OperationalError as exc:
             await self._discard()
-            return Outcome(False, _connection_problem(exc), {"endpoint": self.endpoint.describe()})
+            if not kept:
+                return self._unreachable(exc)
+        # The kept session died, maybe with a server restart that is already
+        # over: a fresh session decides.
+        try:
+            return await self._query()
+        except psycopg.OperationalError as exc:
+            await self._discard()
+            return self._unreachable(exc)
+
+    def _unreachable(self, exc: psycopg.OperationalError) -> Outcome:
+        return Outcome(False, _connection_problem(exc), {"endpoint": self.endpoint.describe()})
 
     async def _query(self) -> Outcome:
         if self._conn is None or self._conn.closed:
