@@ -300,7 +300,7 @@ def bench_main(args: argparse.Namespace) -> None:
           f"max {delay['max']} ms ({delay['samples']} samples)")
     print(f"scheduler CPU: {report['cpu_percent_of_one_core']} % of one core "
           f"({report['cpu_us_per_probe']} us per probe, {report['cpu_system_share']} of it "
-          f"in the kernel: a whole core would run ~{1e6 / report['cpu_us_per_probe']:.0f} "
+          f"in the kernel: a whole core would run ~{1e6 / max(report['cpu_us_per_probe'], 1):.0f} "
           "probes/s); endpoint server CPU: "
           f"{report['endpoint_server_cpu_percent']} %")
     print(f"scheduler waited for its core (other processes on it): "
