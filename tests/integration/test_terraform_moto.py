@@ -87,7 +87,7 @@ def _resources(module: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _resources(child)
 
 
-def test_controller_policy_is_least_privilege(deployment: Deployment) -> None:
+def assert_controller_policy_is_least_privilege(deployment: Deployment) -> None:
     state = json.loads(deployment.run("show", "-json").stdout)
     [policy] = [r for r in _resources(state["values"]["root_module"])
                 if r["type"] == "aws_iam_policy"]
@@ -121,8 +121,8 @@ def test_controller_policy_is_least_privilege(deployment: Deployment) -> None:
         assert [p["PolicyArn"] for p in attached] == [policy["values"]["arn"]]
 
 
-def test_failover_survives_terraform_apply(deployment: Deployment, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def assert_failover_survives_terraform_apply(deployment: Deployment, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     topology = tmp_path / "topology"
     made = failover_cli("topology", "from-terraform", "--state-dir", str(deployment.state_dir),
                         "--out", str(topology), "--json", env=deployment.terraform.env)
@@ -168,7 +168,7 @@ def test_failover_survives_terraform_apply(deployment: Deployment, tmp_path: Pat
     assert after.ttl == before.ttl
 
 
-def test_destroy_leaves_nothing(deployment: Deployment) -> None:
+def assert_destroy_leaves_nothing(deployment: Deployment) -> None:
     deployment.run("destroy", "-auto-approve", "-input=false", *deployment.variables)
     deployment.destroyed = True
     assert deployment.client("route53").list_hosted_zones()["HostedZones"] == []
@@ -182,3 +182,12 @@ def test_destroy_leaves_nothing(deployment: Deployment) -> None:
         vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:failover:fleet",
                                            "Values": ["failover-test"]}])["Vpcs"]
         assert vpcs == [], f"{region}: VPCs left"
+
+
+def test_apply_topology_failover_reapply_destroy(deployment: Deployment, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # One test, because each step needs the one before and an apply is
+    # minutes of CPU: split tests would each apply again on parallel workers.
+    assert_controller_policy_is_least_privilege(deployment)
+    assert_failover_survives_terraform_apply(deployment, tmp_path, monkeypatch)
+    assert_destroy_leaves_nothing(deployment)
