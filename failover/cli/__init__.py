@@ -24,12 +24,17 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that each group registers its verbs on `app`.
-    from failover.cli import topology  # noqa: F401
-    from failover.cli import plan  # noqa: F401
-    from failover.cli import dns  # noqa: F401
-    from failover.cli import check  # noqa: F401
-    from failover.cli import fleet  # noqa: F401
-    from failover.cli import lab  # noqa: F401
+    from failover.cli import (  # noqa: F401
+        check,
+        db,
+        dns,
+        fleet,
+        lab,
+        operate,
+        plan,
+        terraform,
+        topology,
+    )
 
 
 def main() -> None:
