@@ -79,7 +79,7 @@ def one_cli_promotion(sdb: ServiceDb, topology: Path) -> tuple[float, float]:
     prepare_dead_primary(sdb)
     started = time.perf_counter()
     command = subprocess.Popen(
-        [sys.executable, "-m", "failover", "promote", "shop", "bravo", "-t", str(topology),
+        [sys.executable, "-m", "failover", "promote", "shop", "bravo", "--direct", "-t", str(topology),
          "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     accepted = None
     while accepted is None:

@@ -211,13 +211,22 @@ def history(
         console.print(f"[yellow]{name}: journal not read: {why}[/yellow]")
 
 
-def _operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
+    the fleet's epochs and journal apply and the controllers never fight the operator."""
+    statuses = _statuses(topo)
+    if not any(isinstance(status, dict) for status in statuses.values()):
+        raise FailoverError("no controller answered (" + "; ".join(
+            f"{name}: {status}" for name, status in statuses.items()) + "); with none running, "
+            "act on the databases directly with --direct")
     key = fleet_key(topo)
+    acting = _acting(statuses)
+    order = sorted(topo.regions, key=lambda name: name != (acting or {}).get("region"))
     errors = []
-    for name, region in topo.regions.items():
+    for name in order:
         try:
-            reply = call(region.controller_url, "POST", f"/v1/operator/{verb}", key=key,
-                         body=body, timeout=30)
+            reply = call(topo.regions[name].controller_url, "POST", f"/v1/operator/{verb}",
+                         key=key, body={"by": "cli", **body}, timeout=300)
         except ControllerUnreachable as exc:
             errors.append(f"{name}: {exc}")
             continue
@@ -227,7 +236,8 @@ def _operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]
         if reply.status == 400:
             raise UserError(str(result.get("error")), result.get("problems"))
         raise FailoverError(f"{name} refused: {result.get('error', reply.status)}")
-    raise FailoverError("no controller answered: " + "; ".join(errors))
+    raise FailoverError("no controller answered (" + "; ".join(errors) + "); with none "
+                        "running, act on the databases directly with --direct")
 
 
 ServiceArg = Annotated[str, typer.Argument(help="The service.")]
@@ -238,7 +248,7 @@ def pause(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = 
     """No automatic action on SERVICE until `failover resume`."""
     topo = load_topology(topology)
     topo.service(service)
-    result = _operator(topo, "pause", {"service": service, "by": "cli"})
+    result = send_operator(topo, "pause", {"service": service})
     print_json(result) if json_out else console.print(f"{service}: paused (via {result['via']})")
 
 
@@ -247,5 +257,5 @@ def resume(service: ServiceArg, topology: TopologyOption, json_out: JsonOption =
     """Let the controllers act on SERVICE again."""
     topo = load_topology(topology)
     topo.service(service)
-    result = _operator(topo, "resume", {"service": service, "by": "cli"})
+    result = send_operator(topo, "resume", {"service": service})
     print_json(result) if json_out else console.print(f"{service}: resumed (via {result['via']})")

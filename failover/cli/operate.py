@@ -37,6 +37,9 @@ from failover.postgres.switchover import DEFAULT_TIMEOUT, plan_switchover
 from failover.topology import load_topology
 
 ServiceArg = Annotated[str, typer.Argument(help="The service, as named in fleet.toml.")]
+DirectOption = Annotated[bool, typer.Option(
+    "--direct", help="Act on the databases from here instead of through the acting controller "
+    "(bootstrap, or when no controller runs); the epoch is taken here.")]
 RegionArg = Annotated[str, typer.Argument(help="The region to act on.")]
 EpochOption = Annotated[int | None, typer.Option(
     "--epoch", min=1, help="Fencing token; default: one above the highest recorded. "
@@ -75,6 +78,25 @@ def execute_steps(steps: Sequence[Step], *, summary: dict[str, Any], question: s
             for r in results]})
 
 
+def via_fleet(topology: Path, verb: str, body: dict[str, Any], *, question: str,
+              json_out: bool, yes: bool) -> None:
+    """Have the acting controller run `verb` (journaled, under the fleet's epochs)."""
+    from failover.cli.fleet import send_operator
+
+    topo = load_topology(topology)
+    confirm_or_abort(question, yes=yes)
+    result = send_operator(topo, verb, body)
+    if json_out:
+        print_json(result)
+        return
+    for step in result.get("steps", []):
+        mark = "[green]✓[/green]" if step.get("outcome") in ("ok", "skipped") else "[red]✗[/red]"
+        console.print(f"{mark} {step.get('name')} [dim]{step.get('duration', 0) * 1000:.0f} ms"
+                      "[/dim]", highlight=False)
+    console.print(f"{verb} of {body.get('service')} done by the controller of {result['via']}"
+                  f" at epoch {result.get('epoch')} (plan {result.get('plan_id')})")
+
+
 def _databases(topology: Path, service: str) -> ServiceDatabases:
     return ServiceDatabases.from_topology(load_topology(topology), service)
 
@@ -102,8 +124,16 @@ def promote(
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
+    direct: DirectOption = False,
 ) -> None:
     """Unplanned failover: make REGION's subscriber the primary of SERVICE."""
+    if not direct and not dry_run:
+        via_fleet(topology, "promote", {"service": service, "region": region,
+                                        "allow_data_loss": allow_data_loss},
+                  question=f"Promote {region} to primary of {service}?", json_out=json_out,
+                  yes=yes)
+        return
+
     def act(db: ServiceDatabases) -> None:
         plan = plan_promotion(db, region, epoch=epoch, allow_data_loss=allow_data_loss,
                               sequence_gap=sequence_gap)
@@ -128,6 +158,7 @@ def switchover(
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
+    direct: DirectOption = False,
 ) -> None:
     """Planned, zero-loss move of SERVICE's primary to REGION."""
     try:
@@ -136,6 +167,12 @@ def switchover(
         raise UserError(f"--timeout: {exc}") from None
     if seconds <= 0:
         raise UserError("--timeout: must be greater than 0")
+    if not direct and not dry_run:
+        via_fleet(topology, "switchover", {"service": service, "region": region,
+                                           "timeout": seconds},
+                  question=f"Switch {service} over to {region} (writes pause until it is done)?",
+                  json_out=json_out, yes=yes)
+        return
 
     def act(db: ServiceDatabases) -> None:
         plan = plan_switchover(db, region, epoch=epoch, timeout=seconds)
@@ -148,13 +185,20 @@ def switchover(
 
 
 def _fence_verb(region: str, *, topology: Path, services: list[str] | None, fence: bool,
-                dry_run: bool, json_out: bool, yes: bool) -> None:
+                dry_run: bool, json_out: bool, yes: bool, direct: bool) -> None:
     topo = load_topology(topology)
     topo.region(region, flag="REGION")
     chosen = services or [name for name in topo.services if name in topo.regions[region].postgres]
     if not chosen:
         raise UserError(f"REGION: region {region!r} holds no service database to "
                         f"{'fence' if fence else 'unfence'}")
+    if not direct and not dry_run:
+        verb = "fence" if fence else "unfence"
+        for name in chosen:
+            via_fleet(topology, verb, {"service": name, "region": region},
+                      question=f"{verb.capitalize()} {region} for {name}?", json_out=json_out,
+                      yes=yes)
+        return
     databases = [ServiceDatabases.from_topology(topo, name) for name in chosen]
     try:
         steps = [step for db in databases
@@ -181,10 +225,11 @@ def fence(
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
+    direct: DirectOption = False,
 ) -> None:
     """Make REGION's databases refuse application writes (clients cannot undo it)."""
-    _fence_verb(region, topology=topology, services=service, fence=True, dry_run=dry_run, json_out=json_out,
-                yes=yes)
+    _fence_verb(region, topology=topology, services=service, fence=True, dry_run=dry_run,
+                json_out=json_out, yes=yes, direct=direct)
 
 
 @app.command()
@@ -196,10 +241,11 @@ def unfence(
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
+    direct: DirectOption = False,
 ) -> None:
     """Undo a fence; only a primary becomes writable again, a subscriber stays read-only."""
-    _fence_verb(region, topology=topology, services=service, fence=False, dry_run=dry_run, json_out=json_out,
-                yes=yes)
+    _fence_verb(region, topology=topology, services=service, fence=False, dry_run=dry_run,
+                json_out=json_out, yes=yes, direct=direct)
 
 
 @app.command()
@@ -214,9 +260,16 @@ def rejoin(
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
+    direct: DirectOption = False,
 ) -> None:
     """Bring a returning old primary back as a (still fenced) subscriber of the primary."""
     path = lost_file or Path(f"lost-{service}-{region}.json")
+    if not direct and not dry_run:
+        # The controller writes the lost-transactions file in its state folder.
+        via_fleet(topology, "rejoin", {"service": service, "region": region},
+                  question=f"Rejoin {region} for {service}: its tables are emptied and re-copied?",
+                  json_out=json_out, yes=yes)
+        return
 
     def act(db: ServiceDatabases) -> None:
         plan = plan_rejoin(db, region, lost_file=path)

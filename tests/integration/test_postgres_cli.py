@@ -54,20 +54,23 @@ def test_cli_verbs(service_db: ServiceDb, tmp_path: Path) -> None:
     assert bad_timeout.returncode == 2 and "--timeout" in bad_timeout.stderr
     unknown = failover("fence", "nowhere", "-t", topo, "--yes")
     assert unknown.returncode == 2 and "no region 'nowhere'" in unknown.stderr
-    not_a_subscriber = failover("switchover", SERVICE, "alpha", "-t", topo, "--yes")
+    not_a_subscriber = failover("switchover", SERVICE, "alpha", "-t", topo, "--yes", "--direct")
     assert not_a_subscriber.returncode == 2 and "REGION" in not_a_subscriber.stderr
 
-    moved = failover("switchover", SERVICE, "bravo", "-t", topo, "--yes", "--json")
+    no_fleet = failover("fence", "charlie", "-t", topo, "--yes")
+    assert no_fleet.returncode == 1 and "--direct" in no_fleet.stderr  # no controller runs
+
+    moved = failover("switchover", SERVICE, "bravo", "-t", topo, "--yes", "--json", "--direct")
     assert moved.returncode == 0, moved.stderr
     document = json.loads(moved.stdout)
     assert (document["old_primary"], document["target"]) == ("alpha", "bravo")
     assert (role(service_db, "bravo"), role(service_db, "alpha")) == ("primary", "subscriber")
 
-    fenced = failover("fence", "charlie", "-t", topo, "--yes")
+    fenced = failover("fence", "charlie", "-t", topo, "--yes", "--direct")
     assert fenced.returncode == 0, fenced.stderr
     with service_db.admin("charlie") as conn:
         assert inspect_node(conn, SERVICE).fenced
-    unfenced = failover("unfence", "charlie", "-t", topo, "--yes")
+    unfenced = failover("unfence", "charlie", "-t", topo, "--yes", "--direct")
     assert unfenced.returncode == 0, unfenced.stderr
     with service_db.admin("charlie") as conn:
         charlie = inspect_node(conn, SERVICE)
