@@ -31,22 +31,32 @@ def fleet_key(topo: Topology) -> bytes:
 
 @controller_app.command("run")
 def run(
-    topology: TopologyOption,
-    region: Annotated[str, typer.Option("--region", envvar="FAILOVER_REGION",
-                                        help="The region this controller runs in.")],
-    state_dir: Annotated[Path, typer.Option("--state-dir", envvar="FAILOVER_STATE_DIR",
-                                            help="Where the journal and records live.")] =
-    Path("/var/lib/failover"),
-    log_level: Annotated[str, typer.Option("--log-level", envvar="FAILOVER_LOG_LEVEL")] = "INFO",
+    topology: Annotated[Path | None, typer.Option(
+        "--topology", "-t", help="Topology folder [env FAILOVER_TOPOLOGY]")] = None,
+    region: Annotated[str | None, typer.Option(
+        "--region", help="The region this controller runs in [env FAILOVER_REGION]")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Journal and records [env FAILOVER_STATE_DIR; /var/lib/failover]")]
+    = None,
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="[env FAILOVER_LOG_LEVEL; INFO]")] = None,
 ) -> None:
-    """Run the controller of REGION until SIGTERM (JSON logs on stderr)."""
+    """Run the controller of a region until SIGTERM (JSON logs on stderr)."""
     from failover import logs
     from failover.controller import Controller, run_forever
+    from failover.settings import controller_settings
 
-    topo = load_topology(topology)
-    topo.region(region)
-    logs.configure(region, log_level)
-    run_forever(Controller(topo, region, state_dir=state_dir, key=fleet_key(topo)))
+    settings = controller_settings(topology=topology, region=region, state_dir=state_dir,
+                                   log_level=log_level)
+    if settings.topology is None:
+        raise UserError("--topology: missing; pass it or set FAILOVER_TOPOLOGY")
+    if settings.region is None:
+        raise UserError("--region: missing; pass it or set FAILOVER_REGION")
+    topo = load_topology(settings.topology)
+    topo.region(settings.region)
+    logs.configure(settings.region, settings.log_level)
+    run_forever(Controller(topo, settings.region, state_dir=settings.state_dir,
+                           key=fleet_key(topo)))
 
 
 def _statuses(topo: Topology) -> dict[str, dict[str, Any] | str]:
