@@ -54,6 +54,7 @@ from failover.engine import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    UnfenceWriter,
     apply_plan,
     decide,
 )
@@ -88,7 +89,8 @@ FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
 LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds between retries of a writer record that did not move
 
 ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    FenceRegion, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader, RemoveReader, NoOp)}
+    FenceRegion, UnfenceWriter, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader,
+    RemoveReader, NoOp)}
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -586,6 +588,11 @@ class Controller:
         async with self._busy:
             self.journal.append(OPERATOR, verb=verb, service=service, region=region,
                                 by=str(args.get("by", "?")))
+            held = self.coordinator.records().get(service)
+            if verb == "fence" and held is not None and held.writer == region and not held.paused:
+                # Fencing the writer is the operator's call: keep the fleet from lifting it
+                # (it lifts self-fences) or failing over meanwhile, until `failover resume`.
+                await self.coordinator.put_record(held.bumped(paused=True))
             return await self._operate(verb, service, region, args)
 
     async def _operate(self, verb: str, service: str, region: str,

@@ -28,11 +28,12 @@ from failover.engine import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    UnfenceWriter,
 )
 from failover.errors import ConflictError, SafetyRefusal
 from failover.executor import Step
 from failover.postgres.connection import ServiceDatabases
-from failover.postgres.fence import fence_steps
+from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.promote import plan_promotion, repoint_step, terminate_stale_step
 from failover.topology import Topology
 
@@ -213,6 +214,9 @@ class StepFactory:
                         fence = fence_steps(databases(action.service), action.region,
                                             epoch=action.epoch)
                         out += [BestEffort(s) for s in fence] if action.best_effort else fence
+                    case UnfenceWriter():
+                        out += unfence_steps(databases(action.service), action.region,
+                                             epoch=action.epoch)
                     case PromoteSubscriber():
                         service = self.topo.services[action.service]
                         plan_json = json.dumps({"decided_at": decided_at, "actions": [

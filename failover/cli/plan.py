@@ -115,6 +115,6 @@ def _where(action: Action) -> str:
         return f"{', '.join(action.subscribers)} -> {action.publisher}"
     if isinstance(action, SetDnsWriter):
         return f"{action.from_region} -> {action.to_region}"
-    if isinstance(action, AddReader | RemoveReader):
+    if isinstance(action, AddReader | RemoveReader | UnfenceWriter):
         return action.region
     return "-"

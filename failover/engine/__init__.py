@@ -13,6 +13,7 @@ from failover.engine.actions import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    UnfenceWriter,
 )
 from failover.engine.apply import StaleEpoch, apply_plan
 from failover.engine.decision import Decision, decide
@@ -52,6 +53,7 @@ __all__ = [
     "ServiceState",
     "SetDnsWriter",
     "StaleEpoch",
+    "UnfenceWriter",
     "Verdict",
     "Vote",
     "apply_plan",

@@ -23,6 +23,17 @@ class FenceRegion:
 
 
 @dataclass(frozen=True, slots=True)
+class UnfenceWriter:
+    """Lift the fence of the recorded writer: it fenced itself while cut off, and the
+    fleet, hearing a quorum again, confirms it is still the writer at this epoch."""
+
+    service: str
+    epoch: int
+    region: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PromoteSubscriber:
     """Detach `region`'s subscription and make it the writer with `epoch`."""
 
@@ -79,7 +90,8 @@ class NoOp:
 
 
 Action = (
-    FenceRegion | PromoteSubscriber | RepointSubscribers | SetDnsWriter | AddReader | RemoveReader
+    FenceRegion | UnfenceWriter | PromoteSubscriber | RepointSubscribers | SetDnsWriter
+    | AddReader | RemoveReader
     | NoOp
 )
 

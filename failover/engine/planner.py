@@ -20,6 +20,7 @@ from failover.engine.actions import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    UnfenceWriter,
 )
 from failover.engine.model import (
     Observation,
@@ -280,6 +281,14 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
     verdict = ctx.verdict_of[writer]
     if verdict is Verdict.DOWN:
         actions, writer = _failover(policy, state, writer, ctx)
+    elif verdict is Verdict.UP:
+        own = ctx.views.of(writer, service)
+        if (own is not None and own.role is Role.PRIMARY and own.fenced
+                and own.epoch == epoch):
+            actions.append(UnfenceWriter(
+                service, epoch, writer,
+                f"writer {writer} is UP and fenced at the recorded epoch {epoch}, no other writer "
+                "was promoted: it fenced itself while cut off, and the fleet hears it again"))
     plan_epoch = epoch + 1 if writer != state.writer else epoch
     actions += _readers(policy, state, writer, plan_epoch, ctx)
     if not actions:

@@ -30,6 +30,7 @@ from failover.engine import (
     ServiceState,
     SetDnsWriter,
     StaleEpoch,
+    UnfenceWriter,
     Verdict,
     apply_plan,
     decide,
@@ -520,3 +521,22 @@ def test_shuffled_input_gives_the_same_decision() -> None:
 def test_format_lsn_matches_postgres() -> None:
     assert format_lsn(0x16B3748) == "0/16B3748"
     assert format_lsn((0x1 << 32) | 0xA0) == "1/A0"
+
+
+def test_a_self_fenced_writer_heard_again_is_unfenced_at_the_same_epoch() -> None:
+    roles = {"east": [primary(epoch=3, fenced=True)], "west": [sub()], "south": [sub()]}
+    decision = decide(reports(HEALTHY_FLEET, roles), one_service("east", epoch=3), make_policy(),
+                      NOW, "west")
+    [unfence] = [a for a in decision.plan.actions if isinstance(a, UnfenceWriter)]
+    assert (unfence.region, unfence.epoch) == ("east", 3)
+
+
+@pytest.mark.parametrize("case", ["newer epoch elsewhere", "paused", "not a primary"])
+def test_a_fence_is_not_lifted_when_the_fleet_cannot_confirm_the_writer(case: str) -> None:
+    east = {"newer epoch elsewhere": primary(epoch=2, fenced=True),
+            "paused": primary(epoch=3, fenced=True),
+            "not a primary": sub(epoch=3, fenced=True)}[case]
+    roles = {"east": [east], "west": [sub()], "south": [sub()]}
+    state = one_service("east", epoch=3, paused=case == "paused")
+    decision = decide(reports(HEALTHY_FLEET, roles), state, make_policy(), NOW, "west")
+    assert not any(isinstance(a, UnfenceWriter) for a in decision.plan.actions)
