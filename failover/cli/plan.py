@@ -22,6 +22,7 @@ from failover.engine import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    UnfenceWriter,
     Verdict,
     decide,
 )
