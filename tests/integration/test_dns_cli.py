@@ -18,7 +18,6 @@ from failover.dns.wire import answer
 if TYPE_CHECKING:
     from tests.support.bind import BindPair
 
-pytest_plugins = ["tests.support.bind"]
 pytestmark = pytest.mark.integration
 
 EAST, WEST = "192.0.2.1", "192.0.2.2"

@@ -21,7 +21,6 @@ from failover.dns.wire import answer
 if TYPE_CHECKING:
     from tests.support.bind import BindPair
 
-pytest_plugins = ["tests.support.bind"]  # the session's BIND9 servers
 pytestmark = pytest.mark.integration
 
 

@@ -22,7 +22,6 @@ from failover.topology import EtcdSettings
 from tests.support.etcd import LEASE_TTL, admin_client, coordinator, failover_decision, new_prefix
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.etcd"]  # the module's etcd cluster
 
 
 def observation(observer: str, target: str, health: Health = Health.HEALTHY) -> Observation:

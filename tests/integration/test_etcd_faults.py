@@ -37,7 +37,6 @@ from tests.support.etcd import (
 )
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.etcd"]  # a fresh etcd cluster per test
 
 STEPS = 5
 FAULT_AFTER_STEP = 1

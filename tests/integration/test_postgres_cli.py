@@ -13,7 +13,6 @@ from failover.postgres.inspect import inspect_node
 from tests.support.pg import SERVICE, ServiceDb, write_topology
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def failover(*args: str) -> subprocess.CompletedProcess[str]:

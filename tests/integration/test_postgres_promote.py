@@ -11,7 +11,6 @@ from failover.postgres.steps import Step, run_steps
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def caught_up_then_kill_alpha(sdb: ServiceDb) -> None:

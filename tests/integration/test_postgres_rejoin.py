@@ -14,7 +14,6 @@ from failover.postgres.steps import run_steps
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,

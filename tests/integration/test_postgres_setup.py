@@ -12,7 +12,6 @@ from failover.postgres.steps import run_steps
 from tests.support.pg import SERVICE, ServiceDb, wait_until
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 
 def test_install_is_idempotent(service_db: ServiceDb) -> None:

@@ -14,7 +14,6 @@ from failover.postgres.switchover import SwitchoverTimeout, plan_switchover
 from tests.support.pg import SERVICE, ServiceDb, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.support.pg"]  # one cluster per PostgreSQL version per session
 
 READ_ONLY = "25006"
 
