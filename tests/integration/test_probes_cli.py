@@ -1,8 +1,5 @@
 """`failover check` as a user runs it: a subprocess against a topology of real loopback servers."""
 
-# The fixtures are imported from tests/support/pg.py, so test parameters shadow them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -19,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.loopback import LoopbackBlock, allocate_block
-from tests.support.pg import SERVICE, ServiceDb, pg_cluster, service_db  # noqa: F401
+from tests.support.pg import SERVICE, ServiceDb
 
 pytestmark = pytest.mark.integration
 

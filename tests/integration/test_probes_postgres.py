@@ -1,8 +1,5 @@
 """The postgres probe against real servers: facts, readiness, a kept session, restarts, hangs."""
 
-# The fixtures are imported from tests/support/pg.py, so test parameters shadow them.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -21,14 +18,7 @@ from failover.health.postgres import SCHEMA_MISSING_REASON, PostgresProbe
 from failover.health.probe import TIMEOUT_REASON, ProbeResult
 from failover.lab.postgres import PgServer
 from failover.topology import PostgresCheck, PostgresEndpoint, Service
-from tests.support.pg import (  # noqa: F401
-    SERVICE,
-    Cluster,
-    ServiceDb,
-    pg_cluster,
-    replicated,
-    service_db,
-)
+from tests.support.pg import SERVICE, Cluster, ServiceDb
 
 pytestmark = pytest.mark.integration
 
