@@ -91,7 +91,7 @@ def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: s
         "services": [{
             "name": lab.SERVICE, "database": lab.SERVICE, "writer_record": lab.WRITER_RECORD,
             "reader_record": lab.READER_RECORD, "ttl": lab.TTL, "max_lag_bytes": 64 * 1024 * 1024,
-            "max_lag_seconds": "10s", "cooldown": "10s", "app_roles": [lab.APP_ROLE],
+            "max_lag_seconds": "10s", "cooldown": "5s", "app_roles": [lab.APP_ROLE],
         }],
     }
     (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))

@@ -89,11 +89,15 @@ def promotions_done(entries: list[dict[str, Any]]) -> list[str]:
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
+    last = ""
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except AssertionError as exc:  # e.g. controllers just restarted, no quorum yet
+            last = f" (last: {exc})"
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{last}")
 
 
 def assert_clean_failover(result: RoundResult) -> None:
