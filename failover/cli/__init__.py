@@ -23,6 +23,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Multi-region failover controller for PostgreSQL logical-replication services."""
+    # A callback keeps `failover VERB` a group even when only VERB's module is loaded
+    # (Typer would otherwise run a lone command without its name).
+
+
 # Which modules define each verb: a command imports only what it needs, so that the
 # CLI starts fast (the HTTP client, boto3 and the probes take seconds to import on a
 # busy host, and an operator at 3 a.m. should not wait for them).
