@@ -32,6 +32,7 @@ import dns.message
 import dns.rdatatype
 import psycopg
 from psycopg import errors as pgerrors
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from failover.coordination.client import ControllerUnreachable, call
 from failover.errors import FailoverError, UserError
@@ -407,7 +408,11 @@ def _restore(lab_dir: Path, result: RoundResult, progress: Progress) -> None:
     progress(f"rejoining {result.old_writer} as a subscriber of {result.new_writer}")
     lost_file = lab_dir / "reconciliation" / f"round-{result.round}-{result.old_writer}.json"
     lost_file.parent.mkdir(parents=True, exist_ok=True)
-    with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
-        run_steps(plan_rejoin(db, result.old_writer, lost_file=lost_file).steps)
-        # The drill reconciles nothing by hand: the rejoined subscriber may serve again.
-        run_steps(unfence_steps(db, result.old_writer))
+    # A controller that was cut off may still fence its own region once more as it comes
+    # back (ending sessions, ours too): the steps are idempotent, so run them again.
+    for attempt in Retrying(stop=stop_after_attempt(4), wait=wait_fixed(1), reraise=True,
+                            retry=retry_if_exception_type(FailoverError)):
+        with attempt, ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
+            run_steps(plan_rejoin(db, result.old_writer, lost_file=lost_file).steps)
+            # The drill reconciles nothing by hand: the rejoined subscriber may serve again.
+            run_steps(unfence_steps(db, result.old_writer))

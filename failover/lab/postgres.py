@@ -271,7 +271,14 @@ def process_tree(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a postmaster known only by PID (a lab region) and every child, as a crash would."""
+    """SIGKILL a postmaster known only by PID (a lab region) and every child, as a crash would.
+
+    The postmaster is stopped first, so that it cannot fork a backend between the listing
+    of its children and its death: an orphan left attached to the shared memory would stop
+    the server from starting again.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
     victims = process_tree(pid)
     _sigkill(victims)
     _wait_gone(victims)
