@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -695,6 +696,9 @@ class Controller:
                          misfire_grace_time=1, id="heartbeat")
             jobs.start()
             self._started_at = time.time()
+            # Everything allocated so far lives as long as the process: keep the garbage
+            # collector from walking it again (full collections paused probes ~100 ms).
+            gc.freeze()
             log.info("controller of %s listening on %s", self.region, url)
             try:
                 await stop.wait()
