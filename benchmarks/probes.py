@@ -337,8 +337,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script, this folder comes first on sys.path, where benchmarks/dns.py
-    # would shadow dnspython; the repository root is needed for tests.support.
+    # Run as a script, this folder comes first on sys.path, where a module named like a
+    # package (dns, say) would shadow it; the repository root is needed for tests.support.
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.path.insert(0, str(here.parent))
