@@ -19,6 +19,7 @@ from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault
 from tests.chaos.test_lab_chaos import (
     assert_clean_failover,
+    restore_lab,
     journals,
     promotions_done,
     status,
@@ -35,6 +36,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 def lab_dir() -> Iterator[Path]:
     with running_lab(Path("/tmp/failover-chaos-lab-etcd"), "etcd") as directory:
         yield directory
+
+
+@pytest.fixture(autouse=True)
+def healthy_between_tests(lab_dir: Path) -> Iterator[None]:
+    restore_lab(lab_dir)
+    yield
 
 
 @pytest.mark.parametrize("kind", ["crash", "isolate"])
