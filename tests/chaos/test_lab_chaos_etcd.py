@@ -19,9 +19,9 @@ from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault
 from tests.chaos.test_lab_chaos import (
     assert_clean_failover,
-    restore_lab,
     journals,
     promotions_done,
+    restore_lab,
     status,
     wait_for,
 )
