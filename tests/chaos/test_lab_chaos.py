@@ -136,6 +136,27 @@ def test_writer_failure_fails_over_once_without_split_brain(lab_dir: Path, kind:
     assert len(done) == len(set(done)) == ROUNDS, f"one plan per round expected: {done}"
     if kind == "isolate":
         assert_fenced_before_writable(entries, rounds)
+    if kind == "crash":
+        assert_history_shows(lab.load(lab_dir), done)
+
+
+def assert_history_shows(state: lab.LabState, plans: list[str]) -> None:
+    """`failover history` merges every controller's journal into the postmortem timeline."""
+    import json
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "failover", "history", "-t", state.topology,
+                            "--since", "15m", "--json"], capture_output=True, text=True,
+                           check=False, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    entries = json.loads(shown.stdout)["entries"]
+    for plan in plans:
+        steps = [e for e in entries if e.get("plan_id") == plan and e["kind"] == "step"]
+        assert any(e["step"].startswith("bump the epoch") for e in steps), plan
+        assert any(e["step"].startswith("point app.lab.test.") for e in steps), plan
+    kinds = {e["kind"] for e in entries}
+    assert {"threshold", "verdict", "plan", "step"} <= kinds, kinds
 
 
 def assert_fenced_before_writable(entries: list[dict[str, Any]],
