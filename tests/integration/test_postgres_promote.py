@@ -136,7 +136,11 @@ def test_promotion_interrupted_between_steps_then_rerun_ends_the_same(
     rerun = plan_promotion(replicated.db, "bravo", epoch=epoch)
     assert rerun.old_primary == "alpha"
     results = run_steps(rerun.steps)
-    assert "clean hand-over" in results[-1].detail or "already subscribed" in results[-1].detail
+    # charlie is re-pointed either way; which way depends on whether it had applied as much
+    # as bravo when alpha died (a loaded machine can leave it behind: then a full resync).
+    # What must hold is the end state, checked below.
+    assert any(outcome in results[-1].detail
+               for outcome in ("clean hand-over", "already subscribed", "full resync"))
 
     write_rows(replicated, "bravo", 3, "after")
     replicated.wait_same("bravo", "charlie")
