@@ -48,19 +48,19 @@ def up(
 def _print_status(state: lab.LabState) -> None:
     from rich.table import Table
 
-    from failover.lab.build import pid_alive
+    from failover.lab.processes import alive
 
     table = Table(title="failover lab")
     for column in ("region", "address", "postgres pid", "controller", "fault"):
         table.add_column(column)
     for region in state.regions:
-        pg = (f"{region.postmaster_pid}" if pid_alive(region.postmaster_pid) else "down")
+        pg = (f"{region.postmaster_pid}" if alive(region.postmaster_pid) else "down")
         ctl = (f"{region.controller_url} ({region.controller_pid})"
-               if pid_alive(region.controller_pid) else "down")
+               if alive(region.controller_pid) else "down")
         table.add_row(region.name, region.address, pg, ctl,
                       ", ".join(state.faults.get(region.name, [])))
     console.print(table)
-    dns = "up" if pid_alive(state.dns.pid) else "down"
+    dns = "up" if alive(state.dns.pid) else "down"
     console.print(f"DNS {state.dns.address}:{state.dns.port} zone {state.dns.zone} ({dns}); "
                   f"service {state.service.name}: writer record {state.service.writer_record}, "
                   f"reader record {state.service.reader_record}, TTL {state.service.ttl} s")
@@ -69,15 +69,15 @@ def _print_status(state: lab.LabState) -> None:
 @lab_app.command("status")
 def status(lab_dir: DirOption = lab.DEFAULT_DIR, json_out: JsonOption = False) -> None:
     """What runs in the lab, by PID, and which faults are in force."""
-    from failover.lab.build import pid_alive
+    from failover.lab.processes import alive
 
     state = lab.load(lab_dir)
     if json_out:
         data = state.model_dump(mode="json")
         for region in data["regions"]:
-            region["postgres_running"] = pid_alive(region["postmaster_pid"])
-            region["controller_running"] = pid_alive(region["controller_pid"])
-        data["dns"]["running"] = pid_alive(state.dns.pid)
+            region["postgres_running"] = alive(region["postmaster_pid"])
+            region["controller_running"] = alive(region["controller_pid"])
+        data["dns"]["running"] = alive(state.dns.pid)
         print_json(data)
         return
     _print_status(state)

@@ -24,6 +24,7 @@ from failover.coordination.client import ControllerUnreachable, call
 from failover.dns.tsig import generate_key
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
+from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.bind import ZoneRecord, start_primary
 from failover.lab.etcd import EtcdCluster, start_cluster
@@ -54,23 +55,11 @@ CREATE TABLE IF NOT EXISTS drill_writes (
 """
 
 
-def pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_up(lab_dir: Path) -> bool:
     if not lab.lab_file(lab_dir).exists():
         return False
     state = lab.load(lab_dir)
-    return any(pid_alive(r.postmaster_pid) or pid_alive(r.controller_pid) for r in state.regions)
+    return any(processes.alive(r.postmaster_pid) or processes.alive(r.controller_pid) for r in state.regions)
 
 
 def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: str,
@@ -287,7 +276,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         return state
     except BaseException:
         for pid in controller_pids:
-            _stop_pid(pid)
+            processes.stop(pid, signal.SIGTERM, 10.0)
         if named is not None:
             named.stop()
         if etcd is not None:
@@ -297,22 +286,6 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         raise
 
 
-def _stop_pid(pid: int | None, timeout: float = 10.0) -> None:
-    if not pid_alive(pid):
-        return
-    assert pid is not None
-    for sig in (signal.SIGCONT, signal.SIGTERM):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def down(lab_dir: Path, *, purge: bool, progress: Progress) -> None:
     from failover.lab.faults import heal_all  # faults know how to undo themselves
 
@@ -320,29 +293,15 @@ def down(lab_dir: Path, *, purge: bool, progress: Progress) -> None:
     state = lab.load(lab_dir)
     heal_all(state, lab_dir, restart=False)
     for region in state.regions:
-        _stop_pid(region.controller_pid)
+        processes.stop(region.controller_pid, signal.SIGTERM, 10.0)
         progress(f"{region.name}: controller stopped")
     for region in state.regions:
-        _stop_postmaster(region)
+        processes.stop(region.postmaster_pid, signal.SIGINT, 30.0)  # fast shutdown
         progress(f"{region.name}: PostgreSQL stopped")
-    _stop_pid(state.dns.pid)
+    processes.stop(state.dns.pid, signal.SIGTERM, 10.0)
     progress("BIND9 stopped")
     for member in state.etcd:
-        _stop_pid(member.pid)
+        processes.stop(member.pid, signal.SIGTERM, 10.0)
     if purge:
         shutil.rmtree(lab_dir)
         progress(f"removed {lab_dir}")
-
-
-def _stop_postmaster(region: lab.RegionState) -> None:
-    pid = region.postmaster_pid
-    if not pid_alive(pid):
-        return
-    assert pid is not None
-    os.kill(pid, signal.SIGCONT)
-    os.kill(pid, signal.SIGINT)  # fast shutdown
-    deadline = time.monotonic() + 30
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)

@@ -14,7 +14,6 @@ client can reach it, unless it is still the fleet's writer.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -25,10 +24,11 @@ from pathlib import Path
 from failover.coordination.client import ControllerUnreachable, call
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
+from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.bind import restart as restart_named
-from failover.lab.build import pid_alive, start_controller
-from failover.lab.postgres import PgServer, kill_tree, pg_bindir, process_tree, server_version
+from failover.lab.build import start_controller
+from failover.lab.postgres import PgServer, pg_bindir, server_version
 from failover.lab.unprivileged import region_user
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps
@@ -40,11 +40,8 @@ _CHAIN = "FAILOVER-LAB"
 
 
 def _signal_tree(pid: int | None, sig: signal.Signals) -> None:
-    if pid is None:
-        return
-    for victim in process_tree(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, sig)
+    if pid is not None:
+        processes.signal_all(processes.tree(pid), sig)
 
 
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -136,10 +133,10 @@ def fault(lab_dir: Path, region_name: str, kind: str) -> str:
         raise UserError(f"REGION: {region_name} already has the fault {kind!r}; "
                         f"`failover lab heal {region_name}` first")
     if kind == "crash":
-        if not pid_alive(region.postmaster_pid):
+        if not processes.alive(region.postmaster_pid):
             raise UserError(f"REGION: {region_name}'s PostgreSQL is not running")
         assert region.postmaster_pid is not None
-        kill_tree(region.postmaster_pid)
+        processes.kill_tree(region.postmaster_pid)
         region.postmaster_pid = None
         what = f"{region_name}: PostgreSQL killed (SIGKILL)"
     elif kind == "hang":
@@ -149,16 +146,11 @@ def fault(lab_dir: Path, region_name: str, kind: str) -> str:
         _isolate(state, region_name)
         what = f"{region_name}: isolated from the other regions (packets dropped)"
     elif kind == "controller-crash":
-        if region.controller_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(region.controller_pid, signal.SIGKILL)
+        processes.stop(region.controller_pid, signal.SIGKILL, 10.0)
         region.controller_pid = None
         what = f"{region_name}: controller killed (SIGKILL)"
     else:
-        if state.dns.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.dns.pid, signal.SIGCONT)
-                os.kill(state.dns.pid, signal.SIGTERM)
+        processes.stop(state.dns.pid, signal.SIGTERM, 10.0)
         state.dns.pid = None
         what = "DNS server stopped"
     state.faults.setdefault(region_name, []).append(kind)

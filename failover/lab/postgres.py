@@ -10,7 +10,6 @@ server runs as the unprivileged lab user.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import re
@@ -27,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from failover.errors import FailoverError, UserError
+from failover.lab import processes
 from failover.lab.unprivileged import RunAs, server_user
 
 SUPERUSER = "postgres"
@@ -167,41 +167,12 @@ class PgServer:
         """
         if self._process is None:
             return
-        victims = process_tree(self._process.pid)
-        _sigkill(victims)
+        victims = processes.tree(self._process.pid)
+        processes.signal_all(victims, signal.SIGKILL)
         self._process.wait(timeout=_STOP_TIMEOUT)  # reap it: a zombie would look alive
-        _wait_gone(victims[1:])
+        processes.wait_gone(victims[1:], _STOP_TIMEOUT)
         self._process = None
         self.pid = None
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: split after it.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def _sigkill(pids: Iterable[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_gone(pids: Iterable[int]) -> None:
-    deadline = time.monotonic() + _STOP_TIMEOUT
-    for pid in pids:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 def init_server(root: Path, name: str, host: str, *, port: int = 5432,
@@ -263,22 +234,3 @@ def start_servers(root: Path, hosts: dict[str, str], *, port: int = 5432,
 def stop_servers(servers: Iterable[PgServer]) -> None:
     for server in servers:
         server.stop()
-
-
-def process_tree(pid: int) -> list[int]:
-    """A postmaster's PID and its children's."""
-    return [pid, *_children(pid)]
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a postmaster known only by PID (a lab region) and every child, as a crash would.
-
-    The postmaster is stopped first, so that it cannot fork a backend between the listing
-    of its children and its death: an orphan left attached to the shared memory would stop
-    the server from starting again.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
-    victims = process_tree(pid)
-    _sigkill(victims)
-    _wait_gone(victims)

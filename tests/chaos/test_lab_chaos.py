@@ -19,6 +19,7 @@ import pytest
 
 from failover.coordination.client import ControllerUnreachable, call
 from failover.dns.wire import Endpoint, answer
+from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.build import start_controller, wait_healthy
 from failover.lab.drill import RoundResult, drill
@@ -46,14 +47,12 @@ def healthy_between_tests(lab_dir: Path) -> Iterator[None]:
 
 def restore_lab(lab_dir: Path) -> None:
     """Undo what a failed test may have left: faults in force, a controller it killed."""
-    from failover.lab.build import pid_alive
-
     state = lab.load(lab_dir)
     for region in list(state.faults):
         heal(lab_dir, region)
     state = lab.load(lab_dir)
     for region in state.regions:
-        if not pid_alive(region.controller_pid):
+        if not processes.alive(region.controller_pid):
             say(f"restarting the controller of {region.name} a previous test left dead")
             region.controller_pid = start_controller(lab_dir, Path(state.topology), region.name,
                                                      region_user(region.name))
