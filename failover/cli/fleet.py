@@ -13,7 +13,13 @@ from rich.table import Table
 
 from failover.cli import app
 from failover.cli.common import JsonOption, TopologyOption, console, print_json
-from failover.coordination.client import ControllerUnreachable, call
+from failover.coordination.client import (
+    ControllerUnreachable,
+    Statuses,
+    acting_view,
+    call,
+    fleet_statuses,
+)
 from failover.errors import FailoverError, UserError
 from failover.topology import Topology, load_topology
 
@@ -59,28 +65,12 @@ def run(
                            key=fleet_key(topo)))
 
 
-def _statuses(topo: Topology) -> dict[str, dict[str, Any] | str]:
-    out: dict[str, dict[str, Any] | str] = {}
-    for name, region in topo.regions.items():
-        try:
-            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
-            out[name] = reply.body if isinstance(reply.body, dict) else f"HTTP {reply.status}"
-        except ControllerUnreachable as exc:
-            out[name] = f"unreachable: {exc}"
-    return out
+def _statuses(topo: Topology) -> Statuses:
+    return fleet_statuses({name: region.controller_url for name, region in topo.regions.items()})
 
 
-def _acting(statuses: dict[str, dict[str, Any] | str]) -> dict[str, Any] | None:
-    """The view of the controller the fleet names executor, else any with a quorum."""
-    views = [s for s in statuses.values() if isinstance(s, dict)]
-    for view in views:
-        if view.get("executor") == view.get("region") and view.get("has_quorum"):
-            return view
-    return next((v for v in views if v.get("has_quorum")), views[0] if views else None)
-
-
-def _status_table(topo: Topology, statuses: dict[str, dict[str, Any] | str]) -> Table:
-    view = _acting(statuses)
+def _status_table(topo: Topology, statuses: Statuses) -> Table:
+    view = acting_view(statuses)
     table = Table(title=f"fleet {topo.fleet.name}" + (
         f" as seen by {view['region']}" if view else " (no controller answers)"))
     for column in ("region", "controller", "verdict", "votes"):
@@ -230,7 +220,7 @@ def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, 
             f"{name}: {status}" for name, status in statuses.items()) + "); with none running, "
             "act on the databases directly with --direct")
     key = fleet_key(topo)
-    acting = _acting(statuses)
+    acting = acting_view(statuses)
     order = sorted(topo.regions, key=lambda name: name != (acting or {}).get("region"))
     errors = []
     for name in order:

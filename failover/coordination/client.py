@@ -45,3 +45,27 @@ def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any 
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ControllerUnreachable(f"{base_url}: {reason}") from exc
+
+
+Statuses = dict[str, dict[str, Any] | str]
+
+
+def fleet_statuses(controllers: dict[str, str], timeout: float = 2.0) -> Statuses:
+    """Every controller's /v1/status by region, or why it did not answer."""
+    out: Statuses = {}
+    for region, url in controllers.items():
+        try:
+            reply = call(url, "GET", "/v1/status", key=None, timeout=timeout)
+            out[region] = reply.body if isinstance(reply.body, dict) else f"HTTP {reply.status}"
+        except ControllerUnreachable as exc:
+            out[region] = f"unreachable: {exc}"
+    return out
+
+
+def acting_view(statuses: Statuses) -> dict[str, Any] | None:
+    """The view of the controller the fleet names executor, else any with a quorum, else any."""
+    views = [s for s in statuses.values() if isinstance(s, dict)]
+    for view in views:
+        if view.get("executor") == view.get("region") and view.get("has_quorum"):
+            return view
+    return next((v for v in views if v.get("has_quorum")), views[0] if views else None)

@@ -20,7 +20,7 @@ from typing import Any
 
 import tomli_w
 
-from failover.coordination.client import ControllerUnreachable, call
+from failover.coordination.client import acting_view, fleet_statuses
 from failover.dns.tsig import generate_key
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
@@ -154,26 +154,33 @@ def start_controller(lab_dir: Path, topo: Path, region: str, run_as: RunAs) -> i
     return process.pid
 
 
+def service_view(state: lab.LabState) -> dict[str, Any]:
+    """The lab service as the acting controller sees it."""
+    view = acting_view(fleet_statuses(state.controllers()))
+    if view is None or not view.get("has_quorum"):
+        raise FailoverError("no controller with a quorum answers; is the lab healthy? "
+                            "(`failover lab status`)")
+    service: dict[str, Any] = view["services"][state.service.name]
+    return service
+
+
 def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> None:
     """Until every controller sees every region UP and the service's writer."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         waiting = []
-        for region in state.regions:
-            try:
-                reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=1)
-            except ControllerUnreachable:
-                waiting.append(f"{region.name}: controller not answering")
+        for region, body in fleet_statuses(state.controllers(), timeout=1).items():
+            if isinstance(body, str):
+                waiting.append(f"{region}: controller {body}")
                 continue
-            body = reply.body if isinstance(reply.body, dict) else {}
             verdicts = body.get("verdicts", {})
             down = [r for r in lab.REGIONS if verdicts.get(r, {}).get("verdict") != "UP"]
             writer = body.get("services", {}).get(lab.SERVICE, {}).get("writer")
             if down:
-                waiting.append(f"{region.name} sees {', '.join(down)} not UP yet")
+                waiting.append(f"{region} sees {', '.join(down)} not UP yet")
             elif writer is None:
-                waiting.append(f"{region.name} does not know the writer yet")
+                waiting.append(f"{region} does not know the writer yet")
         if not waiting:
             return
         if waiting[0] != last:

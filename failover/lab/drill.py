@@ -37,7 +37,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from failover.coordination.client import ControllerUnreachable, call
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
-from failover.lab.build import wait_healthy
+from failover.lab.build import service_view, wait_healthy
 from failover.lab.faults import fault, heal
 from failover.postgres.hangup import hang_up
 from failover.topology import load_topology
@@ -196,18 +196,6 @@ def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
     raise FailoverError("no controller answered the switchover")
 
 
-def _fleet_view(state: lab.LabState) -> dict[str, Any]:
-    for region in state.regions:
-        try:
-            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
-        except ControllerUnreachable:
-            continue
-        if isinstance(reply.body, dict) and reply.body.get("has_quorum"):
-            service: dict[str, Any] = reply.body["services"][state.service.name]
-            return service
-    raise FailoverError("no controller with a quorum answers; is the lab healthy?")
-
-
 def _detection(state: lab.LabState, key: bytes, writer: str, since: float) -> float | None:
     """The earliest DOWN verdict on `writer` after `since`, in any reachable journal."""
     times = []
@@ -275,7 +263,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
     topo = load_topology(Path(state.topology))
     secret = topo.fleet_key()
     key = secret.get_secret_value().encode() if secret else b""
-    before = _fleet_view(state)
+    before = service_view(state)
     old_writer, old_epoch = before["writer"], before["epoch"]
     # A second failover within the cooldown is refused by design: wait it out.
     cooldown = topo.services[state.service.name].cooldown
@@ -319,7 +307,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
     if kind not in PLANNED_KINDS:
         progress(f"round {round_no}: healing {old_writer}")
         heal(lab_dir, old_writer)
-    after = _fleet_view(lab.load(lab_dir))
+    after = service_view(lab.load(lab_dir))
     new_writer = after["writer"]
     failed_over = new_writer != old_writer
     new_address = state.region(new_writer).address

@@ -21,7 +21,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from failover.coordination.client import ControllerUnreachable, call
+from failover.coordination.client import acting_view, fleet_statuses
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
 from failover.lab import processes
@@ -106,16 +106,8 @@ def _server(state: lab.LabState, region: lab.RegionState) -> PgServer:
 
 def _fence_unless_writer(state: lab.LabState, region: str) -> str:
     """Fence a region's database that comes back, unless the fleet still has it as writer."""
-    writer = None
-    for other in state.regions:
-        try:
-            reply = call(other.controller_url, "GET", "/v1/status", key=None, timeout=2)
-        except ControllerUnreachable:
-            continue
-        if isinstance(reply.body, dict):
-            writer = reply.body.get("services", {}).get(state.service.name, {}).get("writer")
-            if writer:
-                break
+    view = acting_view(fleet_statuses(state.controllers()))
+    writer = (view or {}).get("services", {}).get(state.service.name, {}).get("writer")
     if writer == region:
         return f"{region} is still the writer: left writable"
     topo = load_topology(Path(state.topology))

@@ -79,6 +79,10 @@ class LabState(BaseModel):
     etcd: list[EtcdMember] = []
     faults: dict[str, list[str]] = {}  # region -> the fault kinds in force, oldest first
 
+    def controllers(self) -> dict[str, str]:
+        """Each region's controller URL."""
+        return {region.name: region.controller_url for region in self.regions}
+
     def region(self, name: str) -> RegionState:
         for region in self.regions:
             if region.name == name:

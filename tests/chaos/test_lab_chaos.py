@@ -19,9 +19,10 @@ import pytest
 
 from failover.coordination.client import ControllerUnreachable, call
 from failover.dns.wire import Endpoint, answer
+from failover.errors import FailoverError
 from failover.lab import processes
 from failover.lab import state as lab
-from failover.lab.build import start_controller, wait_healthy
+from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault, heal
 from failover.lab.unprivileged import region_user
@@ -60,22 +61,6 @@ def restore_lab(lab_dir: Path) -> None:
     wait_healthy(lab.load(lab_dir), 90.0, say)
 
 
-def status(state: lab.LabState) -> dict[str, Any]:
-    """The service as the controller that executes sees it (any with a quorum otherwise)."""
-    views = []
-    for region in state.regions:
-        try:
-            reply = call(region.controller_url, "GET", "/v1/status", key=None, timeout=2)
-        except ControllerUnreachable:
-            continue
-        if isinstance(reply.body, dict) and reply.body.get("has_quorum"):
-            views.append(reply.body)
-    assert views, "no controller with a quorum answers"
-    acting = next((v for v in views if v.get("executor") == v.get("region")), views[0])
-    service: dict[str, Any] = acting["services"][state.service.name]
-    return service
-
-
 def journals(state: lab.LabState, since: float) -> list[dict[str, Any]]:
     topo = load_topology(Path(state.topology))
     secret = topo.fleet_key()
@@ -107,7 +92,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             if check():
                 return
-        except AssertionError as exc:  # e.g. controllers just restarted, no quorum yet
+        except (AssertionError, FailoverError) as exc:  # e.g. controllers just restarted, no quorum
             last = f" (last: {exc})"
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{last}")
@@ -180,11 +165,11 @@ def assert_fenced_before_writable(entries: list[dict[str, Any]],
 def _quiet_round(lab_dir: Path, inject: Callable[[lab.LabState], None],
                  undo: Callable[[lab.LabState], None], watch: float) -> None:
     state = lab.load(lab_dir)
-    before = status(state)
+    before = service_view(state)
     inject(state)
     try:
         time.sleep(watch)
-        during = status(lab.load(lab_dir))
+        during = service_view(lab.load(lab_dir))
     finally:
         undo(lab.load(lab_dir))
     assert (during["writer"], during["epoch"]) == (before["writer"], before["epoch"]), \
@@ -194,7 +179,7 @@ def _quiet_round(lab_dir: Path, inject: Callable[[lab.LabState], None],
 
 def test_an_isolated_non_writer_region_causes_no_failover(lab_dir: Path) -> None:
     for _ in range(ROUNDS):
-        writer = status(lab.load(lab_dir))["writer"]
+        writer = service_view(lab.load(lab_dir))["writer"]
         other = next(r.name for r in lab.load(lab_dir).regions if r.name != writer)
         _quiet_round(lab_dir, lambda s, o=other: say(fault(lab_dir, o, "isolate")),
                      lambda s, o=other: say(heal(lab_dir, o)), watch=6.0)
@@ -204,7 +189,7 @@ def test_an_isolated_non_writer_region_causes_no_failover(lab_dir: Path) -> None
 def test_a_blip_shorter_than_the_threshold_causes_no_failover(lab_dir: Path) -> None:
     # unhealthy_threshold 3 at a 1 s interval: a 1.2 s hang fails at most two probes.
     for _ in range(ROUNDS):
-        writer = status(lab.load(lab_dir))["writer"]
+        writer = service_view(lab.load(lab_dir))["writer"]
 
         def blip(state: lab.LabState, w: str = writer) -> None:
             say(fault(lab_dir, w, "hang"))
@@ -224,7 +209,7 @@ def test_faults_that_must_not_fail_over(lab_dir: Path, kind: str) -> None:
 
 def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
-    writer = status(state)["writer"]
+    writer = service_view(state)["writer"]
     # The executor is the highest-priority controller outside the DOWN region.
     executor = max((r for r in state.regions if r.name != writer),
                    key=lambda r: lab.PRIORITIES[r.name]).name
@@ -241,7 +226,7 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
     wait_healthy(lab.load(lab_dir), 60.0, say)
     since = time.time()
     say(fault(lab_dir, writer, "crash"))
-    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 90, "a new writer")
+    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 90, "a new writer")
     # The killed executor comes back and must not run the plan a second time.
     state = lab.load(lab_dir)
     state.region(executor).controller_pid = start_controller(
@@ -264,18 +249,18 @@ def _rejoin(lab_dir: Path, old: str) -> None:
     from failover.lab.drill import _restore
 
     state = lab.load(lab_dir)
-    new = status(state)["writer"]
+    new = service_view(state)["writer"]
     _restore(lab_dir, RoundResult("crash", 0, old, new, True, None, None, None, 0, 0, 0, 0,
                                   False, 0, state.service.ttl), say)
 
 
 def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
-    writer = status(state)["writer"]
+    writer = service_view(state)["writer"]
     say(fault(lab_dir, writer, "dns-down"))
     say(fault(lab_dir, writer, "crash"))
-    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 40, "the promotion")
-    service = status(lab.load(lab_dir))
+    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the promotion")
+    service = service_view(lab.load(lab_dir))
     assert service["degraded"] and "writer record" in service["degraded"], service
     new = service["writer"]
     say(heal(lab_dir, writer, "dns-down"))
@@ -290,7 +275,7 @@ def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path)
             return False
 
     wait_for(dns_points_at_new, 30, f"the writer record to point at {new}")
-    wait_for(lambda: not status(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
+    wait_for(lambda: not service_view(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
     say(heal(lab_dir, writer, "crash"))
     _rejoin(lab_dir, writer)
 
@@ -303,9 +288,9 @@ def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path
         assert result["split_brain_writes"] == 0 and result["duplicate_keys"] == 0
         say(f"switchover: write pause {result['write_pause_s']:.2f} s")
     # The controllers do not undo an operator's switchover.
-    writer = status(lab.load(lab_dir))["writer"]
+    writer = service_view(lab.load(lab_dir))["writer"]
     time.sleep(3)
-    assert status(lab.load(lab_dir))["writer"] == writer
+    assert service_view(lab.load(lab_dir))["writer"] == writer
 
 
 def _fleet_key(state: lab.LabState) -> bytes:
@@ -322,7 +307,7 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
     from failover.coordination.signing import sign
 
     state = lab.load(lab_dir)
-    writer = status(state)["writer"]
+    writer = service_view(state)["writer"]
     target = next(r for r in state.regions if r.name != writer)
     # A payload claiming, as a real peer, that the writer region is unhealthy.
     peer = next(r.name for r in state.regions if r.name not in (writer, target.name))
@@ -378,18 +363,18 @@ def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str,
 
 def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
-    writer = status(state)["writer"]
+    writer = service_view(state)["writer"]
     _operator(state, "pause", {"service": state.service.name, "by": "test"})
     try:
-        wait_for(lambda: status(lab.load(lab_dir))["paused"], 5, "the pause to spread")
+        wait_for(lambda: service_view(lab.load(lab_dir))["paused"], 5, "the pause to spread")
         say(fault(lab_dir, writer, "crash"))
         time.sleep(7)
-        now = status(lab.load(lab_dir))
+        now = service_view(lab.load(lab_dir))
         assert now["writer"] == writer and now["paused"], "a paused service was failed over"
     finally:
         _operator(lab.load(lab_dir), "resume", {"service": state.service.name, "by": "test"})
     # Resumed: the fleet fails it over now.
-    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 40, "the failover")
+    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the failover")
     say(heal(lab_dir, writer))
     _rejoin(lab_dir, writer)
 
@@ -398,7 +383,7 @@ def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
     fleet = Path(state.topology) / "fleet.toml"
     original = fleet.read_text()
-    before = status(state)
+    before = service_view(state)
     writer = before["writer"]
 
     def restart_controllers() -> None:
@@ -417,11 +402,11 @@ def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
                              and "pre_promote hook" in str(e.get("error"))
                              for e in journals(lab.load(lab_dir), since)), 30,
                  "the refused promotion in the journal")
-        now = status(lab.load(lab_dir))
+        now = service_view(lab.load(lab_dir))
         assert (now["writer"], now["epoch"]) == (writer, before["epoch"])
     finally:
         fleet.write_text(original)
         restart_controllers()
-    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
     say(heal(lab_dir, writer))
     _rejoin(lab_dir, writer)

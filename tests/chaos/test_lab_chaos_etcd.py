@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from failover.lab import state as lab
+from failover.lab.build import service_view
 from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault
 from tests.chaos.test_lab_chaos import (
@@ -22,7 +23,6 @@ from tests.chaos.test_lab_chaos import (
     journals,
     promotions_done,
     restore_lab,
-    status,
     wait_for,
 )
 from tests.support.lab import running_lab, say
@@ -59,14 +59,14 @@ def test_etcd_leader_killed_during_a_failover_ends_with_one_plan(lab_dir: Path) 
     from failover.lab.etcd import etcd_binary  # noqa: F401 - the kit is installed
 
     state = lab.load(lab_dir)
-    writer = status(state)["writer"]
+    writer = service_view(state)["writer"]
     since = time.time()
     say(fault(lab_dir, writer, "crash"))
     time.sleep(2.5)  # the fleet is about to decide: kill etcd's leader under it
     leader = _etcd_leader(state)
     os.kill(leader, 9)
     say(f"etcd leader (pid {leader}) killed")
-    wait_for(lambda: status(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
     time.sleep(3)
     done = promotions_done(journals(lab.load(lab_dir), since))
     assert len(done) == 1, f"plans ended ok: {done}"
