@@ -8,7 +8,7 @@ are served by a separate process pinned to the other core, so their CPU is
 not counted against the scheduler; the PostgreSQL server (embedded wheel,
 `failover` schema installed) is pinned there too. The scheduler process is
 pinned to core 0 and runs the real ProbeScheduler over real probes: HTTP on
-one shared aiohttp session, TCP connects, PostgreSQL on kept sessions.
+a kept connection per check, TCP connects, PostgreSQL on kept sessions.
 
 Reported over the measuring window (after the warm-up): probes per second,
 start delay (actual start minus scheduled time) median and p99, failed
@@ -160,7 +160,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
                    endpoint: Any, server_pids: list[int]) -> dict[str, Any]:
-    from failover.health.http import HttpProbe, new_session
+    from failover.health.http import HttpProbe
     from failover.health.postgres import PostgresProbe
     from failover.health.probe import Probe
     from failover.health.scheduler import ProbeScheduler
@@ -169,7 +169,6 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
     from failover.topology import HttpCheck, PostgresCheck, Service, TcpCheck
 
     timing = {"interval": args.interval, "timeout": args.interval / 2}
-    session = new_session()
     targets: list[ProbeTarget] = []
     http_count = args.endpoints // 2
     for index in range(args.endpoints):
@@ -178,7 +177,7 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
             http = HttpCheck(kind="http", name=f"http-{index}",
                              url=f"http://{http_host}:{HTTP_PORT_BASE + index}/healthz", **timing)
             check: Any = http
-            probe = HttpProbe(http, session)
+            probe = HttpProbe(http)
         else:
             port = TCP_PORT_BASE + index - http_count
             tcp = TcpCheck(kind="tcp", name=f"tcp-{index}", host=tcp_host, port=port, **timing)
@@ -232,7 +231,6 @@ async def _measure(args: argparse.Namespace, http_host: str, tcp_host: str,
         await scheduler.stop()
         for target in targets:
             await target.probe.close()
-        await session.close()
     return {
         "targets": len(targets), "http": http_count, "tcp": args.endpoints - http_count,
         "postgres": args.postgres, "interval_s": args.interval, "window_s": round(wall, 2),

@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
-
 from failover.errors import UserError
 from failover.health.command import CommandProbe
 from failover.health.dns import DnsProbe
-from failover.health.http import HttpProbe, new_session
+from failover.health.http import HttpProbe
 from failover.health.postgres import PostgresProbe
 from failover.health.probe import Probe
 from failover.health.tcp import TcpProbe
@@ -44,10 +42,10 @@ class ProbeTarget:
         return Thresholds(self.check.healthy_threshold, self.check.unhealthy_threshold)
 
 
-def make_probe(topo: Topology, region: str, check: Check, session: aiohttp.ClientSession) -> Probe:
+def make_probe(topo: Topology, region: str, check: Check) -> Probe:
     match check:
         case HttpCheck():
-            return HttpProbe(check, session)
+            return HttpProbe(check)
         case TcpCheck():
             return TcpProbe(check)
         case PostgresCheck():
@@ -74,21 +72,16 @@ def _duplicate_names(topo: Topology) -> list[str]:
 
 @asynccontextmanager
 async def open_probes(topo: Topology) -> AsyncIterator[list[ProbeTarget]]:
-    """Probes for every check of every region, closed (sessions and all) on exit.
-
-    Enter inside the running event loop: HTTP probes share one session.
-    """
+    """Probes for every check of every region, closed (connections and all) on exit."""
     problems = _duplicate_names(topo)
     if problems:
         raise UserError(f"{topo.path}: checks cannot be told apart", problems)
-    session = new_session()
     targets: list[ProbeTarget] = []
     try:
         for name, region in topo.regions.items():
             for check in region.checks:
-                targets.append(ProbeTarget(name, check, make_probe(topo, name, check, session)))
+                targets.append(ProbeTarget(name, check, make_probe(topo, name, check)))
         yield targets
     finally:
         for target in targets:
             await target.probe.close()
-        await session.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from failover.dns.tsig import generate_key
 from failover.dns.wire import Endpoint
 from failover.health.command import CommandProbe
 from failover.health.dns import DnsProbe
-from failover.health.http import HttpProbe, new_session
+from failover.health.http import HttpProbe
 from failover.health.probe import TIMEOUT_REASON, ProbeResult
 from failover.health.tcp import TcpProbe
 from failover.lab.bind import NamedServer, ZoneRecord, ensure_installed, free_port, start_primary
@@ -92,11 +93,11 @@ def http_check(url: str, **fields: object) -> HttpCheck:
 
 
 async def probe_http(check: HttpCheck) -> ProbeResult:
-    session = new_session()
+    probe = HttpProbe(check)
     try:
-        return await HttpProbe(check, session).run()
+        return await probe.run()
     finally:
-        await session.close()
+        await probe.close()
 
 
 def assert_timed_out(result: ProbeResult, timeout: float) -> None:
@@ -152,6 +153,72 @@ def test_http_body_match(block: LoopbackBlock) -> None:
     assert found.ok
     assert not missing.ok
     assert missing.reason == "HTTP 200 but the body does not contain 'primary'"
+
+
+def test_http_probe_keeps_one_connection_and_survives_the_server_dropping_it(
+        block: LoopbackBlock) -> None:
+    """Probes of a check reuse one connection; an idle one the server closed is replaced."""
+    peers: list[object] = []
+
+    async def ok(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text="ok")
+
+    async def scenario() -> list[ProbeResult]:
+        app = web.Application()
+        app.router.add_get("/healthz", ok)
+        # The server forgets idle connections after 0.2 s, as nginx does after its keepalive_timeout.
+        runner = web.AppRunner(app, keepalive_timeout=0.2)
+        await runner.setup()
+        await web.TCPSite(runner, block.address(4), 8080).start()
+        probe = HttpProbe(http_check(f"http://{block.address(4)}:8080/healthz"))
+        try:
+            results = [await probe.run() for _ in range(3)]
+            await asyncio.sleep(0.6)  # the server has closed our connection by now
+            results.append(await probe.run())
+            return results
+        finally:
+            await probe.close()
+            await runner.cleanup()
+
+    results = asyncio.run(scenario())
+    assert [r.ok for r in results] == [True] * 4, [r.reason for r in results]
+    assert len(set(peers[:3])) == 1, f"three probes used {len(set(peers[:3]))} connections"
+    assert peers[3] != peers[0], "the probe after the idle close must use a new connection"
+
+
+def test_http_chunked_body_match_and_basic_auth_from_the_url(block: LoopbackBlock) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"ops:s3cret").decode():
+            return web.Response(status=401)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"role: ", b"x" * 100_000, b" primary"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def scenario() -> tuple[ProbeResult, ProbeResult, ProbeResult]:
+        app = web.Application()
+        app.router.add_get("/role", chunked)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, block.address(4), 8081).start()
+        base = f"{block.address(4)}:8081/role"
+        try:
+            return (await probe_http(http_check(f"http://ops:s3cret@{base}", body_contains="role")),
+                    # The marker lies beyond the 64 KiB the probe reads: not found, said plainly.
+                    await probe_http(http_check(f"http://ops:s3cret@{base}",
+                                                body_contains="primary")),
+                    await probe_http(http_check(f"http://{base}")))
+        finally:
+            await runner.cleanup()
+
+    found, beyond, unauthorized = asyncio.run(scenario())
+    assert found.ok, found.reason
+    assert not beyond.ok and "does not contain 'primary'" in beyond.reason
+    assert not unauthorized.ok and unauthorized.reason == "HTTP 401 (expected 2xx or 3xx)"
 
 
 def test_http_connection_refused(block: LoopbackBlock) -> None:
