@@ -379,13 +379,17 @@ def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
             results.append(result)
             if after_round is not None:
                 after_round(result)
-            if result.failed_over and kind not in PLANNED_KINDS:
-                _restore(lab_dir, result, progress)
+            if result.new_writer is not None and kind not in PLANNED_KINDS:
+                rejoin(lab_dir, result.old_writer, result.new_writer, f"round-{result.round}",
+                       progress)
     return summarise(results)
 
 
-def _restore(lab_dir: Path, result: RoundResult, progress: Progress) -> None:
-    """Make the old writer a subscriber of the new one again, so the next round has three."""
+def rejoin(lab_dir: Path, region: str, writer: str, label: str, progress: Progress) -> None:
+    """Make `region` (a failed-over old writer) a serving subscriber of `writer` again.
+
+    What it had that the writer lacks goes to `reconciliation/<label>-<region>.json`.
+    """
     from failover.postgres.connection import ServiceDatabases
     from failover.postgres.fence import unfence_steps
     from failover.postgres.rejoin import plan_rejoin
@@ -393,14 +397,37 @@ def _restore(lab_dir: Path, result: RoundResult, progress: Progress) -> None:
 
     state = lab.load(lab_dir)
     topo = load_topology(Path(state.topology))
-    progress(f"rejoining {result.old_writer} as a subscriber of {result.new_writer}")
-    lost_file = lab_dir / "reconciliation" / f"round-{result.round}-{result.old_writer}.json"
+    progress(f"rejoining {region} as a subscriber of {writer}")
+    lost_file = lab_dir / "reconciliation" / f"{label}-{region}.json"
     lost_file.parent.mkdir(parents=True, exist_ok=True)
     # A controller that was cut off may still fence its own region once more as it comes
     # back (ending sessions, ours too): the steps are idempotent, so run them again.
     for attempt in Retrying(stop=stop_after_attempt(4), wait=wait_fixed(1), reraise=True,
                             retry=retry_if_exception_type(FailoverError)):
         with attempt, ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
-            run_steps(plan_rejoin(db, result.old_writer, lost_file=lost_file).steps)
+            run_steps(plan_rejoin(db, region, lost_file=lost_file).steps)
             # The drill reconciles nothing by hand: the rejoined subscriber may serve again.
-            run_steps(unfence_steps(db, result.old_writer))
+            run_steps(unfence_steps(db, region))
+
+
+def rejoin_strays(lab_dir: Path, progress: Progress) -> list[str]:
+    """Rejoin every region that is not a serving subscriber of the writer (an interrupted round)."""
+    from failover.postgres.connection import ServiceDatabases
+    from failover.postgres.inspect import inspect_node
+
+    state = lab.load(lab_dir)
+    writer = service_view(state)["writer"]
+    writer_address = state.region(writer).address
+    topo = load_topology(Path(state.topology))
+    strays = []
+    with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
+        for region in state.regions:
+            if region.name == writer:
+                continue
+            node = inspect_node(db.conn(region.name), state.service.name)
+            if (node.role != "subscriber" or node.fenced
+                    or not (node.publisher or "").startswith(f"{writer_address}:")):
+                strays.append(region.name)
+    for region_name in strays:
+        rejoin(lab_dir, region_name, writer, f"stray-{int(time.time())}", progress)
+    return strays
