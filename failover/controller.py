@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import TypeAdapter
@@ -169,6 +170,7 @@ class Controller:
         self._busy = asyncio.Lock()
         self._rerun = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tick_requested = False
         self._started_at = time.time()
         # Time to hear the fleet after a start before silence counts as isolation.
         self._startup_grace = (topo.fleet.observation_max_age + topo.fleet.self_fence_after
@@ -182,9 +184,7 @@ class Controller:
         log.debug("exchange with %s failed: %s", peer, error)
 
     def _on_result(self, target: ProbeTarget, result: ProbeResult) -> None:
-        self.metrics.probe_latency.labels(target=target.region, check=target.check.name,
-                                          ok="true" if result.ok else "false"
-                                          ).observe(result.latency_s)
+        self.metrics.probe_done(target.region, target.check.name, result.ok, result.latency_s)
 
     def _on_transition(self, change: Transition) -> None:
         self.journal.append(THRESHOLD, target=change.region, check=change.check,
@@ -193,20 +193,17 @@ class Controller:
                             reason=change.result.reason, latency=change.result.latency_s)
         log.info("check %s/%s: %s -> %s (%s)", change.region, change.check,
                  change.previous.value, change.current.value, change.result.reason)
+        self.metrics.probe_state.labels(target=change.region, check=change.check).set(
+            {"healthy": 1, "unhealthy": 0}.get(change.current.value, -1))
         self.request_tick()
 
     def my_observations(self, now: float) -> list[Observation]:
         assert self._probes is not None
         status = self._probes.status()
-        observations = []
-        for name, region in self.topo.regions.items():
-            views = [(check, status[(name, check.name)]) for check in region.checks]
-            for check, state in views:
-                if state.last_result is not None:
-                    self.metrics.probe_state.labels(target=name, check=check.name).set(
-                        {"healthy": 1, "unhealthy": 0}.get(state.state.value, -1))
-            observations.append(observe_region(self.region, name, views, now, self.topo.services))
-        return observations
+        return [observe_region(self.region, name,
+                               [(check, status[(name, check.name)]) for check in region.checks],
+                               now, self.topo.services)
+                for name, region in self.topo.regions.items()]
 
     # ------------------------------------------------------------ deciding
 
@@ -250,11 +247,19 @@ class Controller:
     def request_tick(self) -> None:
         """Share and decide now rather than at the next interval: something changed (a check
         crossed a threshold here or at a peer). A decision in progress runs again when it ends."""
-        if self._loop is None or self._stopping:
+        if self._loop is None or self._stopping or self._tick_requested:
             return
-        task = self._loop.create_task(self.tick())
+        self._tick_requested = True
+        task = self._loop.create_task(self._requested_tick())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _requested_tick(self) -> None:
+        # One loop turn first: a burst of news (a thousand checks turning healthy at
+        # start, a region's checks all failing at once) becomes one tick, not one each.
+        await asyncio.sleep(0)
+        self._tick_requested = False
+        await self.tick()
 
     async def tick(self) -> None:
         await self.exchange()
@@ -718,7 +723,8 @@ class Controller:
 
 
 def run_forever(controller: Controller) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT, on uvloop: a thousand probes a second are mostly
+    event-loop work (timers, tasks, socket writes), which uvloop does in C."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -727,4 +733,5 @@ def run_forever(controller: Controller) -> None:
             loop.add_signal_handler(sig, stop.set)
         await controller.run(stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

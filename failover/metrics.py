@@ -51,6 +51,16 @@ class Metrics:
                                        registry=self.registry)
         self.has_quorum = Gauge("failover_sees_quorum", "1 when this controller hears a quorum",
                                 registry=self.registry)
+        # labels() looks its child up under a lock; a thousand probes a second reuse theirs.
+        self._latency_children: dict[tuple[str, str, bool], Histogram] = {}
+
+    def probe_done(self, target: str, check: str, ok: bool, latency_s: float) -> None:
+        key = (target, check, ok)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.probe_latency.labels(
+                target=target, check=check, ok="true" if ok else "false")
+        child.observe(latency_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
