@@ -70,7 +70,7 @@ from failover.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journ
 from failover.logs import in_plan
 from failover.metrics import VERDICT_VALUES, Metrics
 from failover.observing import observe_region
-from failover.plan_steps import StepFactory
+from failover.plan_steps import StepFactory, hook_input
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.heartbeat import beat
@@ -638,10 +638,12 @@ class Controller:
         old = find_old_primary(db, region)
         if old is None:
             raise UserError(f"region: no primary of {service} is known to move away from")
+        action = PromoteSubscriber(service, epoch, region, old, f"operator {verb}")
+        # The service's hooks apply to an operator's promotion as to the fleet's own.
+        before, after = self.steps.hook_steps(action, hook_input([action], time.time()))
         when_writable = [
             PgStep(f"record {region} as the writer of {service}", region, ("-- fleet record",),
-                   lambda: self.promoted(PromoteSubscriber(service, epoch, region, old,
-                                                           f"operator {verb}"), time.time())),
+                   lambda: self.promoted(action, time.time())),
         ]
         dns_step = self.steps.dns_writer_step(SetDnsWriter(service, epoch, old, region,
                                                            f"operator {verb}"))
@@ -652,14 +654,14 @@ class Controller:
             timeout = float(args.get("timeout") or DEFAULT_SWITCHOVER_TIMEOUT)
             switch = plan_switchover(db, region, epoch=epoch, timeout=timeout,
                                      when_writable=when_writable)
-            return list(switch.steps), epoch, summary
+            return [*before, *switch.steps, *after], epoch, summary
         promotion = plan_promotion(db, region, epoch=epoch,
                                    allow_data_loss=bool(args.get("allow_data_loss")),
                                    after_writable=True, repoint=True)
         steps: list[Step] = list(promotion.steps)
         at = next(i for i, step in enumerate(promotion.steps) if step.name.startswith("bump"))
         steps[at + 1:at + 1] = when_writable
-        return steps, epoch, summary
+        return [*before, *steps, *after], epoch, summary
 
     async def _set_paused(self, service: str, paused: bool, by: str) -> dict[str, Any]:
         async with self._busy:

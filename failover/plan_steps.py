@@ -104,6 +104,12 @@ class Deferred:
 HOOK_TIMEOUT = 30.0
 
 
+def hook_input(actions: Sequence[Action], decided_at: float) -> str:
+    """A plan as its hooks read it on stdin (JSON)."""
+    return json.dumps({"decided_at": decided_at, "actions": [
+        {"type": type(a).__name__, **dataclasses.asdict(a)} for a in actions]})
+
+
 @dataclass(frozen=True)
 class HookStep:
     """A service's hook command: the plan on stdin as JSON, the essentials in the environment.
@@ -218,16 +224,9 @@ class StepFactory:
                         out += unfence_steps(databases(action.service), action.region,
                                              epoch=action.epoch)
                     case PromoteSubscriber():
-                        service = self.topo.services[action.service]
-                        plan_json = json.dumps({"decided_at": decided_at, "actions": [
-                            {"type": type(a).__name__, **dataclasses.asdict(a)} for a in actions]})
-                        if service.pre_promote:
-                            out.append(HookStep("pre_promote hook", tuple(service.pre_promote),
-                                                hook_env(action), plan_json))
-                        if service.post_failover:
-                            last.append(BestEffort(HookStep(
-                                "post_failover hook", tuple(service.post_failover),
-                                hook_env(action), plan_json)))
+                        before, after = self.hook_steps(action, hook_input(actions, decided_at))
+                        out += before
+                        last += after
                         db = databases(action.service)
                         plan = plan_promotion(db, action.region, epoch=action.epoch,
                                               allow_data_loss=self.allow_data_loss,
@@ -252,6 +251,20 @@ class StepFactory:
         built.steps = [Bounded(step, self.step_deadline, built.hang_up)
                        for step in out + late + last]
         return built
+
+    def hook_steps(self, action: PromoteSubscriber, plan: str) -> tuple[list[Step], list[Step]]:
+        """The service's pre_promote hook (first: it may refuse) and post_failover hook (last,
+        best effort) around a promotion; `plan` is the JSON they read on stdin."""
+        service = self.topo.services[action.service]
+        before: list[Step] = []
+        after: list[Step] = []
+        if service.pre_promote:
+            before.append(HookStep("pre_promote hook", tuple(service.pre_promote),
+                                   hook_env(action), plan))
+        if service.post_failover:
+            after.append(BestEffort(HookStep("post_failover hook", tuple(service.post_failover),
+                                             hook_env(action), plan)))
+        return before, after
 
     @staticmethod
     def _record_step(action: PromoteSubscriber, decided_at: float, hooks: PlanHooks) -> Step:

@@ -346,17 +346,21 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
     assert verdicts[writer]["verdict"] == "UP", "a refused observation changed a verdict"
 
 
-def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+def _operator_reply(state: lab.LabState, verb: str, body: dict[str, Any]) -> Any:
     for region in state.regions:
         try:
-            reply = call(region.controller_url, "POST", f"/v1/operator/{verb}",
-                         key=_fleet_key(state), body=body, timeout=60)
+            return call(region.controller_url, "POST", f"/v1/operator/{verb}",
+                        key=_fleet_key(state), body=body, timeout=60)
         except ControllerUnreachable:
             continue
-        assert reply.status == 200, reply.body
-        result: dict[str, Any] = reply.body
-        return result
     raise AssertionError("no controller answered")
+
+
+def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    reply = _operator_reply(state, verb, body)
+    assert reply.status == 200, reply.body
+    result: dict[str, Any] = reply.body
+    return result
 
 
 def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:
@@ -394,6 +398,12 @@ def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
     try:
         restart_controllers()
         wait_healthy(lab.load(lab_dir), 60.0, say)
+        # An operator's switchover runs the hook too, and is refused by it.
+        target = next(r.name for r in state.regions if r.name != writer)
+        refused = _operator_reply(lab.load(lab_dir), "switchover",
+                                  {"service": state.service.name, "region": target, "by": "test"})
+        assert refused.status != 200 and "pre_promote hook" in str(refused.body), refused.body
+        assert service_view(lab.load(lab_dir))["writer"] == writer
         since = time.time()
         say(fault(lab_dir, writer, "crash"))
         wait_for(lambda: any(e["kind"] == "plan" and e["event"] == "end"
