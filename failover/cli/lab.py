@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -143,10 +145,15 @@ def drill(
                 f"duplicate keys {result.duplicate_keys}", highlight=False)
 
     report = run_drill(lab_dir, kind or ["crash"], rounds, _progress, after_round=show_round)
+    # A long drill's figures must outlive a scrolled-away or squeezed terminal.
+    saved = lab_dir / "drills" / f"drill-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(report, indent=2) + "\n")
     if json_out:
         print_json(report)
         return
     _print_drill(report)
+    console.print(f"the report as JSON: {saved}", highlight=False)
 
 
 def _secs(value: float | None) -> str:
@@ -154,6 +161,7 @@ def _secs(value: float | None) -> str:
 
 
 def _print_drill(report: dict[str, Any]) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="failover lab drill (median / p99)")
@@ -170,4 +178,5 @@ def _print_drill(report: dict[str, Any]) -> None:
                       pair(k["write_pause_s"]), str(k["acknowledged"]), str(k["lost"]),
                       str(k["split_brain_writes"]),
                       str(k["duplicate_keys"]), str(k["false_failovers"]))
-    console.print(table)
+    # Twelve columns: wider than a default 80-column pipe, and squeezed figures are unreadable.
+    Console(width=max(console.width, 170)).print(table)
