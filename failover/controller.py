@@ -142,7 +142,8 @@ class Controller:
             from failover.coordination.etcd import EtcdCoordinator
 
             coordinator = EtcdCoordinator(self.region, settings.etcd,
-                                          where=str(topo.path / "fleet.toml"))
+                                          where=str(topo.path / "fleet.toml"),
+                                          on_news=self.request_tick)
         self.coordinator: Coordinator = coordinator or PeerCoordinator(
             self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
             state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,

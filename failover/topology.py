@@ -230,6 +230,8 @@ class EtcdSettings(_Model):
     endpoints: list[str] = Field(min_length=1)
     prefix: str = "/failover"
     lease_ttl: Duration = 5.0
+    # How often the others' observations are read between exchanges: the delay news waits.
+    poll_interval: Duration = Field(default=0.1, gt=0)
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None

@@ -29,7 +29,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
@@ -40,6 +40,7 @@ from failover.coordination.etcd_client import (
     EtcdRefused,
     EtcdUnavailable,
     KeyValue,
+    TxnResult,
     created_at,
     delete,
     get,
@@ -81,8 +82,12 @@ class EtcdCoordinator:
     backend = "etcd"
 
     def __init__(self, me: str, settings: EtcdSettings, *, timeout: float | None = None,
-                 where: str = "fleet.toml") -> None:
+                 where: str = "fleet.toml", on_news: Callable[[], None] | None = None) -> None:
         self.me = me
+        self._on_news = on_news  # another controller's view changed: decide again at once
+        self._poll_interval = settings.poll_interval
+        self._follower: asyncio.Task[None] | None = None
+        self._applied_revision = 0  # the store revision of the newest read taken in
         self._ttl = max(1, math.ceil(settings.lease_ttl))
         self._client = EtcdClient(
             settings.endpoints, timeout=timeout or request_timeout(settings.lease_ttl),
@@ -114,13 +119,16 @@ class EtcdCoordinator:
         with contextlib.suppress(FailoverError):
             await self._ensure_lease()
         self._keepalive = asyncio.create_task(self._keep_lease_alive(), name="etcd-lease")
+        if self._on_news is not None:
+            self._follower = asyncio.create_task(self._follow(), name="etcd-follow")
 
     async def close(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-            self._keepalive = None
+        for task in (self._keepalive, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keepalive = self._follower = None
         await self.resign()
         if self._lease is not None:
             # A clean stop withdraws this controller's votes now rather than at expiry.
@@ -195,9 +203,38 @@ class EtcdCoordinator:
             self._unreachable(exc)
             return
         self._problem = None
+        self._take_in(result)
+
+    def _take_in(self, result: TxnResult) -> bool:
+        """Adopt what a read of the observations and records found, unless a newer read was
+        taken in already; True when a region's health or a record changed."""
+        if result.revision < self._applied_revision:
+            return False
+        self._applied_revision = result.revision
         observations, records = result.ranges
-        self._others = self._read_observations(observations)
+        others = self._read_observations(observations)
+        news = any(held is None or held.health is not seen.health
+                   for key, seen in others.items()
+                   for held in [self._others.get(key)])
+        self._others = others
+        revisions = self._revisions
         self._records, self._revisions = self._read_records(records)
+        return news or revisions != self._revisions
+
+    async def _follow(self) -> None:
+        """Read the others' observations between exchanges, so that a peer's news reaches this
+        controller's decision within `poll_interval` rather than at its next exchange (the
+        peer exchange pushes news; etcd is read). Reads only: nothing is written here."""
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                result = await asyncio.to_thread(
+                    self._client.txn, [],
+                    [get_prefix(self._observations_prefix), get_prefix(self._records_prefix)])
+            except FailoverError:
+                continue  # the exchange reports etcd's problems; this only speeds news up
+            if self._take_in(result) and self._on_news is not None:
+                self._on_news()
 
     def _read_observations(self, kvs: Sequence[KeyValue]) -> dict[tuple[str, str], Observation]:
         """Everyone else's latest observations, each taken only from its observer's own key."""

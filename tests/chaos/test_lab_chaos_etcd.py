@@ -1,10 +1,11 @@
 """The lab's chaos scenarios with the controllers agreeing through a real etcd cluster.
 
-The same drill as with the peer exchange: writer crash and isolation fail over once
-without split brain; an isolated non-writer, a blip, a controller crash and a DNS
-outage cause no failover; a switchover under load loses nothing; a failure of the
-coordination store itself (its leader killed during a failover) still ends with
-exactly one plan executed once.
+The peer lab's scenarios on an etcd lab: writer crash and isolation fail over once
+without split brain; an isolated non-writer, a blip, a controller crash, a DNS outage
+and a paused service cause no failover; DNS down during a failover catches up; a
+refusing pre_promote hook stops promotions; a switchover under load loses nothing;
+and a failure of the coordination store itself (its leader killed during a failover)
+still ends with exactly one plan executed once.
 """
 
 from __future__ import annotations
@@ -22,16 +23,20 @@ from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault
 
 # The peer lab's scenarios are imported so that pytest collects them again here and runs
-# them on this module's etcd lab (it resolves `lab_dir` where a test is collected). The
-# killed-executor scenario is not among them: it predicts the executor by the peers'
-# rule, and etcd elects its leader instead (tests/integration/test_etcd_faults.py kills it).
+# them on this module's etcd lab (it resolves `lab_dir` where a test is collected). Two
+# are not: forged observations concern the peer exchange only, and the killed-executor
+# scenario predicts the executor by the peers' rule while etcd elects its leader
+# (tests/integration/test_etcd_faults.py kills the elected one mid-plan).
 from tests.chaos.test_lab_chaos import (
     assert_clean_failover,
     journals,
     promotions_done,
     restore_lab,
     test_a_blip_shorter_than_the_threshold_causes_no_failover,  # noqa: F401
+    test_a_failing_pre_promote_hook_aborts_the_promotion,  # noqa: F401
+    test_a_paused_service_is_not_failed_over,  # noqa: F401
     test_an_isolated_non_writer_region_causes_no_failover,  # noqa: F401
+    test_dns_down_during_a_failover_catches_up_and_shows_degraded,  # noqa: F401
     test_faults_that_must_not_fail_over,  # noqa: F401
     test_planned_switchover_under_load_loses_no_acknowledged_write,  # noqa: F401
     wait_for,

@@ -57,6 +57,51 @@ def test_each_controller_sees_every_controllers_observations(etcd_cluster: EtcdC
                                                            ("b", Health.HEALTHY)}
 
 
+def test_a_peers_changed_verdict_reaches_a_following_controller_between_its_exchanges(
+        etcd_cluster: EtcdCluster) -> None:
+    """The peer exchange pushes news; with etcd, a reads it within its poll interval."""
+    prefix = new_prefix()
+
+    async def scenario() -> tuple[list[Observation], int]:
+        news = asyncio.Event()
+        calls = 0
+
+        def on_news() -> None:
+            nonlocal calls
+            calls += 1
+            news.set()
+
+        a = EtcdCoordinator("a", settings_with_poll(etcd_cluster, prefix), timeout=0.75,
+                            on_news=on_news)
+        b = coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            await a.exchange([observation("a", "c")])
+            await b.exchange([observation("b", "c")])
+            await asyncio.wait_for(news.wait(), 5)  # b's first view is news to a
+            news.clear()
+            await b.exchange([observation("b", "c")])  # the same health again: no news
+            await asyncio.sleep(0.5)
+            quiet_calls = calls
+            await b.exchange([observation("b", "c", Health.UNHEALTHY)])
+            await asyncio.wait_for(news.wait(), 5)
+            return a.observations(), calls - quiet_calls
+        finally:
+            await a.close()
+            await b.close()
+
+    seen, news_calls = asyncio.run(scenario())
+    assert ("b", "c", Health.UNHEALTHY) in {(o.observer, o.target, o.health) for o in seen}
+    # a never exchanged after b's change: only its follower can have read it.
+    assert news_calls == 1, "an unchanged view is not news; a changed one is, once"
+
+
+def settings_with_poll(cluster: EtcdCluster, prefix: str) -> EtcdSettings:
+    return EtcdSettings(endpoints=cluster.endpoints, prefix=prefix, lease_ttl=LEASE_TTL,
+                        poll_interval=0.1)
+
+
 _DYING_CONTROLLER = textwrap.dedent("""
     import asyncio, sys, time
     from failover.coordination.etcd import EtcdCoordinator
