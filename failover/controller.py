@@ -84,11 +84,11 @@ from failover.topology import Topology
 log = logging.getLogger("failover.controller")
 
 OPERATOR_VERBS = ("switchover", "promote", "fence", "unfence", "rejoin")
-DNS_RETRY_INTERVAL = 2.0
+DNS_RETRY_INTERVAL = 2.0  # seconds between retries of a writer record that did not move
 FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
 # still_leading may ride out an etcd election (lease TTL plus a few requests):
 # waiting less would depose a healthy leader.
-LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds between retries of a writer record that did not move
+LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds
 
 ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     FenceRegion, UnfenceWriter, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader,

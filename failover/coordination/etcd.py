@@ -212,11 +212,9 @@ class EtcdCoordinator:
             return False
         self._applied_revision = result.revision
         observations, records = result.ranges
-        others = self._read_observations(observations)
-        news = any(held is None or held.health is not seen.health
-                   for key, seen in others.items()
-                   for held in [self._others.get(key)])
-        self._others = others
+        held, self._others = self._others, self._read_observations(observations)
+        news = any(key not in held or held[key].health is not seen.health
+                   for key, seen in self._others.items())
         revisions = self._revisions
         self._records, self._revisions = self._read_records(records)
         return news or revisions != self._revisions
