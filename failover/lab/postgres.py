@@ -167,10 +167,8 @@ class PgServer:
         """
         if self._process is None:
             return
-        victims = processes.tree(self._process.pid)
-        processes.signal_all(victims, signal.SIGKILL)
-        self._process.wait(timeout=_STOP_TIMEOUT)  # reap it: a zombie would look alive
-        processes.wait_gone(victims[1:], _STOP_TIMEOUT)
+        processes.kill_tree(self._process.pid, _STOP_TIMEOUT)  # reaps our child too
+        self._process.poll()
         self._process = None
         self.pid = None
 
