@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ssl
 from urllib.parse import unquote, urlsplit
 
@@ -74,6 +75,12 @@ def _request(check: HttpCheck) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying context for every https check: each loads the system's CA store."""
+    return ssl.create_default_context()
+
+
 class HttpProbe(BoundedProbe):
     def __init__(self, check: HttpCheck) -> None:
         super().__init__(check.timeout)
@@ -82,7 +89,7 @@ class HttpProbe(BoundedProbe):
         https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if https else 80)
-        self._tls = ssl.create_default_context() if https else None
+        self._tls = _tls_context() if https else None
         self._request = _request(check)
         self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
