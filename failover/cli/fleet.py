@@ -15,11 +15,13 @@ from failover.cli import app
 from failover.cli.common import JsonOption, TopologyOption, console, print_json
 from failover.coordination.client import (
     ControllerUnreachable,
+    NoControllerAnswered,
     Statuses,
     acting_view,
     call,
     fleet_statuses,
 )
+from failover.coordination.client import send_operator as operator_request
 from failover.errors import FailoverError, UserError
 from failover.topology import Topology, load_topology
 
@@ -65,8 +67,12 @@ def run(
                            key=fleet_key(topo)))
 
 
+def _controllers(topo: Topology) -> dict[str, str]:
+    return {name: region.controller_url for name, region in topo.regions.items()}
+
+
 def _statuses(topo: Topology) -> Statuses:
-    return fleet_statuses({name: region.controller_url for name, region in topo.regions.items()})
+    return fleet_statuses(_controllers(topo))
 
 
 def _status_table(topo: Topology, statuses: Statuses) -> Table:
@@ -212,32 +218,12 @@ def history(
 
 
 def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
-    the fleet's epochs and journal apply and the controllers never fight the operator."""
-    statuses = _statuses(topo)
-    if not any(isinstance(status, dict) for status in statuses.values()):
-        raise FailoverError("no controller answered (" + "; ".join(
-            f"{name}: {status}" for name, status in statuses.items()) + "); with none running, "
-            "act on the databases directly with --direct")
-    key = fleet_key(topo)
-    acting = acting_view(statuses)
-    order = sorted(topo.regions, key=lambda name: name != (acting or {}).get("region"))
-    errors = []
-    for name in order:
-        try:
-            reply = call(topo.regions[name].controller_url, "POST", f"/v1/operator/{verb}",
-                         key=key, body={"by": "cli", **body}, timeout=300)
-        except ControllerUnreachable as exc:
-            errors.append(f"{name}: {exc}")
-            continue
-        result = reply.body if isinstance(reply.body, dict) else {}
-        if reply.status == 200:
-            return {**result, "via": name}
-        if reply.status == 400:
-            raise UserError(str(result.get("error")), result.get("problems"))
-        raise FailoverError(f"{name} refused: {result.get('error', reply.status)}")
-    raise FailoverError("no controller answered (" + "; ".join(errors) + "); with none "
-                        "running, act on the databases directly with --direct")
+    """An operator's verb, run by the acting controller (see coordination.client)."""
+    try:
+        return operator_request(_controllers(topo), fleet_key(topo), verb, {"by": "cli", **body})
+    except NoControllerAnswered as exc:
+        raise FailoverError(f"{exc}; with none running, act on the databases directly "
+                            "with --direct") from None
 
 
 ServiceArg = Annotated[str, typer.Argument(help="The service.")]

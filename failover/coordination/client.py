@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from failover.coordination.signing import sign
+from failover.errors import FailoverError, UserError
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,35 @@ def acting_view(statuses: Statuses) -> dict[str, Any] | None:
         if view.get("executor") == view.get("region") and view.get("has_quorum"):
             return view
     return next((v for v in views if v.get("has_quorum")), views[0] if views else None)
+
+
+class NoControllerAnswered(FailoverError):
+    pass
+
+
+def send_operator(controllers: dict[str, str], key: bytes, verb: str, body: dict[str, Any],
+                  *, timeout: float = 300.0) -> dict[str, Any]:
+    """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
+    the fleet's epochs and journal apply and the controllers never fight the operator.
+    The answer carries `via`: the region whose controller ran it."""
+    statuses = fleet_statuses(controllers)
+    if not any(isinstance(status, dict) for status in statuses.values()):
+        raise NoControllerAnswered("no controller answered (" + "; ".join(
+            f"{name}: {status}" for name, status in statuses.items()) + ")")
+    acting = acting_view(statuses)
+    order = sorted(controllers, key=lambda name: name != (acting or {}).get("region"))
+    errors = []
+    for name in order:
+        try:
+            reply = call(controllers[name], "POST", f"/v1/operator/{verb}", key=key, body=body,
+                         timeout=timeout)
+        except ControllerUnreachable as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        result = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status == 200:
+            return {**result, "via": name}
+        if reply.status == 400:
+            raise UserError(str(result.get("error")), result.get("problems"))
+        raise FailoverError(f"{name} refused: {result.get('error', reply.status)}")
+    raise NoControllerAnswered("no controller answered (" + "; ".join(errors) + ")")

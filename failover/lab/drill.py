@@ -34,7 +34,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from failover.coordination.client import ControllerUnreachable, call
+from failover.coordination.client import ControllerUnreachable, call, send_operator
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
 from failover.lab.build import service_view, wait_healthy
@@ -185,15 +185,8 @@ def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
     """Ask the acting controller to move the writer to the best other region."""
     target = max((r.name for r in state.regions if r.name != old_writer),
                  key=lambda name: lab.PRIORITIES[name])
-    for region in state.regions:
-        with contextlib.suppress(ControllerUnreachable):
-            reply = call(region.controller_url, "POST", "/v1/operator/switchover", key=key,
-                         body={"service": state.service.name, "region": target, "by": "drill"},
-                         timeout=60)
-            if reply.status == 200:
-                return
-            raise FailoverError(f"switchover refused by {region.name}: {reply.body}")
-    raise FailoverError("no controller answered the switchover")
+    send_operator(state.controllers(), key, "switchover",
+                  {"service": state.service.name, "region": target, "by": "drill"}, timeout=60)
 
 
 def _detection(state: lab.LabState, key: bytes, writer: str, since: float) -> float | None:
