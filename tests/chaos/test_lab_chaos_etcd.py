@@ -31,7 +31,6 @@ from tests.chaos.test_lab_chaos import (
     assert_clean_failover,
     journals,
     promotions_done,
-    restore_lab,
     test_a_blip_shorter_than_the_threshold_causes_no_failover,  # noqa: F401
     test_a_failing_pre_promote_hook_aborts_the_promotion,  # noqa: F401
     test_a_paused_service_is_not_failed_over,  # noqa: F401
@@ -52,12 +51,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 def lab_dir() -> Iterator[Path]:
     with running_lab(Path("/tmp/failover-chaos-lab-etcd"), "etcd") as directory:
         yield directory
-
-
-@pytest.fixture(autouse=True)
-def healthy_between_tests(lab_dir: Path) -> Iterator[None]:
-    restore_lab(lab_dir)
-    yield
 
 
 @pytest.mark.parametrize("kind", ["crash", "isolate"])
