@@ -28,6 +28,7 @@ from failover.lab.faults import fault
 # scenario predicts the executor by the peers' rule while etcd elects its leader
 # (tests/integration/test_etcd_faults.py kills the elected one mid-plan).
 from tests.chaos.test_lab_chaos import (
+    ROUNDS,
     assert_clean_failover,
     journals,
     promotions_done,
@@ -41,8 +42,6 @@ from tests.chaos.test_lab_chaos import (
     wait_for,
 )
 from tests.support.lab import running_lab, say
-
-ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
