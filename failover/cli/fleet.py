@@ -220,7 +220,8 @@ def history(
 def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
     """An operator's verb, run by the acting controller (see coordination.client)."""
     try:
-        return operator_request(_controllers(topo), fleet_key(topo), verb, {"by": "cli", **body})
+        return operator_request(_controllers(topo), lambda: fleet_key(topo), verb,
+                                {"by": "cli", **body})
     except NoControllerAnswered as exc:
         raise FailoverError(f"{exc}; with none running, act on the databases directly "
                             "with --direct") from None

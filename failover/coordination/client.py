@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,22 +77,24 @@ class NoControllerAnswered(FailoverError):
     pass
 
 
-def send_operator(controllers: dict[str, str], key: bytes, verb: str, body: dict[str, Any],
-                  *, timeout: float = 300.0) -> dict[str, Any]:
+def send_operator(controllers: dict[str, str], key: Callable[[], bytes], verb: str,
+                  body: dict[str, Any], *, timeout: float = 300.0) -> dict[str, Any]:
     """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
     the fleet's epochs and journal apply and the controllers never fight the operator.
-    The answer carries `via`: the region whose controller ran it."""
+    The answer carries `via`: the region whose controller ran it. `key` is read only once
+    a controller answered: with none running, that is what the operator needs to hear."""
     statuses = fleet_statuses(controllers)
     if not any(isinstance(status, dict) for status in statuses.values()):
         raise NoControllerAnswered("no controller answered (" + "; ".join(
             f"{name}: {status}" for name, status in statuses.items()) + ")")
+    secret = key()
     acting = acting_view(statuses)
     order = sorted(controllers, key=lambda name: name != (acting or {}).get("region"))
     errors = []
     for name in order:
         try:
-            reply = call(controllers[name], "POST", f"/v1/operator/{verb}", key=key, body=body,
-                         timeout=timeout)
+            reply = call(controllers[name], "POST", f"/v1/operator/{verb}", key=secret,
+                         body=body, timeout=timeout)
         except ControllerUnreachable as exc:
             errors.append(f"{name}: {exc}")
             continue

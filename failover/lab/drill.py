@@ -185,7 +185,7 @@ def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
     """Ask the acting controller to move the writer to the best other region."""
     target = max((r.name for r in state.regions if r.name != old_writer),
                  key=lambda name: lab.PRIORITIES[name])
-    send_operator(state.controllers(), key, "switchover",
+    send_operator(state.controllers(), lambda: key, "switchover",
                   {"service": state.service.name, "region": target, "by": "drill"}, timeout=60)
 
 

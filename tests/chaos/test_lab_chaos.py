@@ -323,7 +323,8 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
 
 
 def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-    return send_operator(state.controllers(), _fleet_key(state), verb, body, timeout=60)
+    return send_operator(state.controllers(), lambda: _fleet_key(state), verb, body,
+                         timeout=60)
 
 
 def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:
