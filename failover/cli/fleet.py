@@ -13,7 +13,7 @@ from rich.table import Table
 
 from failover.cli import app
 from failover.cli.common import JsonOption, TopologyOption, console, print_json
-from failover.coordination.client import (
+from failover.controller.client import (
     ControllerUnreachable,
     NoControllerAnswered,
     Statuses,
@@ -21,7 +21,7 @@ from failover.coordination.client import (
     call,
     fleet_statuses,
 )
-from failover.coordination.client import send_operator as operator_request
+from failover.controller.client import send_operator as operator_request
 from failover.errors import FailoverError, UserError
 from failover.topology import Topology, load_topology
 
@@ -51,7 +51,7 @@ def run(
 ) -> None:
     """Run the controller of a region until SIGTERM (JSON logs on stderr)."""
     from failover import logs
-    from failover.controller import Controller, run_forever
+    from failover.controller.process import Controller, run_forever
     from failover.settings import controller_settings
 
     settings = controller_settings(topology=topology, region=region, state_dir=state_dir,

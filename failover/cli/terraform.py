@@ -18,7 +18,7 @@ from failover.cli.common import (
 )
 from failover.cli.topology import topology_app
 from failover.errors import UserError
-from failover.topology_from_terraform import (
+from failover.topology.terraform import (
     DEFAULT_PASSWORD_ENV,
     PasswordSource,
     TerraformOutputs,

@@ -20,7 +20,7 @@ from typing import Any
 
 import tomli_w
 
-from failover.coordination.client import acting_view, fleet_statuses
+from failover.controller.client import acting_view, fleet_statuses
 from failover.dns.tsig import generate_key
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError

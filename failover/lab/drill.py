@@ -34,7 +34,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from failover.coordination.client import ControllerUnreachable, call, send_operator
+from failover.controller.client import ControllerUnreachable, call, send_operator
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
 from failover.lab.build import service_view, wait_healthy

@@ -21,7 +21,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from failover.coordination.client import acting_view, fleet_statuses
+from failover.controller.client import acting_view, fleet_statuses
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
 from failover.lab import processes

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from failover.coordination.client import ControllerUnreachable, call, send_operator
+from failover.controller.client import ControllerUnreachable, call, send_operator
 from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
 from failover.lab import state as lab

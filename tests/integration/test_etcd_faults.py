@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from failover.controller.executor import Executor, PlanRun
+from failover.controller.journal import Journal
 from failover.coordination.base import ServiceRecord
 from failover.coordination.etcd import EtcdCoordinator
 from failover.engine import Health, Observation
-from failover.executor import Executor, PlanRun
-from failover.journal import Journal
 from failover.lab.etcd import EtcdCluster, EtcdMember
 from failover.topology import EtcdSettings
 from tests.support.etcd import (

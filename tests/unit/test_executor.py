@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from failover.controller.executor import CRASH_AFTER_STEP_ENV, Executor, PlanRun
+from failover.controller.journal import Journal
 from failover.errors import SafetyRefusal
-from failover.executor import CRASH_AFTER_STEP_ENV, Executor, PlanRun
-from failover.journal import Journal
 
 
 @dataclass
@@ -109,8 +109,8 @@ CRASHING_PLAN = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from unit.test_executor import AppendStep
-    from failover.executor import Executor, PlanRun
-    from failover.journal import Journal
+    from failover.controller.executor import Executor, PlanRun
+    from failover.controller.journal import Journal
     out = Path({out!r})
     steps = [AppendStep(name, out) for name in ("fence", "promote", "dns")]
     journal = Journal(Path({journal!r}), source="us-east-1")

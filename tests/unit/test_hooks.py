@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from failover.controller.executor import Executor, PlanRun
+from failover.controller.journal import Journal
+from failover.controller.steps import HookStep, hook_env
 from failover.engine import PromoteSubscriber
 from failover.errors import SafetyRefusal
-from failover.executor import Executor, PlanRun
-from failover.journal import Journal
-from failover.plan_steps import HookStep, hook_env
 
 ACTION = PromoteSubscriber("app", 4, "us-west-2", "us-east-1", "us-east-1 is DOWN")
 PLAN = json.dumps({"decided_at": 1.0, "actions": [{"type": "PromoteSubscriber", "epoch": 4}]})

@@ -33,7 +33,12 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import TypeAdapter
 
-from failover.api import build_app
+from failover.controller.api import build_app
+from failover.controller.executor import Executor, PlanOutcome, PlanRun, Step
+from failover.controller.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journal
+from failover.controller.metrics import VERDICT_VALUES, Metrics
+from failover.controller.observing import observe_region
+from failover.controller.steps import StepFactory, hook_input
 from failover.coordination.base import (
     Coordinator,
     Leadership,
@@ -62,15 +67,10 @@ from failover.engine import (
 )
 from failover.engine.policy import policy_from_topology
 from failover.errors import ConflictError, FailoverError, UserError
-from failover.executor import Executor, PlanOutcome, PlanRun, Step
 from failover.health.probe import ProbeResult
 from failover.health.scheduler import ProbeScheduler, Transition
 from failover.health.targets import ProbeTarget, open_probes
-from failover.journal import DECISION, OPERATOR, PLAN, THRESHOLD, VERDICT, Journal
 from failover.logs import in_plan
-from failover.metrics import VERDICT_VALUES, Metrics
-from failover.observing import observe_region
-from failover.plan_steps import StepFactory, hook_input
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.heartbeat import beat

@@ -23,8 +23,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from failover.controller.journal import PLAN, STEP, Journal
 from failover.errors import ConflictError, FailoverError, SafetyRefusal, UserError
-from failover.journal import PLAN, STEP, Journal
 
 # Test hook: the chaos and controller tests kill the executing process right
 # after the named step ended, to prove a plan resumes and runs once.

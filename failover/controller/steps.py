@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from failover.controller.executor import Step
 from failover.dns.provider import DnsProvider
 from failover.dns.records import RecordKey, RecordSet, rtype_for_address
 from failover.engine import (
@@ -31,7 +32,6 @@ from failover.engine import (
     UnfenceWriter,
 )
 from failover.errors import ConflictError, SafetyRefusal
-from failover.executor import Step
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.promote import plan_promotion, repoint_step, terminate_stale_step

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from failover.controller.metrics import Metrics
 from failover.coordination.signing import SignatureRejected, Verifier
 from failover.errors import ConflictError, FailoverError, SafetyRefusal, UserError
-from failover.metrics import Metrics
 
 OperatorHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 

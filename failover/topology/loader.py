@@ -1,0 +1,195 @@
+"""Reading a topology folder: every problem at once, each naming the file, the field and what to do."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from failover.errors import UserError
+from failover.topology.models import (
+    CHECK_KINDS,
+    FLEET_FILE,
+    Fleet,
+    PostgresCheck,
+    Region,
+    Topology,
+)
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: malformed TOML: {exc}")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc.strerror}")
+    return None
+
+
+def _field_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    parts = list(loc)
+    for index, part in enumerate(parts):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in CHECK_KINDS and index > 0 and isinstance(parts[index - 1], int):
+            continue  # the discriminated union's tag: the user never wrote it
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _validation_problems(path: Path, exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see regions/example/ for the fields)"
+        elif error["type"] == "union_tag_invalid":
+            message = f"unknown check kind; expected one of {', '.join(CHECK_KINDS)}"
+        elif error["type"] == "union_tag_not_found":
+            message = f"missing kind; expected one of {', '.join(CHECK_KINDS)}"
+        problems.append(f"{path}: {_field_path(error['loc'])}: {message}")
+    return problems
+
+
+def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
+                  files: dict[str, Path], *, all_regions_loaded: bool) -> list[str]:
+    """Problems between files; region membership is judged only when every region file
+    loaded, so that one broken file does not echo as a cascade of false problems."""
+    problems: list[str] = []
+    n = len(regions)
+    if fleet.quorum is not None:
+        if fleet.quorum > n:
+            problems.append(f"{fleet_path}: quorum: {fleet.quorum} is larger than the fleet "
+                            f"({n} regions); use at most {n}")
+        elif fleet.quorum <= n // 2:
+            problems.append(f"{fleet_path}: quorum: {fleet.quorum} of {n} is not a strict majority, "
+                            f"so two halves could both act; use at least {n // 2 + 1}")
+    seen: set[str] = set()
+    for index, service in enumerate(fleet.services):
+        where = f"{fleet_path}: services[{index}]"
+        if service.name in seen:
+            problems.append(f"{where}.name: service {service.name!r} is defined twice")
+        seen.add(service.name)
+        members = service.regions if service.regions is not None else list(regions)
+        for name in members if all_regions_loaded else []:
+            if name not in regions:
+                problems.append(f"{where}.regions: unknown region {name!r} "
+                                f"(known: {', '.join(regions) or 'none'})")
+            elif service.name not in regions[name].postgres:
+                problems.append(f"{files[name]}: postgres.{service.name}: missing; region {name!r} "
+                                f"takes part in service {service.name!r} and needs its endpoint")
+        if len(members) < 2 and all_regions_loaded:
+            problems.append(f"{where}.regions: a service needs at least two regions to fail over")
+        zone = fleet.dns.zone
+        if zone is not None:
+            for attr in ("writer_record", "reader_record"):
+                record = getattr(service, attr)
+                if record is not None and not (record == zone or record.endswith("." + zone)):
+                    problems.append(f"{where}.{attr}: {record} is outside the zone {zone}")
+    for name, region in regions.items():
+        for service_name in region.postgres:
+            if service_name not in seen:
+                problems.append(f"{files[name]}: postgres.{service_name}: no service "
+                                f"{service_name!r} in {fleet_path}")
+        for index, check in enumerate(region.checks):
+            if isinstance(check, PostgresCheck) and check.service not in region.postgres:
+                problems.append(f"{files[name]}: checks[{index}].service: region {name!r} has no "
+                                f"postgres.{check.service} endpoint to check")
+    detection = [check.detection_time for region in regions.values()
+                 for check in region.liveness_checks]
+    if detection and fleet.self_fence_after >= min(detection):
+        problems.append(
+            f"{fleet_path}: self_fence_after: {fleet.self_fence_after:g} s must be shorter than the "
+            f"{min(detection):g} s the fleet needs to declare a region DOWN (interval x "
+            "unhealthy_threshold of the fastest liveness check), or the old primary could still "
+            "take writes when the new one starts"
+        )
+    if not regions and all_regions_loaded:
+        problems.append(f"{fleet_path.parent}: no <region>.toml files; a fleet needs regions")
+    return problems
+
+
+def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
+    """Read and validate a topology folder; UserError lists every problem found."""
+    path = Path(path)
+    if not path.is_dir():
+        hint = " (pass the folder, not the file)" if path.name == FLEET_FILE else ""
+        raise UserError(f"{flag}: {path} is not a folder{hint}")
+    fleet_path = path / FLEET_FILE
+    if not fleet_path.exists():
+        raise UserError(f"{fleet_path}: missing; a topology folder needs fleet.toml")
+    problems: list[str] = []
+    fleet: Fleet | None = None
+    raw = _read_toml(fleet_path, problems)
+    if raw is not None:
+        try:
+            fleet = Fleet.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_validation_problems(fleet_path, exc))
+
+    regions: dict[str, Region] = {}
+    files: dict[str, Path] = {}
+    problems_before_regions = len(problems)
+    for region_path in sorted(path.glob("*.toml")):
+        if region_path.name == FLEET_FILE:
+            continue
+        raw = _read_toml(region_path, problems)
+        if raw is None:
+            continue
+        try:
+            region = Region.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_validation_problems(region_path, exc))
+            continue
+        if region.name in regions:
+            problems.append(f"{region_path}: name: region {region.name!r} is already defined "
+                            f"in {files[region.name]}; region names must be unique")
+            continue
+        endpoints = {svc: ep.model_copy(update={"source": f"{region_path}: postgres.{svc}"})
+                     for svc, ep in region.postgres.items()}
+        regions[region.name] = region.model_copy(update={"postgres": endpoints})
+        files[region.name] = region_path
+
+    if fleet is not None:
+        all_loaded = len(problems) == problems_before_regions
+        problems.extend(_cross_checks(fleet_path, fleet, regions, files,
+                                      all_regions_loaded=all_loaded))
+    if problems or fleet is None:
+        raise UserError(f"{path}: the topology has {len(problems)} problem(s)", problems)
+    return Topology(path=path, fleet=_anchor_files(fleet, path),
+                    regions={name: _anchor_region(region, path) for name, region in regions.items()},
+                    region_files=files)
+
+
+def _anchored(file: Path | None, folder: Path) -> Path | None:
+    """A relative path in a topology file means relative to the topology folder."""
+    return None if file is None or file.is_absolute() else folder / file
+
+
+def _anchor_files(fleet: Fleet, folder: Path) -> Fleet:
+    coordination = fleet.coordination
+    if (key := _anchored(coordination.key_file, folder)) is not None:
+        coordination = coordination.model_copy(update={"key_file": key})
+    if coordination.etcd is not None:
+        updates = {name: anchored for name in ("ca_file", "cert_file", "key_file")
+                   if (anchored := _anchored(getattr(coordination.etcd, name), folder))}
+        coordination = coordination.model_copy(
+            update={"etcd": coordination.etcd.model_copy(update=updates)})
+    dns = fleet.dns
+    if dns.rfc2136 is not None and (key := _anchored(dns.rfc2136.key_file, folder)):
+        dns = dns.model_copy(update={"rfc2136": dns.rfc2136.model_copy(update={"key_file": key})})
+    return fleet.model_copy(update={"coordination": coordination, "dns": dns})
+
+
+def _anchor_region(region: Region, folder: Path) -> Region:
+    endpoints = {service: endpoint.model_copy(update={"password_file": password})
+                 if (password := _anchored(endpoint.password_file, folder)) else endpoint
+                 for service, endpoint in region.postgres.items()}
+    return region.model_copy(update={"postgres": endpoints})
