@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg
 
 from failover.lab.postgres import pg_bindir
-from failover.postgres.promote import plan_promotion
-from failover.postgres.steps import Step, StepResult, run_steps
+from failover.postgres.promote import promotion_steps
+from failover.postgres.steps import SqlStep, StepResult, run_steps
 from tests.support.pg import (
     ServiceDb,
     fresh_service_db,
@@ -60,14 +60,14 @@ def one_promotion(sdb: ServiceDb) -> tuple[float, float]:
 
     accepted: list[float] = []
 
-    def on_event(step: Step, result: StepResult | None) -> None:
+    def on_event(step: SqlStep, result: StepResult | None) -> None:
         if result is not None and step.name.startswith("bump the epoch"):
             with psycopg.connect(sdb.app_conninfo("bravo"), autocommit=True) as conn:
                 conn.execute("INSERT INTO items (note) VALUES ('first write')")
             accepted.append(time.perf_counter())
 
     started = time.perf_counter()
-    plan = plan_promotion(sdb.db, "bravo")
+    plan = promotion_steps(sdb.db, "bravo")
     run_steps(plan.steps, on_event=on_event)
     finished = time.perf_counter()
     return (accepted[0] - started) * 1000, (finished - started) * 1000

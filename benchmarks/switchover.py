@@ -22,7 +22,7 @@ import psycopg
 
 from failover.lab.postgres import pg_bindir
 from failover.postgres.steps import run_steps
-from failover.postgres.switchover import plan_switchover
+from failover.postgres.switchover import switchover_steps
 from tests.support.pg import ServiceDb, fresh_service_db, replicate_from_alpha, running_cluster
 
 RATE = 100.0
@@ -67,7 +67,7 @@ def one_switchover(sdb: ServiceDb) -> tuple[float, float, int]:
     writer.start()
     time.sleep(1.0)
     started = time.perf_counter()
-    run_steps(plan_switchover(sdb.db, "bravo", timeout=30).steps)
+    run_steps(switchover_steps(sdb.db, "bravo", timeout=30).steps)
     duration = time.perf_counter() - started
     time.sleep(1.0)
     writer.stopping.set()

@@ -11,9 +11,9 @@ from failover.cli.common import DryRunOption, JsonOption, TopologyOption, YesOpt
 from failover.cli.operate import ServiceArg, execute_steps
 from failover.errors import UserError
 from failover.postgres.connection import ServiceDatabases
-from failover.postgres.replicate import plan_replication, recorded_writer
+from failover.postgres.replicate import recorded_writer, replication_steps
 from failover.postgres.schema import install, install_statements
-from failover.postgres.steps import Step
+from failover.postgres.steps import SqlStep
 from failover.topology import load_topology
 
 db_app = typer.Typer(help="Install the failover schema and set up replication.",
@@ -21,12 +21,12 @@ db_app = typer.Typer(help="Install the failover schema and set up replication.",
 app.add_typer(db_app, name="db")
 
 
-def _install_step(db: ServiceDatabases, region: str) -> Step:
+def _install_step(db: ServiceDatabases, region: str) -> SqlStep:
     def run() -> str:
         applied = install(db.conn(region), db.service.name, region)
         return f"applied {', '.join(applied)}" if applied else "already up to date"
 
-    return Step(f"install the failover schema for {db.service.name}", region,
+    return SqlStep(f"install the failover schema for {db.service.name}", region,
                 tuple(install_statements(db.service.name, region)), run)
 
 
@@ -76,7 +76,7 @@ def replicate_command(
         if chosen is None:
             raise UserError(f"--writer: no region records itself as primary of {service!r} "
                             "yet: name the writer region")
-        plan = plan_replication(db, chosen)
+        plan = replication_steps(db, chosen)
         execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
                       summary={"action": "db replicate", "service": service, "writer": chosen,
                                "epoch": plan.epoch},

@@ -30,10 +30,10 @@ from failover.durations import parse_duration
 from failover.errors import UserError
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
-from failover.postgres.promote import DEFAULT_SEQUENCE_GAP, plan_promotion
-from failover.postgres.rejoin import plan_rejoin
-from failover.postgres.steps import Step, StepResult, run_steps
-from failover.postgres.switchover import DEFAULT_TIMEOUT, plan_switchover
+from failover.postgres.promote import DEFAULT_SEQUENCE_GAP, promotion_steps
+from failover.postgres.rejoin import rejoin_steps
+from failover.postgres.steps import SqlStep, StepResult, run_steps
+from failover.postgres.switchover import DEFAULT_TIMEOUT, switchover_steps
 from failover.topology import load_topology
 
 ServiceArg = Annotated[str, typer.Argument(help="The service, as named in fleet.toml.")]
@@ -46,7 +46,7 @@ EpochOption = Annotated[int | None, typer.Option(
     "Pass the same value to finish an interrupted run.")]
 
 
-def execute_steps(steps: Sequence[Step], *, summary: dict[str, Any], question: str,
+def execute_steps(steps: Sequence[SqlStep], *, summary: dict[str, Any], question: str,
                   dry_run: bool, json_out: bool, yes: bool) -> None:
     """Show, confirm and run a plan; shared by every verb that changes the world."""
     if dry_run:
@@ -64,7 +64,7 @@ def execute_steps(steps: Sequence[Step], *, summary: dict[str, Any], question: s
     # With --json stdout carries one document: progress goes to stderr.
     out = console_err if json_out else console
 
-    def show(step: Step, result: StepResult | None) -> None:
+    def show(step: SqlStep, result: StepResult | None) -> None:
         if result is None:
             out.print(f"[dim]…[/dim] {step.name} [dim]on {step.region}[/dim]")
         else:
@@ -135,7 +135,7 @@ def promote(
         return
 
     def act(db: ServiceDatabases) -> None:
-        plan = plan_promotion(db, region, epoch=epoch, allow_data_loss=allow_data_loss,
+        plan = promotion_steps(db, region, epoch=epoch, allow_data_loss=allow_data_loss,
                               sequence_gap=sequence_gap)
         execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
                       summary={"action": "promote", "service": service, "target": region,
@@ -175,7 +175,7 @@ def switchover(
         return
 
     def act(db: ServiceDatabases) -> None:
-        plan = plan_switchover(db, region, epoch=epoch, timeout=seconds)
+        plan = switchover_steps(db, region, epoch=epoch, timeout=seconds)
         execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
                       summary={"action": "switchover", "service": service, "target": region,
                                "old_primary": plan.old_primary, "epoch": plan.epoch},
@@ -272,7 +272,7 @@ def rejoin(
         return
 
     def act(db: ServiceDatabases) -> None:
-        plan = plan_rejoin(db, region, lost_file=path)
+        plan = rejoin_steps(db, region, lost_file=path)
         execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
                       summary={"action": "rejoin", "service": service, "region": region,
                                "primary": plan.primary, "epoch": plan.epoch,

@@ -27,7 +27,7 @@ from failover.engine import (
     decide,
 )
 from failover.engine.policy import policy_from_topology
-from failover.engine.report import decision_as_dict
+from failover.engine.serialize import decision_as_dict
 from failover.engine.snapshot import parse_snapshot
 from failover.errors import UserError
 from failover.topology import load_topology

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
-import json
 import logging
 import math
 import signal
@@ -31,7 +29,6 @@ from typing import Any
 import uvloop
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from pydantic import TypeAdapter
 
 from failover.controller.api import build_app
 from failover.controller.executor import Executor, PlanOutcome, PlanRun, Step
@@ -51,21 +48,17 @@ from failover.dns.factory import provider_from_topology
 from failover.dns.provider import DnsProvider
 from failover.engine import (
     Action,
-    AddReader,
     Decision,
-    FenceRegion,
     NoOp,
     Observation,
     Plan,
     PromoteSubscriber,
-    RemoveReader,
-    RepointSubscribers,
     SetDnsWriter,
-    UnfenceWriter,
     apply_plan,
     decide,
 )
 from failover.engine.policy import policy_from_topology
+from failover.engine.serialize import action_as_dict, action_from_dict, plan_as_dict, stable_plan_id
 from failover.errors import ConflictError, FailoverError, UserError
 from failover.health.probe import ProbeResult
 from failover.health.scheduler import ProbeScheduler, Transition
@@ -74,11 +67,11 @@ from failover.logs import in_plan
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.heartbeat import beat
-from failover.postgres.promote import find_old_primary, next_epoch, plan_promotion
-from failover.postgres.rejoin import plan_rejoin
-from failover.postgres.steps import Step as PgStep
+from failover.postgres.promote import find_old_primary, next_epoch, promotion_steps
+from failover.postgres.rejoin import rejoin_steps
+from failover.postgres.steps import SqlStep
 from failover.postgres.switchover import DEFAULT_TIMEOUT as DEFAULT_SWITCHOVER_TIMEOUT
-from failover.postgres.switchover import plan_switchover
+from failover.postgres.switchover import switchover_steps
 from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
@@ -89,31 +82,6 @@ FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
 # still_leading may ride out an etcd election (lease TTL plus a few requests):
 # waiting less would depose a healthy leader.
 LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds
-
-ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    FenceRegion, UnfenceWriter, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader,
-    RemoveReader, NoOp)}
-
-
-def action_json(action: Action) -> dict[str, Any]:
-    return {"type": type(action).__name__, **asdict(action)}
-
-
-def action_from_json(data: dict[str, Any]) -> Action:
-    fields = dict(data)
-    kind = ACTION_TYPES[fields.pop("type")]
-    adapter: TypeAdapter[Any] = TypeAdapter(kind)
-    result: Action = adapter.validate_python(fields)
-    return result
-
-
-def plan_id_for(service: str, actions: Sequence[Action]) -> str:
-    """The same plan gets the same id on every controller: a hash of what it does."""
-    digest = hashlib.sha256(json.dumps([action_json(a) for a in actions],
-                                       sort_keys=True).encode()).hexdigest()[:12]
-    epoch = max((a.epoch for a in actions), default=0)
-    return f"{service}-e{epoch}-{digest}"
-
 
 @dataclass
 class ServiceRuntime:
@@ -352,7 +320,7 @@ class Controller:
             by_service.setdefault(action.service, []).append(action)
         now = time.time()
         for service, actions in sorted(by_service.items()):
-            base = plan_id_for(service, actions)
+            base = stable_plan_id(service, actions)
             if self._failed_at.get(base, -math.inf) + FAILED_PLAN_BACKOFF > now:
                 continue  # the same plan just failed: give what blocked it a moment
             outcome = await self.run_actions(service, actions, plan.decided_at)
@@ -364,9 +332,9 @@ class Controller:
     async def run_actions(self, service: str, actions: Sequence[Action], decided_at: float,
                           *, plan_id: str | None = None,
                           executor: Executor | None = None) -> PlanOutcome:
-        plan_id = plan_id or self.journal.attempt_id(plan_id_for(service, actions))
+        plan_id = plan_id or self.journal.attempt_id(stable_plan_id(service, actions))
         epoch = max((a.epoch for a in actions), default=0)
-        summary = {"decided_at": decided_at, "actions": [action_json(a) for a in actions]}
+        summary = plan_as_dict(actions, decided_at)
         try:
             built = await asyncio.to_thread(self.steps.build, actions, decided_at)
         except Exception as exc:  # the plan could not even be prepared: say so in the journal
@@ -472,7 +440,7 @@ class Controller:
         for progress in self.journal.unfinished_plans():
             record = progress.record or {}
             summary = record.get("plan") or {}
-            actions = [action_from_json(a) for a in summary.get("actions", [])]
+            actions = [action_from_dict(a) for a in summary.get("actions", [])]
             service = record.get("service")
             if not actions or not isinstance(service, str):
                 continue
@@ -549,7 +517,7 @@ class Controller:
             "verdicts": {v.region: {"verdict": v.verdict.value.upper(), "reason": v.reason,
                                     "votes": [asdict(vote) for vote in v.votes]}
                          for v in (decision.verdicts if decision else ())},
-            "plan": [action_json(a) for a in decision.plan.actions] if decision else [],
+            "plan": [action_as_dict(a) for a in decision.plan.actions] if decision else [],
             "services": services,
         }
 
@@ -633,7 +601,7 @@ class Controller:
         if verb == "rejoin":
             lost_file = self.state_dir / "reconciliation" / f"{service}-{region}-{int(time.time())}.json"
             lost_file.parent.mkdir(parents=True, exist_ok=True)
-            rejoin = plan_rejoin(db, region, lost_file=lost_file)
+            rejoin = rejoin_steps(db, region, lost_file=lost_file)
             return list(rejoin.steps), rejoin.epoch, {"lost_file": str(lost_file)}
         epoch = next_epoch(db)
         old = find_old_primary(db, region)
@@ -643,20 +611,20 @@ class Controller:
         # The service's hooks apply to an operator's promotion as to the fleet's own.
         before, after = self.steps.hook_steps(action, hook_input([action], time.time()))
         when_writable = [
-            PgStep(f"record {region} as the writer of {service}", region, ("-- fleet record",),
+            SqlStep(f"record {region} as the writer of {service}", region, ("-- fleet record",),
                    lambda: self.promoted(action, time.time())),
         ]
         dns_step = self.steps.dns_writer_step(SetDnsWriter(service, epoch, old, region,
                                                            f"operator {verb}"))
-        when_writable.append(PgStep(dns_step.name, region, ("-- DNS writer record",),
+        when_writable.append(SqlStep(dns_step.name, region, ("-- DNS writer record",),
                                     lambda: dns_step.run() or "done"))
         summary = {"old_primary": old, "target": region}
         if verb == "switchover":
             timeout = float(args.get("timeout") or DEFAULT_SWITCHOVER_TIMEOUT)
-            switch = plan_switchover(db, region, epoch=epoch, timeout=timeout,
+            switch = switchover_steps(db, region, epoch=epoch, timeout=timeout,
                                      when_writable=when_writable)
             return [*before, *switch.steps, *after], epoch, summary
-        promotion = plan_promotion(db, region, epoch=epoch,
+        promotion = promotion_steps(db, region, epoch=epoch,
                                    allow_data_loss=bool(args.get("allow_data_loss")),
                                    after_writable=True, repoint=True)
         steps: list[Step] = list(promotion.steps)

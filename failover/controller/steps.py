@@ -8,7 +8,6 @@ clients are waiting for the record while the other subscribers only catch up.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,10 +30,11 @@ from failover.engine import (
     SetDnsWriter,
     UnfenceWriter,
 )
+from failover.engine.serialize import plan_as_dict
 from failover.errors import ConflictError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
-from failover.postgres.promote import plan_promotion, repoint_step, terminate_stale_step
+from failover.postgres.promote import promotion_steps, repoint_step, terminate_stale_step
 from failover.topology import Topology
 
 
@@ -106,8 +106,7 @@ HOOK_TIMEOUT = 30.0
 
 def hook_input(actions: Sequence[Action], decided_at: float) -> str:
     """A plan as its hooks read it on stdin (JSON)."""
-    return json.dumps({"decided_at": decided_at, "actions": [
-        {"type": type(a).__name__, **dataclasses.asdict(a)} for a in actions]})
+    return json.dumps(plan_as_dict(actions, decided_at))
 
 
 @dataclass(frozen=True)
@@ -228,7 +227,7 @@ class StepFactory:
                         out += before
                         last += after
                         db = databases(action.service)
-                        plan = plan_promotion(db, action.region, epoch=action.epoch,
+                        plan = promotion_steps(db, action.region, epoch=action.epoch,
                                               allow_data_loss=self.allow_data_loss,
                                               repoint=False, after_writable=False)
                         out += plan.steps

@@ -22,6 +22,7 @@ from failover.engine.actions import (
     SetDnsWriter,
     UnfenceWriter,
 )
+from failover.engine.lsn import format_lsn
 from failover.engine.model import (
     Observation,
     Policy,
@@ -31,11 +32,6 @@ from failover.engine.model import (
     ServiceState,
 )
 from failover.engine.quorum import RegionVerdict, Verdict
-
-
-def format_lsn(lsn: int) -> str:
-    """PostgreSQL's text form of an LSN: high/low 32 bits in hex."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 class ReplicationViews:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from failover.engine.lsn import format_lsn
 from failover.engine.model import (
     ClusterState,
     Health,
@@ -24,7 +25,6 @@ from failover.engine.model import (
     Role,
     ServiceState,
 )
-from failover.engine.planner import format_lsn
 from failover.errors import UserError
 
 _LSN_TEXT = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")

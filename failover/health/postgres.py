@@ -29,8 +29,8 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg.rows import DictRow, dict_row
 
+from failover.engine.lsn import parse_lsn
 from failover.health.probe import BoundedProbe, Outcome
-from failover.postgres.lsn import parse_lsn
 from failover.postgres.names import subscription_name
 from failover.topology import PostgresCheck, PostgresEndpoint, Service
 

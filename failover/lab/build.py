@@ -31,7 +31,7 @@ from failover.lab.etcd import EtcdCluster, start_cluster
 from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
 from failover.lab.unprivileged import RunAs, region_user
 from failover.postgres.connection import ServiceDatabases
-from failover.postgres.replicate import plan_replication
+from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install
 from failover.postgres.steps import run_steps
 from failover.topology import load_topology
@@ -254,7 +254,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
             for name in lab.REGIONS:
                 install(db.conn(name), lab.SERVICE, name)
-            run_steps(plan_replication(db, lab.FIRST_WRITER).steps)
+            run_steps(replication_steps(db, lab.FIRST_WRITER).steps)
         progress(f"logical replication {lab.FIRST_WRITER} -> "
                  f"{', '.join(r for r in lab.REGIONS if r != lab.FIRST_WRITER)}")
 

@@ -385,7 +385,7 @@ def rejoin(lab_dir: Path, region: str, writer: str, label: str, progress: Progre
     """
     from failover.postgres.connection import ServiceDatabases
     from failover.postgres.fence import unfence_steps
-    from failover.postgres.rejoin import plan_rejoin
+    from failover.postgres.rejoin import rejoin_steps
     from failover.postgres.steps import run_steps
 
     state = lab.load(lab_dir)
@@ -398,7 +398,7 @@ def rejoin(lab_dir: Path, region: str, writer: str, label: str, progress: Progre
     for attempt in Retrying(stop=stop_after_attempt(4), wait=wait_fixed(1), reraise=True,
                             retry=retry_if_exception_type(FailoverError)):
         with attempt, ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
-            run_steps(plan_rejoin(db, region, lost_file=lost_file).steps)
+            run_steps(rejoin_steps(db, region, lost_file=lost_file).steps)
             # The drill reconciles nothing by hand: the rejoined subscriber may serve again.
             run_steps(unfence_steps(db, region))
 

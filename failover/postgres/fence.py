@@ -16,7 +16,7 @@ from psycopg import sql
 from failover.errors import UserError
 from failover.postgres.connection import Connection, ServiceDatabases
 from failover.postgres.state import check_epoch, record_fenced
-from failover.postgres.steps import Step
+from failover.postgres.steps import SqlStep
 from failover.postgres.waiting import wait_for
 
 CLIENT_SESSIONS = (
@@ -75,18 +75,18 @@ def terminate_sql(query: str) -> str:
     return f"SELECT pg_terminate_backend(pid) FROM ({query}) s  -- then wait until they are gone"
 
 
-def epoch_step(db: ServiceDatabases, region: str, epoch: int) -> Step:
+def epoch_step(db: ServiceDatabases, region: str, epoch: int) -> SqlStep:
     service = db.service.name
 
     def run() -> str:
         recorded = check_epoch(db.conn(region), service, epoch, region=region)
         return f"epoch {epoch} >= recorded {recorded}"
 
-    return Step("check the epoch", region,
+    return SqlStep("check the epoch", region,
                 (f"SELECT failover.check_epoch('{service}', {epoch})",), run)
 
 
-def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[Step]:
+def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[SqlStep]:
     service = db.service.name
     dbname = db.endpoint(region).dbname
     roles = db.service.app_roles
@@ -102,20 +102,20 @@ def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) 
 
     return [
         *steps,
-        Step("record the fence", region,
+        SqlStep("record the fence", region,
              (f"UPDATE failover.node_state SET fenced = true WHERE service = '{service}'",), record),
-        Step("make the database read-only", region, (_read_only(dbname, True).as_string(),),
+        SqlStep("make the database read-only", region, (_read_only(dbname, True).as_string(),),
              read_only),
-        Step("refuse application logins", region,
+        SqlStep("refuse application logins", region,
              tuple(_login(role, False).as_string() for role in roles),
              lambda: set_app_logins(db.conn(region), roles, False)),
-        Step("terminate client sessions", region, (terminate_sql(CLIENT_SESSIONS),),
+        SqlStep("terminate client sessions", region, (terminate_sql(CLIENT_SESSIONS),),
              lambda: f"terminated {terminate_sessions(db.conn(region), CLIENT_SESSIONS)} "
                      "client sessions"),
     ]
 
 
-def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[Step]:
+def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[SqlStep]:
     """Undo a fence; the database becomes writable only if this node is the primary."""
     service = db.service.name
     dbname = db.endpoint(region).dbname
@@ -137,13 +137,13 @@ def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None
 
     return [
         *steps,
-        Step("allow application logins", region,
+        SqlStep("allow application logins", region,
              tuple(_login(role, True).as_string() for role in roles),
              lambda: set_app_logins(db.conn(region), roles, True)),
-        Step("make the database writable if primary", region,
+        SqlStep("make the database writable if primary", region,
              (f"{_read_only(dbname, False).as_string()}  -- only when role = 'primary'",),
              writable_if_primary),
-        Step("record the unfence", region,
+        SqlStep("record the unfence", region,
              (f"UPDATE failover.node_state SET fenced = false WHERE service = '{service}'",),
              record),
     ]

@@ -15,8 +15,8 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from failover.engine.lsn import format_lsn, parse_lsn
 from failover.postgres.connection import Connection
-from failover.postgres.lsn import format_lsn, parse_lsn
 from failover.postgres.names import subscription_name
 
 DEFAULT_INSPECT_TIMEOUT = 2.0

@@ -16,6 +16,7 @@ from typing import LiteralString
 
 from psycopg import sql
 
+from failover.engine.lsn import format_lsn
 from failover.errors import FailoverError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import (
@@ -27,7 +28,6 @@ from failover.postgres.fence import (
     terminate_sql,
 )
 from failover.postgres.inspect import NodeStatus, inspect_node
-from failover.postgres.lsn import format_lsn
 from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
     HIDDEN,
@@ -43,7 +43,7 @@ from failover.postgres.replication import (
     truncate_published,
 )
 from failover.postgres.state import check_epoch, record_handover, record_role
-from failover.postgres.steps import Step
+from failover.postgres.steps import SqlStep
 from failover.postgres.waiting import wait_for
 
 DEFAULT_SEQUENCE_GAP = 1000
@@ -60,13 +60,13 @@ _STOP_APPLY_WORKERS = (
 
 
 @dataclass(frozen=True)
-class PromotionPlan:
+class PromotionSteps:
     service: str
     target: str
     old_primary: str | None
     subscribers: tuple[str, ...]  # re-pointed to the target
     epoch: int
-    steps: tuple[Step, ...]
+    steps: tuple[SqlStep, ...]
 
 
 def next_epoch(db: ServiceDatabases) -> int:
@@ -126,21 +126,21 @@ def freeze_subscription(db: ServiceDatabases, region: str, old_primary: str | No
     return status.remote_lsn
 
 
-def detach_step(db: ServiceDatabases, target: str, old_primary: str | None, epoch: int) -> Step:
+def detach_step(db: ServiceDatabases, target: str, old_primary: str | None, epoch: int) -> SqlStep:
     def run() -> str:
         applied = freeze_subscription(db, target, old_primary, epoch)
         dropped = drop_subscription(db.conn(target), db.service.name)
         return f"applied up to {format_lsn(applied)}; {dropped}"
 
     disable, *drop = (s.as_string() for s in drop_subscription_statements(db.service.name))
-    return Step("record the applied position and drop the subscription", target, (
+    return SqlStep("record the applied position and drop the subscription", target, (
         disable,
         f"{_STOP_APPLY_WORKERS % repr(subscription_name(db.service.name))}  -- wait till it ends",
         f"UPDATE failover.node_state SET handover_lsn = <remote_lsn>, handover_epoch = {epoch} "
         f"WHERE service = '{db.service.name}'", *drop), run)
 
 
-def rollback_prepared_step(db: ServiceDatabases, target: str) -> Step:
+def rollback_prepared_step(db: ServiceDatabases, target: str) -> SqlStep:
     def run() -> str:
         conn = db.conn(target)
         gids = [str(row[0]) for row in conn.execute(_ORPHAN_PREPARED).fetchall()]
@@ -148,27 +148,27 @@ def rollback_prepared_step(db: ServiceDatabases, target: str) -> Step:
             conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
         return f"rolled back {len(gids)} orphan prepared transactions"
 
-    return Step("roll back orphan prepared transactions", target,
+    return SqlStep("roll back orphan prepared transactions", target,
                 (_ORPHAN_PREPARED, "ROLLBACK PREPARED '<each gid>'"), run)
 
 
-def publication_step(db: ServiceDatabases, target: str) -> Step:
-    return Step("create the publication", target, (ensure_publication_sql(db.service.name),),
+def publication_step(db: ServiceDatabases, target: str) -> SqlStep:
+    return SqlStep("create the publication", target, (ensure_publication_sql(db.service.name),),
                 lambda: ensure_publication(db.conn(target), db.service.name))
 
 
-def slots_step(db: ServiceDatabases, target: str, subscribers: tuple[str, ...]) -> Step:
+def slots_step(db: ServiceDatabases, target: str, subscribers: tuple[str, ...]) -> SqlStep:
     slots = [slot_name(db.service.name, region) for region in subscribers]
 
     def run() -> str:
         conn = db.conn(target)
         return "; ".join(ensure_slot(conn, slot) for slot in slots) or "no other subscriber"
 
-    return Step("create one slot per other subscriber", target,
+    return SqlStep("create one slot per other subscriber", target,
                 tuple(ensure_slot_sql(slot) for slot in slots), run)
 
 
-def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> Step:
+def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> SqlStep:
     service = db.service.name
     dbname = db.endpoint(target).dbname
     bookkeeping: tuple[LiteralString, ...] = (
@@ -194,23 +194,23 @@ def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> Step
             set_database_read_only(conn, dbname, False)
         return f"primary at epoch {epoch}, writable"
 
-    return Step(f"bump the epoch to {epoch} and make the database writable", target,
+    return SqlStep(f"bump the epoch to {epoch} and make the database writable", target,
                 (*(s % {k: repr(v) for k, v in params.items()} for s in bookkeeping),
                  *(f'ALTER ROLE "{role}" LOGIN' for role in db.service.app_roles),
                  f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only'), run)
 
 
-def terminate_stale_step(db: ServiceDatabases, target: str) -> Step:
+def terminate_stale_step(db: ServiceDatabases, target: str) -> SqlStep:
     def run() -> str:
         count = terminate_sessions(db.conn(target), _STALE_SESSIONS, [db.service.name])
         return f"terminated {count} read-only sessions"
 
-    return Step("terminate sessions opened while read-only", target,
+    return SqlStep("terminate sessions opened while read-only", target,
                 (terminate_sql(_STALE_SESSIONS % f"'{db.service.name}'"),), run)
 
 
 def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: str | None,
-                 epoch: int) -> Step:
+                 epoch: int) -> SqlStep:
     """Subscribe `region` to the new primary: clean hand-over if it applied exactly what the
     target applied, else a full resync (TRUNCATE + copy), never a silent gap."""
     service = db.service.name
@@ -247,7 +247,7 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
                 f"{format_lsn(target_applied)} on {target}")
 
     hidden = target_endpoint.conninfo(password=HIDDEN)
-    return Step(f"re-point {region} to {target}", region, (
+    return SqlStep(f"re-point {region} to {target}", region, (
         f"SELECT failover.check_epoch('{service}', {epoch})",
         *(s.as_string() for s in drop_subscription_statements(service)),
         f"-- if {region} applied exactly what {target} applied and slot {slot} exists:",
@@ -262,7 +262,7 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
 
 
 def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, epoch: int,
-                   allow_data_loss: bool) -> Step:
+                   allow_data_loss: bool) -> SqlStep:
     service = db.service
 
     def refusal(status: NodeStatus, lag_bytes: int | None) -> str | None:
@@ -301,12 +301,12 @@ def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, e
         accepted = f" (accepted with --allow-data-loss: {problem})" if problem else ""
         return f"applied up to {format_lsn(status.remote_lsn)}, {figures}{accepted}"
 
-    return Step("check the lag", target, (
+    return SqlStep("check the lag", target, (
         f"SELECT * FROM failover.node_status('{service.name}', '{subscription_name(service.name)}')"
         f"  -- refuse above {service.max_lag_seconds:g} s or {service.max_lag_bytes} bytes",), run)
 
 
-def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) -> Step:
+def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) -> SqlStep:
     steps = fence_steps(db, old_primary, epoch=epoch)
 
     def run() -> str:
@@ -314,23 +314,23 @@ def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) 
             return "unreachable: nothing to fence"
         return "; ".join(step.run() for step in steps)
 
-    return Step("fence the old primary if reachable", old_primary,
+    return SqlStep("fence the old primary if reachable", old_primary,
                 tuple(s for step in steps for s in step.sql), run)
 
 
-def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> Step:
+def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> SqlStep:
     query = f"SELECT * FROM failover.sync_sequences({int(gap)})"
 
     def run() -> str:
         moved = db.conn(target).execute(query.encode()).fetchall()
         return f"moved {len(moved)} sequences past max(column) + {gap}"
 
-    return Step("sync sequences", target, (query,), run)
+    return SqlStep("sync sequences", target, (query,), run)
 
 
-def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = None,
+def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                    allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
-                   repoint: bool = True, after_writable: bool = True) -> PromotionPlan:
+                   repoint: bool = True, after_writable: bool = True) -> PromotionSteps:
     """The steps that promote `target`; reads the current state, changes nothing.
 
     `repoint=False` and `after_writable=False` leave out re-pointing the other
@@ -344,7 +344,7 @@ def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = Non
     epoch = next_epoch(db) if epoch is None else epoch
     subscribers = tuple(r for r in db.regions if r not in (target, old_primary))
     steps = [
-        Step("check the epoch", target, (f"SELECT failover.check_epoch('{db.service.name}', "
+        SqlStep("check the epoch", target, (f"SELECT failover.check_epoch('{db.service.name}', "
                                          f"{epoch})",),
              lambda: f"recorded {check_epoch(db.conn(target), db.service.name, epoch, region=target)}"),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
@@ -359,5 +359,5 @@ def plan_promotion(db: ServiceDatabases, target: str, *, epoch: int | None = Non
         *(repoint_step(db, region, target, old_primary, epoch)
           for region in (subscribers if repoint else ())),
     ]
-    return PromotionPlan(service=db.service.name, target=target, old_primary=old_primary,
+    return PromotionSteps(service=db.service.name, target=target, old_primary=old_primary,
                          subscribers=subscribers, epoch=epoch, steps=tuple(steps))

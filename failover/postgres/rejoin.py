@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failover.engine.lsn import format_lsn, parse_lsn
 from failover.errors import UserError
 from failover.postgres.connection import Connection, ServiceDatabases
 from failover.postgres.fence import epoch_step, fence_steps
 from failover.postgres.inspect import inspect_node
-from failover.postgres.lsn import format_lsn, parse_lsn
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.replicate import recorded_writer
 from failover.postgres.replication import (
@@ -38,7 +38,7 @@ from failover.postgres.replication import (
     truncate_published,
 )
 from failover.postgres.state import record_role
-from failover.postgres.steps import Step
+from failover.postgres.steps import SqlStep
 
 _DECODE_TIMEOUT = "5min"  # decoding a long-orphaned slot reads all the WAL it kept
 _CHANGE = re.compile(r"^table (?P<table>[^:]+): (?P<operation>[A-Z]+): (?P<rest>.*)$")
@@ -63,13 +63,13 @@ class LostTransaction:
 
 
 @dataclass(frozen=True)
-class RejoinPlan:
+class RejoinSteps:
     service: str
     old_primary: str
     primary: str
     epoch: int
     lost_file: Path
-    steps: tuple[Step, ...]
+    steps: tuple[SqlStep, ...]
 
 
 def _columns(text: str) -> dict[str, str | None]:
@@ -130,7 +130,7 @@ def _write_atomically(path: Path, document: dict[str, Any]) -> None:
 
 
 def _lost_transactions_step(db: ServiceDatabases, old: str, primary: str,
-                            lost_file: Path) -> Step:
+                            lost_file: Path) -> SqlStep:
     service = db.service.name
     orphan = slot_name(service, primary)
 
@@ -158,7 +158,7 @@ def _lost_transactions_step(db: ServiceDatabases, old: str, primary: str,
         _write_atomically(lost_file, document)
         return f"{len(document['transactions'])} lost transactions written to {lost_file}"
 
-    return Step("list the transactions the primary never received", old, (
+    return SqlStep("list the transactions the primary never received", old, (
         f"SELECT pg_copy_logical_replication_slot('{orphan}', 'failover_forensic_<pid>', true, "
         "'test_decoding')",
         "SELECT lsn, xid, data FROM pg_logical_slot_peek_changes('failover_forensic_<pid>', "
@@ -167,20 +167,20 @@ def _lost_transactions_step(db: ServiceDatabases, old: str, primary: str,
     ), run)
 
 
-def _drop_stale_step(db: ServiceDatabases, old: str) -> Step:
+def _drop_stale_step(db: ServiceDatabases, old: str) -> SqlStep:
     def run() -> str:
         conn = db.conn(old)
         dropped = drop_logical_slots(conn)
         drop_publication(conn, db.service.name)
         return f"dropped slots: {', '.join(dropped) or 'none'}; no publication"
 
-    return Step("drop stale slots and the publication", old, (
+    return SqlStep("drop stale slots and the publication", old, (
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_type = 'logical' AND database = current_database()",
         f"DROP PUBLICATION IF EXISTS {publication_name(db.service.name)}"), run)
 
 
-def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Step:
+def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> SqlStep:
     service = db.service.name
     slot = slot_name(service, old)
     primary_endpoint = db.endpoint(primary)
@@ -198,7 +198,7 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> St
         record_role(conn, service, "subscriber", epoch)
         return f"{truncated}; subscribed to {primary}, copying (still fenced)"
 
-    return Step(f"resync {old} from {primary}", old, (
+    return SqlStep(f"resync {old} from {primary}", old, (
         f"-- on {primary}: {ensure_slot_sql(slot)}",
         "TRUNCATE <every table of failover.publishable_tables()>",
         create_subscription_statement(service, primary_endpoint.conninfo(password=HIDDEN), slot,
@@ -208,7 +208,7 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> St
     ), run)
 
 
-def plan_rejoin(db: ServiceDatabases, old: str, *, lost_file: Path) -> RejoinPlan:
+def rejoin_steps(db: ServiceDatabases, old: str, *, lost_file: Path) -> RejoinSteps:
     db.endpoint(old, flag="REGION")
     others = ServiceDatabases(service=db.service, statement_timeout=db.statement_timeout,
                               endpoints={r: e for r, e in db.endpoints.items() if r != old})
@@ -227,5 +227,5 @@ def plan_rejoin(db: ServiceDatabases, old: str, *, lost_file: Path) -> RejoinPla
         _drop_stale_step(db, old),
         _resync_step(db, old, primary, epoch),
     ]
-    return RejoinPlan(service=db.service.name, old_primary=old, primary=primary, epoch=epoch,
+    return RejoinSteps(service=db.service.name, old_primary=old, primary=primary, epoch=epoch,
                       lost_file=lost_file, steps=tuple(steps))

@@ -27,15 +27,15 @@ from failover.postgres.replication import (
     subscription_conninfo,
 )
 from failover.postgres.state import record_role
-from failover.postgres.steps import Step
+from failover.postgres.steps import SqlStep
 
 
 @dataclass(frozen=True)
-class ReplicationPlan:
+class ReplicationSteps:
     service: str
     writer: str
     epoch: int
-    steps: tuple[Step, ...]
+    steps: tuple[SqlStep, ...]
 
 
 def recorded_writer(db: ServiceDatabases) -> str | None:
@@ -61,7 +61,7 @@ def _highest_epoch(db: ServiceDatabases) -> int:
     return max(epochs)
 
 
-def plan_replication(db: ServiceDatabases, writer: str) -> ReplicationPlan:
+def replication_steps(db: ServiceDatabases, writer: str) -> ReplicationSteps:
     service = db.service.name
     writer_endpoint = db.endpoint(writer, flag="--writer")
     current = recorded_writer(db)
@@ -77,7 +77,7 @@ def plan_replication(db: ServiceDatabases, writer: str) -> ReplicationPlan:
         set_database_read_only(conn, dbname, False)
         return ensure_publication(conn, service)
 
-    steps = [Step("publish from the writer", writer, (
+    steps = [SqlStep("publish from the writer", writer, (
         f"UPDATE failover.node_state SET role = 'primary', epoch = {epoch} "
         f"WHERE service = '{service}'",
         f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only',
@@ -85,10 +85,10 @@ def plan_replication(db: ServiceDatabases, writer: str) -> ReplicationPlan:
     for region in db.regions:
         if region != writer:
             steps.append(_subscribe_step(db, region, writer, epoch))
-    return ReplicationPlan(service=service, writer=writer, epoch=epoch, steps=tuple(steps))
+    return ReplicationSteps(service=service, writer=writer, epoch=epoch, steps=tuple(steps))
 
 
-def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) -> Step:
+def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) -> SqlStep:
     service = db.service.name
     slot = slot_name(service, region)
     writer_endpoint = db.endpoint(writer)
@@ -122,7 +122,7 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
                                                    copy_data=True))
         return f"subscribed to {writer} through slot {slot}, copying"
 
-    return Step(f"subscribe {region} to {writer}", region, (
+    return SqlStep(f"subscribe {region} to {writer}", region, (
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch} "
         f"WHERE service = '{service}'",
         f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on',

@@ -18,7 +18,7 @@ from failover.errors import FailoverError
 
 
 @dataclass(frozen=True)
-class Step:
+class SqlStep:
     name: str
     region: str
     sql: tuple[str, ...]
@@ -33,11 +33,11 @@ class StepResult:
     seconds: float
 
 
-StepListener = Callable[[Step, StepResult | None], None]
+StepListener = Callable[[SqlStep, StepResult | None], None]
 
 
-def run_steps(steps: Sequence[Step], *, on_event: StepListener | None = None,
-              before: Callable[[Step], None] | None = None) -> list[StepResult]:
+def run_steps(steps: Sequence[SqlStep], *, on_event: StepListener | None = None,
+              before: Callable[[SqlStep], None] | None = None) -> list[StepResult]:
     """Run `steps` in order; `on_event(step, None)` before and `(step, result)` after each.
 
     `before` runs ahead of each step and may raise to stop the list there:

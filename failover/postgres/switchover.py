@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from failover.engine.lsn import parse_lsn
 from failover.errors import FailoverError, UserError
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import epoch_step, fence_steps, set_app_logins, unfence_steps
 from failover.postgres.inspect import inspect_node
-from failover.postgres.lsn import parse_lsn
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.promote import (
     detach_step,
@@ -42,7 +42,7 @@ from failover.postgres.replication import (
     subscription_conninfo,
 )
 from failover.postgres.state import record_fenced, record_role
-from failover.postgres.steps import Step, run_steps
+from failover.postgres.steps import SqlStep, run_steps
 
 DEFAULT_TIMEOUT = 30.0
 # Writes are paused while we wait: once the target has the marker, another
@@ -61,13 +61,13 @@ _SEQUENCE_VALUES = (
 
 
 @dataclass(frozen=True)
-class SwitchoverPlan:
+class SwitchoverSteps:
     service: str
     old_primary: str
     target: str
     subscribers: tuple[str, ...]
     epoch: int
-    steps: tuple[Step, ...]
+    steps: tuple[SqlStep, ...]
 
 
 class SwitchoverTimeout(FailoverError):
@@ -75,7 +75,7 @@ class SwitchoverTimeout(FailoverError):
 
 
 def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[str, ...], *,
-                epoch: int, timeout: float) -> Step:
+                epoch: int, timeout: float) -> SqlStep:
     service = db.service.name
     slot = slot_name(service, target)
 
@@ -123,7 +123,7 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
         later = f"; {', '.join(behind)} will be resynced" if behind else ""
         return f"{target} applied the marker at {row[0]}{later}"
 
-    return Step(f"write a marker on {old} and wait until {target} applied it", old, (
+    return SqlStep(f"write a marker on {old} and wait until {target} applied it", old, (
         _MARKER % {"token": "'<uuid>'", "service": f"'{service}'"},
         "SELECT pg_current_wal_lsn()  -- T",
         f"-- wait (at most {timeout:g} s) until slot {slot} has confirmed_flush_lsn >= T and "
@@ -131,7 +131,7 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
     ), run)
 
 
-def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> Step:
+def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> SqlStep:
     def run() -> str:
         values = db.conn(old).execute(_SEQUENCE_VALUES).fetchall()
         conn = db.conn(target)
@@ -143,13 +143,13 @@ def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> Step:
                 {"seq": name, "value": value})
         return f"copied {len(values)} sequence values"
 
-    return Step(f"copy exact sequence values from {old}", target, (
+    return SqlStep(f"copy exact sequence values from {old}", target, (
         f"-- on {old}: {_SEQUENCE_VALUES}",
         "SELECT setval('<sequence>', <last_value on the old primary>, true)  -- when lower"), run)
 
 
 def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
-                                epoch: int) -> Step:
+                                epoch: int) -> SqlStep:
     service = db.service.name
     slot = slot_name(service, old)
     target_endpoint = db.endpoint(target)
@@ -169,7 +169,7 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
         record_fenced(conn, service, False)
         return detail
 
-    return Step(f"subscribe {old} to {target}", old, (
+    return SqlStep(f"subscribe {old} to {target}", old, (
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_type = 'logical' AND database = current_database()",
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
@@ -181,9 +181,9 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
     ), run)
 
 
-def plan_switchover(db: ServiceDatabases, target: str, *, epoch: int | None = None,
+def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                     timeout: float = DEFAULT_TIMEOUT,
-                    when_writable: Sequence[Step] = ()) -> SwitchoverPlan:
+                    when_writable: Sequence[SqlStep] = ()) -> SwitchoverSteps:
     """The steps that move the primary to `target`; reads the current state, changes nothing.
 
     `when_writable` run right after the target becomes writable: the controller
@@ -214,5 +214,5 @@ def plan_switchover(db: ServiceDatabases, target: str, *, epoch: int | None = No
         *(repoint_step(db, region, target, old, epoch) for region in subscribers),
         _subscribe_old_primary_step(db, old, target, epoch),
     ]
-    return SwitchoverPlan(service=db.service.name, old_primary=old, target=target,
+    return SwitchoverSteps(service=db.service.name, old_primary=old, target=target,
                           subscribers=subscribers, epoch=epoch, steps=tuple(steps))

@@ -6,8 +6,8 @@ import pytest
 
 from failover.errors import SafetyRefusal
 from failover.postgres.inspect import inspect_node
-from failover.postgres.promote import plan_promotion
-from failover.postgres.steps import Step, run_steps
+from failover.postgres.promote import promotion_steps
+from failover.postgres.steps import SqlStep, run_steps
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_after_unplanned_promotion_default_id_inserts_succeed(replicated: Servic
         conn.execute("BEGIN")
         conn.execute("INSERT INTO items (id, note) VALUES (100000, 'prepared, never committed')")
         conn.execute("PREPARE TRANSACTION 'pg_gid_16400_777'")
-    plan = plan_promotion(replicated.db, "bravo")
+    plan = promotion_steps(replicated.db, "bravo")
     assert plan.old_primary == "alpha" and plan.subscribers == ("charlie",)
     run_steps(plan.steps)
 
@@ -55,7 +55,7 @@ def test_after_unplanned_promotion_default_id_inserts_succeed(replicated: Servic
 def test_third_region_follows_the_new_primary_after_a_clean_hand_over(
         replicated: ServiceDb) -> None:
     caught_up_then_kill_alpha(replicated)
-    results = run_steps(plan_promotion(replicated.db, "bravo").steps)
+    results = run_steps(promotion_steps(replicated.db, "bravo").steps)
     assert "clean hand-over" in results[-1].detail
     write_rows(replicated, "bravo", 20, "after")
     replicated.wait_same("bravo", "charlie")
@@ -73,7 +73,7 @@ def test_third_region_that_lagged_is_resynced_not_silently_gapped(replicated: Se
     replicated.wait_same("alpha", "bravo")
     probe(replicated, "bravo")
     replicated.server("alpha").kill()
-    results = run_steps(plan_promotion(replicated.db, "bravo").steps)
+    results = run_steps(promotion_steps(replicated.db, "bravo").steps)
     assert "full resync" in results[-1].detail
     write_rows(replicated, "bravo", 5, "after")
     replicated.wait_synced("charlie")
@@ -98,14 +98,14 @@ def test_lagging_subscriber_is_refused_with_figures_unless_data_loss_allowed(
     wait_until(lagging, what="bravo to fall behind")  # alpha keeps beating meanwhile
 
     with pytest.raises(SafetyRefusal, match=r"bravo is \d+\.\d s behind \(max_lag_seconds 1\)"):
-        run_steps(plan_promotion(replicated.db, "bravo").steps)
+        run_steps(promotion_steps(replicated.db, "bravo").steps)
     with replicated.admin("bravo") as conn:
         refused = inspect_node(conn, SERVICE)
     with replicated.admin("alpha") as conn:
         assert inspect_node(conn, SERVICE).fenced is False  # a refusal changes nothing
     assert (refused.role, refused.subscription_present) == ("subscriber", True)
 
-    run_steps(plan_promotion(replicated.db, "bravo", allow_data_loss=True).steps)
+    run_steps(promotion_steps(replicated.db, "bravo", allow_data_loss=True).steps)
     with replicated.admin("bravo") as conn:
         assert inspect_node(conn, SERVICE).role == "primary"
     with replicated.admin("alpha") as conn:
@@ -128,16 +128,16 @@ class Interrupted(Exception):
 def test_promotion_interrupted_between_steps_then_rerun_ends_the_same(
         replicated: ServiceDb, stop_before: str) -> None:
     caught_up_then_kill_alpha(replicated)
-    epoch = plan_promotion(replicated.db, "bravo").epoch
+    epoch = promotion_steps(replicated.db, "bravo").epoch
 
-    def crash(step: Step) -> None:
+    def crash(step: SqlStep) -> None:
         if step.name == stop_before:
             raise Interrupted(step.name)
 
     with pytest.raises(Interrupted):
-        run_steps(plan_promotion(replicated.db, "bravo", epoch=epoch).steps, before=crash)
+        run_steps(promotion_steps(replicated.db, "bravo", epoch=epoch).steps, before=crash)
     replicated.db.close()  # a new process: nothing cached
-    rerun = plan_promotion(replicated.db, "bravo", epoch=epoch)
+    rerun = promotion_steps(replicated.db, "bravo", epoch=epoch)
     assert rerun.old_primary == "alpha"
     results = run_steps(rerun.steps)
     # charlie is re-pointed either way; which way depends on whether it had applied as much
@@ -162,7 +162,7 @@ def test_promotion_interrupted_between_steps_then_rerun_ends_the_same(
 
 def test_stale_epoch_is_refused(replicated: ServiceDb) -> None:
     caught_up_then_kill_alpha(replicated)
-    plan = plan_promotion(replicated.db, "bravo")
+    plan = promotion_steps(replicated.db, "bravo")
     run_steps(plan.steps)
     with pytest.raises(SafetyRefusal, match="stale epoch"):
-        run_steps(plan_promotion(replicated.db, "charlie", epoch=plan.epoch - 1).steps)
+        run_steps(promotion_steps(replicated.db, "charlie", epoch=plan.epoch - 1).steps)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from failover.postgres.inspect import inspect_node
-from failover.postgres.promote import plan_promotion
-from failover.postgres.rejoin import decode_lost, plan_rejoin
+from failover.postgres.promote import promotion_steps
+from failover.postgres.rejoin import decode_lost, rejoin_steps
 from failover.postgres.steps import run_steps
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows
 
@@ -26,13 +26,13 @@ def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,
         conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")
     write_rows(replicated, "alpha", 2, "lost")
     replicated.server("alpha").kill()
-    run_steps(plan_promotion(replicated.db, "bravo", allow_data_loss=True).steps)
+    run_steps(promotion_steps(replicated.db, "bravo", allow_data_loss=True).steps)
     replicated.start_heartbeat("bravo")
     write_rows(replicated, "bravo", 2, "new")
 
     replicated.server("alpha").start()  # it comes back, still believing it is the primary
     lost_file = tmp_path / "lost.json"
-    plan = plan_rejoin(replicated.db, "alpha", lost_file=lost_file)
+    plan = rejoin_steps(replicated.db, "alpha", lost_file=lost_file)
     assert plan.primary == "bravo"
     run_steps(plan.steps)
 
@@ -50,7 +50,7 @@ def test_rejoin_lists_exactly_the_lost_rows_then_resyncs(replicated: ServiceDb,
     assert slots == (0,)
     assert (alpha.role, alpha.fenced) == ("subscriber", True)
     # A rerun (say after a crash) keeps the file and changes nothing.
-    run_steps(plan_rejoin(replicated.db, "alpha", lost_file=lost_file).steps)
+    run_steps(rejoin_steps(replicated.db, "alpha", lost_file=lost_file).steps)
     assert json.loads(lost_file.read_text()) == document
 
 

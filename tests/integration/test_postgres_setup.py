@@ -6,7 +6,7 @@ import pytest
 
 from failover.errors import ConflictError
 from failover.postgres.inspect import inspect_node
-from failover.postgres.replicate import plan_replication
+from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install, installed_version, schema_versions
 from failover.postgres.steps import run_steps
 from tests.support.pg import SERVICE, ServiceDb, wait_until
@@ -27,7 +27,7 @@ def test_replicate_copies_and_streams_and_is_rerunnable(replicated: ServiceDb) -
         conn.execute("INSERT INTO items (note) VALUES ('a'), ('b')")
     for region in ("bravo", "charlie"):
         replicated.wait_same("alpha", region)
-    run_steps(plan_replication(replicated.db, "alpha").steps)  # a rerun changes nothing
+    run_steps(replication_steps(replicated.db, "alpha").steps)  # a rerun changes nothing
     with replicated.admin("bravo") as conn:
         subs = conn.execute("SELECT subname, subslotname FROM pg_subscription").fetchall()
     assert subs == [("failover_shop", "failover_shop_bravo")]
@@ -35,7 +35,7 @@ def test_replicate_copies_and_streams_and_is_rerunnable(replicated: ServiceDb) -
 
 def test_replicate_refuses_a_second_writer(replicated: ServiceDb) -> None:
     with pytest.raises(ConflictError, match="alpha is already the primary"):
-        plan_replication(replicated.db, "bravo")
+        replication_steps(replicated.db, "bravo")
 
 
 def test_inspect_reports_roles_and_lag(replicated: ServiceDb) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.inspect import inspect_node
-from failover.postgres.steps import Step, run_steps
-from failover.postgres.switchover import SwitchoverTimeout, plan_switchover
+from failover.postgres.steps import SqlStep, run_steps
+from failover.postgres.switchover import SwitchoverTimeout, switchover_steps
 from tests.support.pg import SERVICE, ServiceDb, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_switchover_under_writes_loses_nothing_and_reverses_the_flow(
     rogue.execute("SET default_transaction_read_only = off")
     after_fence: list[bool] = []
 
-    def check_fence(step: Step) -> None:
+    def check_fence(step: SqlStep) -> None:
         if step.name.startswith("write a marker"):  # the fence steps are done
             try:
                 rogue.execute("INSERT INTO items (note) VALUES ('rogue')")
@@ -93,7 +93,7 @@ def test_switchover_under_writes_loses_nothing_and_reverses_the_flow(
                 after_fence.append(True)
             after_fence.append(app_write_fails(replicated, "alpha"))
 
-    plan = plan_switchover(replicated.db, "bravo", timeout=20)
+    plan = switchover_steps(replicated.db, "bravo", timeout=20)
     assert (plan.old_primary, plan.subscribers) == ("alpha", ("charlie",))
     results = run_steps(plan.steps, before=check_fence)
     wait_until(lambda: any(region == "bravo" for region, _ in writer.acknowledged[-5:]),
@@ -126,7 +126,7 @@ def test_switchover_timeout_unfences_and_changes_nothing(replicated: ServiceDb) 
         conn.execute("SET default_transaction_read_only = off")
         conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")  # bravo cannot catch up
     with pytest.raises(SwitchoverTimeout, match="alpha is unfenced"):
-        run_steps(plan_switchover(replicated.db, "bravo", timeout=1).steps)
+        run_steps(switchover_steps(replicated.db, "bravo", timeout=1).steps)
     with replicated.admin("alpha") as conn:
         alpha = inspect_node(conn, SERVICE)
     with replicated.admin("bravo") as conn:
@@ -142,7 +142,7 @@ def test_a_lagging_third_region_does_not_hold_the_switchover_and_is_resynced(
         conn.execute("SET default_transaction_read_only = off")
         conn.execute("ALTER SUBSCRIPTION failover_shop DISABLE")  # charlie falls behind
     write_rows(replicated, "alpha", 3, "charlie-missed")
-    results = run_steps(plan_switchover(replicated.db, "bravo", timeout=20).steps)
+    results = run_steps(switchover_steps(replicated.db, "bravo", timeout=20).steps)
     drain = next(r for r in results if r.name.startswith("write a marker"))
     assert "charlie will be resynced" in drain.detail
     assert drain.seconds < 10  # far from the 20 s timeout: it did not wait for charlie

@@ -28,7 +28,7 @@ from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_serve
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.heartbeat import HeartbeatThread
 from failover.postgres.inspect import inspect_node
-from failover.postgres.replicate import plan_replication
+from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install
 from failover.postgres.steps import run_steps
 from failover.topology import PostgresEndpoint, Service
@@ -268,7 +268,7 @@ def fresh_service_db(cluster: Cluster) -> Iterator[ServiceDb]:
 
 def replicate_from_alpha(sdb: ServiceDb) -> None:
     """alpha publishes, bravo and charlie subscribe (initial copy done), alpha beats."""
-    run_steps(plan_replication(sdb.db, "alpha").steps)
+    run_steps(replication_steps(sdb.db, "alpha").steps)
     for region in ("bravo", "charlie"):
         sdb.wait_synced(region)
     sdb.start_heartbeat("alpha")

@@ -1,0 +1,83 @@
+"""Engine values as plain JSON-able data, and back: the one serialization of actions,
+plans and decisions that `failover plan --json`, the controller's status API, the
+journal and the hooks all use.
+
+Actions are `{"type": <class name>, **fields}` and verdicts upper-case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from failover.engine.actions import (
+    Action,
+    AddReader,
+    FenceRegion,
+    NoOp,
+    PromoteSubscriber,
+    RemoveReader,
+    RepointSubscribers,
+    SetDnsWriter,
+    UnfenceWriter,
+)
+from failover.engine.decision import Decision
+
+_ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
+    FenceRegion, UnfenceWriter, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader,
+    RemoveReader, NoOp)}
+
+
+def action_as_dict(action: Action) -> dict[str, Any]:
+    return {"type": type(action).__name__, **asdict(action)}
+
+
+def action_from_dict(data: dict[str, Any]) -> Action:
+    """The inverse of `action_as_dict`; a wrong shape raises pydantic's ValidationError."""
+    fields = dict(data)
+    kind = _ACTION_TYPES[fields.pop("type")]
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+    result: Action = adapter.validate_python(fields)
+    return result
+
+
+def plan_as_dict(actions: Sequence[Action], decided_at: float) -> dict[str, Any]:
+    """A plan's actions as the journal keeps them and the hooks read them."""
+    return {"decided_at": decided_at, "actions": [action_as_dict(a) for a in actions]}
+
+
+def stable_plan_id(service: str, actions: Sequence[Action]) -> str:
+    """The same plan gets the same id on every controller: a hash of what it does."""
+    digest = hashlib.sha256(json.dumps([action_as_dict(a) for a in actions],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    epoch = max((a.epoch for a in actions), default=0)
+    return f"{service}-e{epoch}-{digest}"
+
+
+def decision_as_dict(decision: Decision) -> dict[str, Any]:
+    return {
+        "now": decision.now,
+        "me": decision.me,
+        "quorum": decision.quorum,
+        "heard": list(decision.heard),
+        "has_quorum": decision.has_quorum,
+        # JSON has no infinity: null means "never heard a quorum".
+        "isolated_for": None if math.isinf(decision.isolated_for) else decision.isolated_for,
+        "executor": decision.executor,
+        "executor_reason": decision.executor_reason,
+        "executes": decision.executes,
+        "verdicts": [
+            {"region": v.region, "verdict": v.verdict.name, "healthy": v.healthy,
+             "unhealthy": v.unhealthy, "quorum": v.quorum, "reason": v.reason,
+             "votes": [asdict(vote) for vote in v.votes]}
+            for v in decision.verdicts
+        ],
+        "plan": [action_as_dict(action) for action in decision.plan.actions],
+        "ignored": list(decision.ignored),
+    }
