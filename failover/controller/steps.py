@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from failover.controller.executor import Step
@@ -25,6 +26,7 @@ from failover.engine import (
     FenceRegion,
     NoOp,
     PromoteSubscriber,
+    RejoinRegion,
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
@@ -35,6 +37,8 @@ from failover.errors import ConflictError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.promote import promotion_steps, repoint_step, terminate_stale_step
+from failover.postgres.rejoin import RejoinSteps, rejoin_steps
+from failover.postgres.switchover import switchover_steps
 from failover.topology import Topology
 
 
@@ -186,13 +190,14 @@ class StepFactory:
 
     def __init__(self, topo: Topology, dns: DnsProvider | None, hooks: PlanHooks | None = None,
                  *, dns_visible_timeout: float = 10.0, allow_data_loss: bool = False,
-                 step_deadline: float = 15.0) -> None:
+                 step_deadline: float = 15.0, reconciliation_dir: Path | None = None) -> None:
         self.topo = topo
         self.dns = dns
         self.hooks = hooks
         self.dns_visible_timeout = dns_visible_timeout
         self.allow_data_loss = allow_data_loss
         self.step_deadline = step_deadline
+        self.reconciliation_dir = reconciliation_dir
 
     def build(self, actions: Sequence[Action], decided_at: float = 0.0) -> BuiltPlan:
         """Fresh sessions for every plan: one left from an earlier plan may point at a server
@@ -227,13 +232,22 @@ class StepFactory:
                         out += before
                         last += after
                         db = databases(action.service)
-                        plan = promotion_steps(db, action.region, epoch=action.epoch,
-                                              allow_data_loss=self.allow_data_loss,
-                                              repoint=False, after_writable=False)
-                        out += plan.steps
+                        if action.switchover_timeout is not None:
+                            switch = switchover_steps(db, action.region, epoch=action.epoch,
+                                                      timeout=action.switchover_timeout)
+                            out += switch.until_writable
+                            late = [*switch.after_writable, *late]
+                        else:
+                            promotion = promotion_steps(
+                                db, action.region, epoch=action.epoch,
+                                allow_data_loss=self.allow_data_loss or action.allow_data_loss,
+                                repoint=False, after_writable=False)
+                            out += promotion.steps
+                            late.append(terminate_stale_step(db, action.region))
                         if self.hooks is not None:
                             out.append(self._record_step(action, decided_at, self.hooks))
-                        late.append(terminate_stale_step(db, action.region))
+                    case RejoinRegion():
+                        out += self._rejoin(databases(action.service), action).steps
                     case RepointSubscribers():
                         db = databases(action.service)
                         late += [repoint_step(db, region, action.publisher, None, action.epoch)
@@ -264,6 +278,18 @@ class StepFactory:
             after.append(BestEffort(HookStep("post_failover hook", tuple(service.post_failover),
                                              hook_env(action), plan)))
         return before, after
+
+    def lost_file(self, action: RejoinRegion) -> Path:
+        """Where a rejoin lists the lost transactions: named by the epoch, so that a rejoin
+        resumed after a crash finds the file its first run wrote."""
+        if self.reconciliation_dir is None:
+            raise ConflictError("this controller keeps no reconciliation files (no state dir)")
+        return self.reconciliation_dir / f"{action.service}-{action.region}-e{action.epoch}.json"
+
+    def _rejoin(self, db: ServiceDatabases, action: RejoinRegion) -> RejoinSteps:
+        lost_file = self.lost_file(action)
+        lost_file.parent.mkdir(parents=True, exist_ok=True)
+        return rejoin_steps(db, action.region, lost_file=lost_file)
 
     @staticmethod
     def _record_step(action: PromoteSubscriber, decided_at: float, hooks: PlanHooks) -> Step:

@@ -35,12 +35,31 @@ class UnfenceWriter:
 
 @dataclass(frozen=True, slots=True)
 class PromoteSubscriber:
-    """Detach `region`'s subscription and make it the writer with `epoch`."""
+    """Detach `region`'s subscription and make it the writer with `epoch`.
+
+    The engine plans unplanned promotions only. An operator's planned switchover
+    sets `switchover_timeout`: the old writer is fenced and drained into `region`
+    (zero loss) for up to that many seconds first. Both options travel with the
+    action, so that a plan resumed from the journal after a crash is the same plan.
+    """
 
     service: str
     epoch: int
     region: str
     previous_writer: str
+    reason: str
+    switchover_timeout: float | None = None
+    allow_data_loss: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinRegion:
+    """Make the fenced former writer `region` a subscriber of the current writer again,
+    listing the transactions it took that the fleet never received."""
+
+    service: str
+    epoch: int
+    region: str
     reason: str
 
 
@@ -90,8 +109,8 @@ class NoOp:
 
 
 Action = (
-    FenceRegion | UnfenceWriter | PromoteSubscriber | RepointSubscribers | SetDnsWriter
-    | AddReader | RemoveReader
+    FenceRegion | UnfenceWriter | PromoteSubscriber | RejoinRegion | RepointSubscribers
+    | SetDnsWriter | AddReader | RemoveReader
     | NoOp
 )
 

@@ -22,15 +22,17 @@ from failover.engine.actions import (
     FenceRegion,
     NoOp,
     PromoteSubscriber,
+    RejoinRegion,
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
     UnfenceWriter,
 )
 from failover.engine.decision import Decision
+from failover.engine.quorum import RegionVerdict
 
 _ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    FenceRegion, UnfenceWriter, PromoteSubscriber, RepointSubscribers, SetDnsWriter, AddReader,
+    FenceRegion, UnfenceWriter, PromoteSubscriber, RejoinRegion, RepointSubscribers, SetDnsWriter, AddReader,
     RemoveReader, NoOp)}
 
 
@@ -60,6 +62,13 @@ def stable_plan_id(service: str, actions: Sequence[Action]) -> str:
     return f"{service}-e{epoch}-{digest}"
 
 
+def verdict_as_dict(verdict: RegionVerdict) -> dict[str, Any]:
+    return {"region": verdict.region, "verdict": verdict.verdict.name,
+            "healthy": verdict.healthy, "unhealthy": verdict.unhealthy,
+            "quorum": verdict.quorum, "reason": verdict.reason,
+            "votes": [asdict(vote) for vote in verdict.votes]}
+
+
 def decision_as_dict(decision: Decision) -> dict[str, Any]:
     return {
         "now": decision.now,
@@ -72,12 +81,7 @@ def decision_as_dict(decision: Decision) -> dict[str, Any]:
         "executor": decision.executor,
         "executor_reason": decision.executor_reason,
         "executes": decision.executes,
-        "verdicts": [
-            {"region": v.region, "verdict": v.verdict.name, "healthy": v.healthy,
-             "unhealthy": v.unhealthy, "quorum": v.quorum, "reason": v.reason,
-             "votes": [asdict(vote) for vote in v.votes]}
-            for v in decision.verdicts
-        ],
+        "verdicts": [verdict_as_dict(v) for v in decision.verdicts],
         "plan": [action_as_dict(action) for action in decision.plan.actions],
         "ignored": list(decision.ignored),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -67,7 +66,14 @@ class SwitchoverSteps:
     target: str
     subscribers: tuple[str, ...]
     epoch: int
-    steps: tuple[SqlStep, ...]
+    # Split where the target has become writable: the controller records the new
+    # writer and moves DNS between the two, before the slower re-pointing.
+    until_writable: tuple[SqlStep, ...]
+    after_writable: tuple[SqlStep, ...]
+
+    @property
+    def steps(self) -> tuple[SqlStep, ...]:
+        return self.until_writable + self.after_writable
 
 
 class SwitchoverTimeout(FailoverError):
@@ -182,13 +188,8 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
 
 
 def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
-                    timeout: float = DEFAULT_TIMEOUT,
-                    when_writable: Sequence[SqlStep] = ()) -> SwitchoverSteps:
-    """The steps that move the primary to `target`; reads the current state, changes nothing.
-
-    `when_writable` run right after the target becomes writable: the controller
-    records the new writer and moves DNS there, before the slower re-pointing.
-    """
+                     timeout: float = DEFAULT_TIMEOUT) -> SwitchoverSteps:
+    """The steps that move the primary to `target`; reads the current state, changes nothing."""
     db.endpoint(target, flag="REGION")
     target_status = inspect_node(db.conn(target), db.service.name)
     old = (db.region_of(subscription_conninfo(db.conn(target), db.service.name))
@@ -198,7 +199,7 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
                         f"{db.service.name!r}; a switchover needs a subscriber that is streaming")
     epoch = next_epoch(db) if epoch is None else epoch
     subscribers = tuple(r for r in db.regions if r not in (target, old))
-    steps = [
+    until_writable = (
         epoch_step(db, old, epoch),
         epoch_step(db, target, epoch),
         *fence_steps(db, old),
@@ -209,10 +210,12 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
         publication_step(db, target),
         slots_step(db, target, (*subscribers, old)),
         take_writer_role_step(db, target, epoch),
-        *when_writable,
+    )
+    after_writable = (
         terminate_stale_step(db, target),
         *(repoint_step(db, region, target, old, epoch) for region in subscribers),
         _subscribe_old_primary_step(db, old, target, epoch),
-    ]
+    )
     return SwitchoverSteps(service=db.service.name, old_primary=old, target=target,
-                          subscribers=subscribers, epoch=epoch, steps=tuple(steps))
+                           subscribers=subscribers, epoch=epoch, until_writable=until_writable,
+                           after_writable=after_writable)

@@ -1,0 +1,82 @@
+"""The fleet's record of each service, from what the fleet holds and what the databases say: pure.
+
+Which region writes is state, not configuration: a service the fleet has no
+record of yet gets one from the databases (the unfenced primary with the highest
+epoch), and a database that holds a higher epoch than the record wins, because
+the epoch is the fencing token (an operator promoted with `--direct`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from failover.coordination.base import ServiceRecord, cluster_state
+from failover.engine import Observation, Plan, PromoteSubscriber, Role, apply_plan
+
+
+def discover_writer(observations: Iterable[Observation], service: str,
+                    regions: Iterable[str]) -> ServiceRecord | None:
+    """The unfenced primary with the highest epoch that any observer saw, if any."""
+    best: tuple[int, str] | None = None
+    for observation in observations:
+        replication = observation.by_service.get(service)
+        if (replication is not None and replication.role is Role.PRIMARY
+                and not replication.fenced and replication.epoch is not None):
+            candidate = (replication.epoch, observation.target)
+            if best is None or candidate > best:
+                best = candidate
+    if best is None:
+        return None
+    return ServiceRecord(service, best[1], best[0], readers=tuple(sorted(regions)))
+
+
+def adopt(held: ServiceRecord | None, discovered: ServiceRecord | None) -> ServiceRecord | None:
+    """The record to adopt from the databases instead of `held`, or None to keep `held`.
+
+    What the operator set on the record (pause, readers, last failover) survives adoption.
+    """
+    if discovered is None or (held is not None and discovered.epoch <= held.epoch):
+        return None
+    if held is None:
+        return discovered
+    return replace(discovered, paused=held.paused, readers=held.readers,
+                   last_failover_at=held.last_failover_at)
+
+
+def with_discovered(held: Mapping[str, ServiceRecord], observations: list[Observation],
+                    members: Mapping[str, Iterable[str]]) -> tuple[dict[str, ServiceRecord],
+                                                                   list[ServiceRecord]]:
+    """Every service's record after adoption, and the adopted ones (to share with the fleet)."""
+    records = dict(held)
+    adopted = []
+    for service, regions in members.items():
+        record = adopt(held.get(service), discover_writer(observations, service, regions))
+        if record is not None:
+            records[service] = record
+            adopted.append(record)
+    return records, adopted
+
+
+def to_store(held: ServiceRecord | None, wanted: ServiceRecord) -> ServiceRecord | None:
+    """`wanted` with the version to store it under, or None when the fleet holds it or newer."""
+    if held is not None and replace(held, version=0) == replace(wanted, version=0):
+        return None
+    if held is not None and held.epoch > wanted.epoch:
+        return None  # someone moved on past this plan
+    version = held.version + 1 if held is not None and held.epoch == wanted.epoch else 0
+    return replace(wanted, version=version)
+
+
+def after_plan(record: ServiceRecord, done: Plan) -> ServiceRecord:
+    """The record a plan that ended ok leaves behind."""
+    state = apply_plan(cluster_state([record]), done).services[0]
+    return ServiceRecord.from_state(state, 0)
+
+
+def promoted(held: ServiceRecord | None, action: PromoteSubscriber,
+             decided_at: float) -> ServiceRecord:
+    """The record once `action`'s target is writable: recorded at once, before DNS moves."""
+    return ServiceRecord(action.service, action.region, action.epoch, decided_at,
+                         held.paused if held is not None else False,
+                         held.readers if held is not None else ())

@@ -1,0 +1,89 @@
+"""The controller's status view (`GET /v1/status`, `failover status`): pure.
+
+Verdicts and the plan use the engine's own serialization, so that `status`
+and `plan --json` describe a decision in the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from failover.coordination.base import ServiceRecord
+from failover.engine import Decision, Observation, SetDnsWriter
+from failover.engine.serialize import action_as_dict, verdict_as_dict
+
+
+@dataclass
+class ServiceRuntime:
+    """What the controller tracks per service beyond the fleet's record."""
+
+    last_plan: dict[str, Any] | None = None
+    degraded: str | None = None
+    dns_pending: SetDnsWriter | None = None  # a writer record move that failed, retried
+    dns_retry_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Coordination:
+    backend: str
+    problem: str | None
+
+
+def replication_seen(observations: Iterable[Observation], me: str,
+                     service: str) -> dict[str, dict[str, Any]]:
+    """What this controller's own checks saw of `service` in every region."""
+    seen = {}
+    for observation in observations:
+        if observation.observer != me:
+            continue
+        replication = observation.by_service.get(service)
+        if replication is not None:
+            seen[observation.target] = {
+                "role": replication.role.value, "fenced": replication.fenced,
+                "epoch": replication.epoch, "lag_bytes": replication.lag_bytes,
+                "lag_seconds": replication.lag_seconds, "ready": replication.ready}
+    return seen
+
+
+def status_view(me: str, now: float, decision: Decision | None, *,
+                records: Mapping[str, ServiceRecord], services: Iterable[str],
+                observations: list[Observation], runtime: Mapping[str, ServiceRuntime],
+                coordination: Coordination) -> dict[str, Any]:
+    by_service = {}
+    for name in services:
+        record = records.get(name)
+        by_service[name] = {
+            "writer": record.writer if record else None,
+            "epoch": record.epoch if record else None,
+            "paused": record.paused if record else False,
+            "last_failover_at": record.last_failover_at if record else None,
+            "readers": list(record.readers) if record else [],
+            "replication": replication_seen(observations, me, name),
+            "last_plan": runtime[name].last_plan,
+            "degraded": runtime[name].degraded,
+        }
+    return {
+        "region": me,
+        "time": now,
+        "coordination": coordination.backend,
+        "coordination_problem": coordination.problem,
+        "has_quorum": decision.has_quorum if decision else False,
+        "heard": list(decision.heard) if decision else [],
+        "executor": decision.executor if decision else None,
+        "executor_reason": decision.executor_reason if decision else None,
+        "verdicts": {v.region: verdict_as_dict(v) for v in (decision.verdicts if decision else ())},
+        "plan": [action_as_dict(a) for a in decision.plan.actions] if decision else [],
+        "services": by_service,
+    }
+
+
+def local_role(observations: Iterable[Observation], me: str, service: str) -> str | None:
+    """The role of this region's own database as its own controller last saw it."""
+    for observation in observations:
+        if observation.observer == me and observation.target == me:
+            replication = observation.by_service.get(service)
+            if replication is not None and replication.role.value != "unknown":
+                return "fenced" if replication.fenced else replication.role.value
+    return None
