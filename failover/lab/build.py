@@ -11,8 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +22,13 @@ from failover.controller.client import acting_view, fleet_statuses
 from failover.dns.tsig import generate_key
 from failover.dns.wire import Endpoint
 from failover.errors import FailoverError, UserError
-from failover.lab import processes
+from failover.lab import netfilter, processes
 from failover.lab import state as lab
 from failover.lab.bind import ZoneRecord, start_primary
 from failover.lab.etcd import EtcdCluster, start_cluster
+from failover.lab.launch import start_controller
 from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
-from failover.lab.unprivileged import RunAs, region_user
+from failover.lab.unprivileged import region_user
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install
@@ -119,39 +118,6 @@ def _demo_database(server: PgServer) -> None:
         conn.execute(DEMO_SCHEMA)
         conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{lab.APP_ROLE}"')
         conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{lab.APP_ROLE}"')
-
-
-def _region_group(run_as: RunAs) -> Callable[[], None] | None:
-    """A preexec that keeps our user but takes the region's group.
-
-    The controller runs as root (the Python it runs may sit where the region's
-    user cannot read) in the region's group: packet filters match the group.
-    """
-    gid = run_as.gid
-    if gid is None:
-        return None
-
-    def take_group() -> None:
-        os.setgroups([])
-        os.setgid(gid)
-
-    return take_group
-
-
-def start_controller(lab_dir: Path, topo: Path, region: str, run_as: RunAs) -> int:
-    state_dir = lab_dir / "state" / region
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = lab_dir / "logs" / f"controller-{region}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "failover", "controller", "run", "--topology", str(topo),
-             "--region", region, "--state-dir", str(state_dir)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_region_group(run_as),  # noqa: PLW1509
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd="/",
-        )
-    return process.pid
 
 
 def service_view(state: lab.LabState) -> dict[str, Any]:
@@ -294,11 +260,13 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
 
 
 def down(lab_dir: Path, *, purge: bool, progress: Progress) -> None:
-    from failover.lab.faults import heal_all  # faults know how to undo themselves
-
     lab_dir = lab_dir.resolve()
     state = lab.load(lab_dir)
-    heal_all(state, lab_dir, restart=False)
+    # Of the faults in force, only the packet filter outlives the processes (stopping
+    # wakes stopped ones first): nothing else needs undoing.
+    netfilter.undrop(None)
+    state.faults.clear()
+    lab.save(state, lab_dir)
     for region in state.regions:
         processes.stop(region.controller_pid, signal.SIGTERM, 10.0)
         progress(f"{region.name}: controller stopped")

@@ -14,21 +14,17 @@ client can reach it, unless it is still the fleet's writer.
 
 from __future__ import annotations
 
-import os
 import pwd
-import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from failover.controller.client import acting_view, fleet_statuses
 from failover.dns.wire import Endpoint
-from failover.errors import FailoverError, UserError
-from failover.lab import processes
+from failover.errors import UserError
+from failover.lab import netfilter, processes
 from failover.lab import state as lab
 from failover.lab.bind import restart as restart_named
-from failover.lab.build import start_controller
-from failover.lab.postgres import PgServer, pg_bindir, server_version
+from failover.lab.launch import region_server, start_controller
 from failover.lab.unprivileged import region_user
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps
@@ -36,21 +32,11 @@ from failover.postgres.steps import run_steps
 from failover.topology import load_topology
 
 KINDS = ("crash", "hang", "isolate", "controller-crash", "dns-down")
-_CHAIN = "FAILOVER-LAB"
 
 
 def _signal_tree(pid: int | None, sig: signal.Signals) -> None:
     if pid is not None:
         processes.signal_all(processes.tree(pid), sig)
-
-
-def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("iptables") or "/usr/sbin/iptables"
-    result = subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True,
-                            check=False, timeout=30)
-    if check and result.returncode != 0:
-        raise FailoverError(f"iptables {' '.join(args)}: {result.stderr.strip()}")
-    return result
 
 
 def _isolation_rules(state: lab.LabState, region: str) -> list[list[str]]:
@@ -73,35 +59,7 @@ def _isolation_rules(state: lab.LabState, region: str) -> list[list[str]]:
                   for address in addresses(other.name)]
         rules += [["-m", "owner", "--gid-owner", str(gid), "-d", address]
                   for address in addresses(region)]
-    return [[*rule, "-m", "comment", "--comment", f"failover-lab:{region}", "-j", "DROP"]
-            for rule in rules]
-
-
-def _isolate(state: lab.LabState, region: str) -> None:
-    if os.geteuid() != 0:
-        raise UserError("--kind isolate needs root: it drops packets with iptables rules "
-                        "(run it with sudo)")
-    if _iptables("-n", "-L", _CHAIN, check=False).returncode != 0:
-        _iptables("-N", _CHAIN)
-    if _iptables("-C", "OUTPUT", "-j", _CHAIN, check=False).returncode != 0:
-        _iptables("-I", "OUTPUT", "1", "-j", _CHAIN)
-    for rule in _isolation_rules(state, region):
-        _iptables("-A", _CHAIN, *rule)
-
-
-def _unisolate(state: lab.LabState, region: str) -> None:
-    for rule in _isolation_rules(state, region):
-        while _iptables("-D", _CHAIN, *rule, check=False).returncode == 0:
-            pass
-
-
-def _server(state: lab.LabState, region: lab.RegionState) -> PgServer:
-    datadir = Path(region.data_dir)
-    base = datadir.parent
-    bindir = pg_bindir()
-    return PgServer(name=region.name, host=region.address, port=region.pg_port, datadir=datadir,
-                    socketdir=base / "socket", logfile=base / "postgres.log", bindir=bindir,
-                    run_as=region_user(region.name), version=server_version(bindir))
+    return rules
 
 
 def _fence_unless_writer(state: lab.LabState, region: str) -> str:
@@ -135,7 +93,8 @@ def fault(lab_dir: Path, region_name: str, kind: str) -> str:
         _signal_tree(region.postmaster_pid, signal.SIGSTOP)
         what = f"{region_name}: PostgreSQL stopped (SIGSTOP): connections hang"
     elif kind == "isolate":
-        _isolate(state, region_name)
+        netfilter.drop(netfilter.tag(kind, region_name), _isolation_rules(state, region_name),
+                       why="--kind isolate")
         what = f"{region_name}: isolated from the other regions (packets dropped)"
     elif kind == "controller-crash":
         processes.stop(region.controller_pid, signal.SIGKILL, 10.0)
@@ -170,7 +129,7 @@ def heal(lab_dir: Path, region_name: str, kind: str | None = None) -> str:
 def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> str:
     region = state.region(region_name)
     if kind == "crash":
-        server = _server(state, region)
+        server = region_server(region)
         server.start()
         region.postmaster_pid = server.pid
         return f"{region_name}: PostgreSQL restarted; {_fence_unless_writer(state, region_name)}"
@@ -178,7 +137,7 @@ def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> st
         _signal_tree(region.postmaster_pid, signal.SIGCONT)
         return f"{region_name}: PostgreSQL resumed; {_fence_unless_writer(state, region_name)}"
     if kind == "isolate":
-        _unisolate(state, region_name)
+        netfilter.undrop(netfilter.tag(kind, region_name))
         return f"{region_name}: reconnected"
     if kind == "controller-crash":
         topo = Path(state.topology)
@@ -189,17 +148,3 @@ def _heal(state: lab.LabState, lab_dir: Path, region_name: str, kind: str) -> st
                           Endpoint(state.dns.address, state.dns.port), state.dns.zone)
     state.dns.pid = named.pid
     return "DNS server restarted"
-
-
-def heal_all(state: lab.LabState, lab_dir: Path, *, restart: bool) -> None:
-    """Undo every fault in force (restart=False: only what stopping would leave behind)."""
-    for region_name, kinds in list(state.faults.items()):
-        for kind in reversed(kinds):
-            if restart:
-                _heal(state, lab_dir, region_name, kind)
-            elif kind == "isolate":
-                _unisolate(state, region_name)
-            elif kind == "hang":
-                _signal_tree(state.region(region_name).postmaster_pid, signal.SIGCONT)
-        del state.faults[region_name]
-    lab.save(state, lab_dir)

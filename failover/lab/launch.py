@@ -1,0 +1,60 @@
+"""Starting a lab region's processes: `lab up` starts them first, faults and heals start them again.
+
+Every process of a region runs in the region's group, so that the lab's packet
+filter (netfilter.py) can tell the regions' traffic apart.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from failover.lab import state as lab
+from failover.lab.postgres import PgServer, pg_bindir, server_version
+from failover.lab.unprivileged import RunAs, region_user
+
+
+def in_region_group(run_as: RunAs) -> Callable[[], None] | None:
+    """A preexec that keeps our user but takes the region's group.
+
+    The controller runs as root (the Python it runs may sit where the region's
+    user cannot read) in the region's group: packet filters match the group.
+    """
+    gid = run_as.gid
+    if gid is None:
+        return None
+
+    def take_group() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+
+    return take_group
+
+
+def start_controller(lab_dir: Path, topo: Path, region: str, run_as: RunAs) -> int:
+    state_dir = lab_dir / "state" / region
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = lab_dir / "logs" / f"controller-{region}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "failover", "controller", "run", "--topology", str(topo),
+             "--region", region, "--state-dir", str(state_dir)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=in_region_group(run_as),  # noqa: PLW1509
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd="/",
+        )
+    return process.pid
+
+
+def region_server(region: lab.RegionState) -> PgServer:
+    """The region's PostgreSQL server as `lab up` made it (folders, binaries, user)."""
+    datadir = Path(region.data_dir)
+    base = datadir.parent
+    bindir = pg_bindir()
+    return PgServer(name=region.name, host=region.address, port=region.pg_port, datadir=datadir,
+                    socketdir=base / "socket", logfile=base / "postgres.log", bindir=bindir,
+                    run_as=region_user(region.name), version=server_version(bindir))
