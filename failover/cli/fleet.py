@@ -184,27 +184,35 @@ def history(
     since: Annotated[str | None, typer.Option(
         "--since", help="Only entries after this: a duration (\"10m\"), ISO time or epoch.")]
     = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=1, max=100_000, help="At most this many entries from each controller, "
+        "the newest.")] = 5_000,
 ) -> None:
     """One timeline from the journals of every reachable controller: a postmortem view."""
     topo = load_topology(topology)
     key = fleet_key(topo)
     since_ts = _parse_since(since)
+    query = f"limit={limit}" + (f"&since={since_ts}" if since_ts is not None else "")
     entries: list[dict[str, Any]] = []
     missing: dict[str, str] = {}
+    clipped: list[str] = []
     for name, region in topo.regions.items():
         try:
-            reply = call(region.controller_url, "GET", "/v1/journal", key=key,
-                         query=f"since={since_ts}" if since_ts is not None else "", timeout=5)
+            reply = call(region.controller_url, "GET", "/v1/journal", key=key, query=query,
+                         timeout=5)
         except ControllerUnreachable as exc:
             missing[name] = str(exc)
             continue
         if reply.status != 200 or not isinstance(reply.body, dict):
             missing[name] = f"HTTP {reply.status}: {reply.body}"
             continue
-        entries += reply.body.get("entries", [])
+        got = reply.body.get("entries", [])
+        if len(got) >= limit:
+            clipped.append(name)
+        entries += got
     entries.sort(key=lambda e: (e.get("ts", 0), e.get("source", "")))
     if json_out:
-        print_json({"entries": entries, "unreachable": missing})
+        print_json({"entries": entries, "unreachable": missing, "limit_reached": clipped})
         return
     table = Table(title=f"history of fleet {topo.fleet.name}")
     for column in ("time (UTC)", "controller", "event"):
@@ -215,6 +223,9 @@ def history(
     console.print(table)
     for name, why in missing.items():
         console.print(f"[yellow]{name}: journal not read: {why}[/yellow]")
+    for name in clipped:
+        console.print(f"[yellow]{name}: only its newest {limit} entries; narrow --since or "
+                      f"raise --limit for older ones[/yellow]")
 
 
 def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 - `POST /v1/observations` (signed): a peer's exchange; answers with ours.
 - `GET /v1/status`: what this controller sees and decided, as JSON.
-- `GET /v1/journal?since=TS` (signed): this controller's journal, for `failover history`.
+- `GET /v1/journal?since=TS&limit=N` (signed): this controller's journal, for `failover
+  history`: the newest `limit` entries (default 5,000) at or after `since`, in time order.
 - `POST /v1/operator/<verb>` (signed): an operator's command, run by this controller.
 - `GET /healthz`, `GET /metrics`.
 - `GET /primary/<service>`, `GET /replica/<service>`: 200 only where this region
@@ -17,9 +18,15 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from failover.controller.journal import Journal
 from failover.controller.metrics import Metrics
 from failover.coordination.signing import SignatureRejected, Verifier
 from failover.errors import ConflictError, FailoverError, SafetyRefusal, UserError
+
+# A whole journal (up to 100,000 entries) is tens of megabytes of JSON, built in
+# the event loop: a reply is bounded, and older entries are asked for with `since`.
+JOURNAL_LIMIT = 5_000
+JOURNAL_LIMIT_MAX = 100_000
 
 OperatorHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -29,10 +36,9 @@ class ControllerView(Protocol):
 
     region: str
     metrics: Metrics
+    journal: Journal
 
     def status(self) -> dict[str, Any]: ...
-
-    def journal_entries(self, since: float | None) -> list[dict[str, Any]]: ...
 
     def exchange_payload(self) -> dict[str, Any]: ...
 
@@ -79,7 +85,16 @@ def build_app(view: ControllerView, verifier: Verifier) -> web.Application:
             since = float(since_text) if since_text else None
         except ValueError:
             return _json({"error": "since must be epoch seconds"}, status=400)
-        return _json({"source": view.region, "entries": view.journal_entries(since)})
+        limit_text = request.query.get("limit")
+        try:
+            limit = int(limit_text) if limit_text else JOURNAL_LIMIT
+        except ValueError:
+            limit = 0  # refused below, with the out-of-range values
+        if not 1 <= limit <= JOURNAL_LIMIT_MAX:
+            return _json({"error": f"limit must be an integer from 1 to {JOURNAL_LIMIT_MAX}"},
+                         status=400)
+        return _json({"source": view.region, "entries": view.journal.entries(since, limit),
+                      "limit": limit})
 
     async def operator(request: web.Request) -> web.Response:
         body = await verified_body(request)
