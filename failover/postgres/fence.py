@@ -1,9 +1,13 @@
 """Fence and unfence a region's copy of a service.
 
-`default_transaction_read_only` alone is no fence: any session can turn it
-off. A fence therefore also refuses logins to the service's application roles
-and terminates every client session, so that no session that could undo the
-setting survives. Walsenders stay: a switchover still needs them to drain.
+The fence is the writer's lease (`lease.py`): revoking it makes every
+replicated table refuse application writes, whatever a session sets, and it
+raises the node's recorded epoch to the fencing plan's, so that a stale
+unfence or renewal is refused. The older layers stay as defence in depth: the
+database becomes read-only for new sessions, application roles are refused
+logins and client sessions are terminated, which also ends transactions that
+began while the lease was valid. Walsenders stay: a switchover still needs
+them to drain.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from psycopg import sql
 
 from failover.errors import UserError
 from failover.postgres.connection import Connection, ServiceDatabases
-from failover.postgres.state import check_epoch, record_fenced
+from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, lift_fence, revoke_lease
+from failover.postgres.state import check_epoch, recorded_epoch
 from failover.postgres.steps import SqlStep
 from failover.postgres.waiting import wait_for
 
@@ -86,24 +91,30 @@ def epoch_step(db: ServiceDatabases, region: str, epoch: int) -> SqlStep:
                 (f"SELECT failover.check_epoch('{service}', {epoch})",), run)
 
 
-def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[SqlStep]:
+def revoke_step(db: ServiceDatabases, region: str, epoch: int | None) -> SqlStep:
+    """End the lease now and record the fence; `epoch` (if given) becomes the node's epoch."""
     service = db.service.name
+
+    def run() -> str:
+        state = revoke_lease(db.conn(region), service, epoch)
+        return f"fenced = true, lease ended; recorded epoch {state.epoch}"
+
+    shown = "NULL" if epoch is None else str(epoch)
+    name = "revoke the lease" if epoch is None else f"revoke the lease at epoch {epoch}"
+    return SqlStep(name, region, (f"SELECT failover.revoke_lease('{service}', {shown})",), run)
+
+
+def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[SqlStep]:
+    """Fence `region`; with `epoch`, refused below the node's epoch and raising it to `epoch`."""
     dbname = db.endpoint(region).dbname
     roles = db.service.app_roles
-    steps = [epoch_step(db, region, epoch)] if epoch is not None else []
-
-    def record() -> str:
-        record_fenced(db.conn(region), service, True)
-        return "fenced = true (heartbeats stop)"
 
     def read_only() -> str:
         set_database_read_only(db.conn(region), dbname, True)
         return f"database {dbname} read-only for new sessions"
 
     return [
-        *steps,
-        SqlStep("record the fence", region,
-             (f"UPDATE failover.node_state SET fenced = true WHERE service = '{service}'",), record),
+        revoke_step(db, region, epoch),
         SqlStep("make the database read-only", region, (_read_only(dbname, True).as_string(),),
              read_only),
         SqlStep("refuse application logins", region,
@@ -115,12 +126,18 @@ def fence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) 
     ]
 
 
-def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None) -> list[SqlStep]:
-    """Undo a fence; the database becomes writable only if this node is the primary."""
+def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None,
+                  lease_ttl: float = DEFAULT_LEASE_TTL) -> list[SqlStep]:
+    """Undo a fence, only at the node's current epoch: `epoch`, or the one it records now
+    (read here, so that the steps refuse to run if a plan raises it in between). A primary
+    gets a lease for `lease_ttl` seconds and a writable database; a subscriber stays
+    read-only."""
     service = db.service.name
     dbname = db.endpoint(region).dbname
     roles = db.service.app_roles
-    steps = [epoch_step(db, region, epoch)] if epoch is not None else []
+    if epoch is None:
+        epoch = recorded_epoch(db.conn(region), service)
+    current = epoch
 
     def writable_if_primary() -> str:
         conn = db.conn(region)
@@ -131,19 +148,16 @@ def unfence_steps(db: ServiceDatabases, region: str, *, epoch: int | None = None
         set_database_read_only(conn, dbname, False)
         return f"database {dbname} writable (primary)"
 
-    def record() -> str:
-        record_fenced(db.conn(region), service, False)
-        return "fenced = false"
-
+    # Lifted first: it alone checks the epoch, and refuses before anything else changed.
     return [
-        *steps,
+        SqlStep(f"lift the fence at epoch {current}", region,
+             (f"SELECT failover.lift_fence('{service}', {current}, {lease_ttl:g})  "
+              "-- a primary also gets its lease",),
+             lambda: lease_text(lift_fence(db.conn(region), service, current, lease_ttl))),
         SqlStep("allow application logins", region,
              tuple(_login(role, True).as_string() for role in roles),
              lambda: set_app_logins(db.conn(region), roles, True)),
         SqlStep("make the database writable if primary", region,
              (f"{_read_only(dbname, False).as_string()}  -- only when role = 'primary'",),
              writable_if_primary),
-        SqlStep("record the unfence", region,
-             (f"UPDATE failover.node_state SET fenced = false WHERE service = '{service}'",),
-             record),
     ]

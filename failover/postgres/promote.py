@@ -4,7 +4,9 @@ The step order is what makes it safe: the applied position is recorded
 before the subscription (and the origin holding it) is dropped; sequences move
 past anything the dead primary could have handed out; the publication and
 one slot per other subscriber exist before S's first write, so re-pointed
-subscribers miss nothing; the epoch is bumped before S becomes writable.
+subscribers miss nothing; the old primary's lease is revoked at the new epoch;
+S claims the epoch (once: a second claimant at the same epoch is refused) and
+gets its first lease as it becomes writable.
 Every step checks before it acts, so rerunning the list after a crash
 anywhere ends in the same state.
 """
@@ -28,6 +30,7 @@ from failover.postgres.fence import (
     terminate_sql,
 )
 from failover.postgres.inspect import NodeStatus, inspect_node
+from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, renew_lease
 from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
     HIDDEN,
@@ -42,7 +45,7 @@ from failover.postgres.replication import (
     subscription_conninfo,
     truncate_published,
 )
-from failover.postgres.state import check_epoch, record_handover, record_role
+from failover.postgres.state import check_claim, check_epoch, record_handover, record_role
 from failover.postgres.steps import SqlStep
 from failover.postgres.waiting import wait_for
 
@@ -98,6 +101,18 @@ def find_old_primary(db: ServiceDatabases, target: str) -> str | None:
 
 
 # ------------------------------------------------------------ steps shared with switchover
+
+
+def claim_check_step(db: ServiceDatabases, target: str, epoch: int) -> SqlStep:
+    """Refuse early, before anything changed, an epoch that `target` may not claim."""
+    service = db.service.name
+
+    def run() -> str:
+        recorded = check_claim(db.conn(target), service, epoch, target, region=target)
+        return f"{target} may claim epoch {epoch} (recorded {recorded})"
+
+    return SqlStep("check the epoch", target,
+                (f"SELECT failover.check_claim('{service}', {epoch}, '{target}')",), run)
 
 
 def freeze_subscription(db: ServiceDatabases, region: str, old_primary: str | None,
@@ -168,13 +183,18 @@ def slots_step(db: ServiceDatabases, target: str, subscribers: tuple[str, ...]) 
                 tuple(ensure_slot_sql(slot) for slot in slots), run)
 
 
-def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> SqlStep:
+def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int, *,
+                          lease_ttl: float = DEFAULT_LEASE_TTL) -> SqlStep:
+    """Claim `epoch` for `target` (refused if another claimant took it there), make it the
+    primary and grant it its first lease, so that it takes writes before the controller's
+    next renewal."""
     service = db.service.name
     dbname = db.endpoint(target).dbname
     bookkeeping: tuple[LiteralString, ...] = (
         # A rerun keeps the first writable_since, so that it does not terminate
         # sessions that were opened writable after the first run.
-        "UPDATE failover.node_state SET role = 'primary', epoch = greatest(epoch, %(epoch)s), "
+        "UPDATE failover.node_state SET role = 'primary', epoch = %(epoch)s, "
+        "claimed_epoch = %(epoch)s, claimed_by = %(region)s, "
         "fenced = false, writable_since = CASE WHEN role = 'primary' AND epoch = %(epoch)s "
         "AND NOT fenced THEN writable_since ELSE clock_timestamp() END, "
         "updated_at = clock_timestamp() WHERE service = %(service)s",
@@ -186,18 +206,25 @@ def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int) -> SqlS
 
     def run() -> str:
         conn = db.conn(target)
-        # One transaction: the epoch, the role and writability change together.
+        # One transaction: the claim, the role, writability and the lease change together.
         with conn.transaction():
+            check_claim(conn, service, epoch, target, region=target)
             for statement in bookkeeping:
                 conn.execute(statement, params)
             set_app_logins(conn, db.service.app_roles, True)
             set_database_read_only(conn, dbname, False)
-        return f"primary at epoch {epoch}, writable"
+            # Last: it bounds the rest of the transaction by the lease call's timeout.
+            lease = renew_lease(conn, service, target, epoch, lease_ttl)
+        return f"primary at epoch {epoch}, writable; {lease_text(lease)}"
 
+    shown = {k: repr(v) for k, v in params.items()}
     return SqlStep(f"bump the epoch to {epoch} and make the database writable", target,
-                (*(s % {k: repr(v) for k, v in params.items()} for s in bookkeeping),
+                (f"SELECT failover.check_claim('{service}', {epoch}, '{target}')",
+                 *(s % shown for s in bookkeeping),
                  *(f'ALTER ROLE "{role}" LOGIN' for role in db.service.app_roles),
-                 f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only'), run)
+                 f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only',
+                 f"SELECT failover.renew_lease('{service}', '{target}', {epoch}, {lease_ttl:g})"),
+                run)
 
 
 def terminate_stale_step(db: ServiceDatabases, target: str) -> SqlStep:
@@ -330,12 +357,14 @@ def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> SqlStep
 
 def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                    allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
-                   repoint: bool = True, after_writable: bool = True) -> PromotionSteps:
+                   repoint: bool = True, after_writable: bool = True,
+                   lease_ttl: float = DEFAULT_LEASE_TTL) -> PromotionSteps:
     """The steps that promote `target`; reads the current state, changes nothing.
 
     `repoint=False` and `after_writable=False` leave out re-pointing the other
     subscribers and ending the sessions opened while read-only: the controller
     runs those after moving DNS, so that clients do not wait for them.
+    `lease_ttl`: the target's first lease, until the controller renews it.
     """
     db.endpoint(target, flag="REGION")
     old_primary = find_old_primary(db, target)
@@ -344,9 +373,7 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
     epoch = next_epoch(db) if epoch is None else epoch
     subscribers = tuple(r for r in db.regions if r not in (target, old_primary))
     steps = [
-        SqlStep("check the epoch", target, (f"SELECT failover.check_epoch('{db.service.name}', "
-                                         f"{epoch})",),
-             lambda: f"recorded {check_epoch(db.conn(target), db.service.name, epoch, region=target)}"),
+        claim_check_step(db, target, epoch),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
         *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
         detach_step(db, target, old_primary, epoch),
@@ -354,7 +381,7 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
         _sync_sequences_step(db, target, sequence_gap),
         publication_step(db, target),
         slots_step(db, target, subscribers),
-        take_writer_role_step(db, target, epoch),
+        take_writer_role_step(db, target, epoch, lease_ttl=lease_ttl),
         *([terminate_stale_step(db, target)] if after_writable else []),
         *(repoint_step(db, region, target, old_primary, epoch)
           for region in (subscribers if repoint else ())),

@@ -21,7 +21,7 @@ from typing import Any
 from failover.engine.lsn import format_lsn, parse_lsn
 from failover.errors import UserError
 from failover.postgres.connection import Connection, ServiceDatabases
-from failover.postgres.fence import epoch_step, fence_steps
+from failover.postgres.fence import fence_steps
 from failover.postgres.inspect import inspect_node
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.replicate import recorded_writer
@@ -221,8 +221,9 @@ def rejoin_steps(db: ServiceDatabases, old: str, *, lost_file: Path) -> RejoinSt
                         f"{db.service.name!r}; promote one before rejoining {old}")
     epoch = inspect_node(db.conn(primary), db.service.name).epoch
     steps = [
-        epoch_step(db, old, epoch),
-        *fence_steps(db, old),
+        # Refused below P's epoch; raises it to the primary's, so that nothing
+        # unfences P at the epoch it held as the writer.
+        *fence_steps(db, old, epoch=epoch),
         _lost_transactions_step(db, old, primary, lost_file),
         _drop_stale_step(db, old),
         _resync_step(db, old, primary, epoch),

@@ -15,6 +15,7 @@ from psycopg import sql
 from failover.errors import ConflictError
 from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import set_database_read_only
+from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, renew_lease
 from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
     HIDDEN,
@@ -61,7 +62,9 @@ def _highest_epoch(db: ServiceDatabases) -> int:
     return max(epochs)
 
 
-def replication_steps(db: ServiceDatabases, writer: str) -> ReplicationSteps:
+def replication_steps(db: ServiceDatabases, writer: str, *,
+                      lease_ttl: float = DEFAULT_LEASE_TTL) -> ReplicationSteps:
+    """`lease_ttl`: the writer's first lease, until its controller renews it."""
     service = db.service.name
     writer_endpoint = db.endpoint(writer, flag="--writer")
     current = recorded_writer(db)
@@ -75,13 +78,16 @@ def replication_steps(db: ServiceDatabases, writer: str) -> ReplicationSteps:
         conn = db.conn(writer)
         record_role(conn, service, "primary", epoch)
         set_database_read_only(conn, dbname, False)
-        return ensure_publication(conn, service)
+        published = ensure_publication(conn, service)
+        return f"{published}; {lease_text(renew_lease(conn, service, writer, epoch, lease_ttl))}"
 
     steps = [SqlStep("publish from the writer", writer, (
         f"UPDATE failover.node_state SET role = 'primary', epoch = {epoch} "
         f"WHERE service = '{service}'",
         f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only',
-        ensure_publication_sql(service)), take_writer)]
+        ensure_publication_sql(service),
+        f"SELECT failover.renew_lease('{service}', '{writer}', {epoch}, {lease_ttl:g})"),
+        take_writer)]
     for region in db.regions:
         if region != writer:
             steps.append(_subscribe_step(db, region, writer, epoch))

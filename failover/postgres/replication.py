@@ -102,9 +102,15 @@ def create_subscription_statement(service: str, publisher_conninfo: str, slot: s
 
 
 def truncate_published(conn: Connection) -> str:
-    """Empty every published table before a full copy (copying into rows loops on duplicates)."""
+    """Empty every published table before a full copy (copying into rows loops on duplicates).
+
+    The node holds no lease here (a subscriber, a fenced old primary), so the TRUNCATE
+    passes the lease guard the way the apply worker's writes do: as a replica session.
+    """
     tables = publishable_tables(conn)
-    conn.execute(sql.SQL("TRUNCATE {}").format(_table_list(tables)))
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(sql.SQL("TRUNCATE {}").format(_table_list(tables)))
     return f"truncated {len(tables)} tables"
 
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from failover.errors import FailoverError
+import psycopg
+
+from failover.errors import FailoverError, UserError
 from failover.postgres.connection import Connection
 
 _VERSION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -76,7 +78,14 @@ def install(conn: Connection, service: str, region: str) -> list[str]:
         for version in schema_versions():
             if version.version <= current:
                 continue
-            conn.execute(version.text.encode())  # a whole file: bytes skip placeholder parsing
+            try:
+                conn.execute(version.text.encode())  # a whole file: bytes skip placeholder parsing
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise UserError(
+                    f"{version.name} on {conn.info.host}:{conn.info.port}: "
+                    f"{exc.diag.message_primary}; the failover schema installs as a superuser "
+                    "(the lease guard's event trigger needs one): set the region's postgres "
+                    "user to one for `failover db install`") from exc
             conn.execute("INSERT INTO failover.schema_version (version, name) VALUES (%s, %s)",
                          [version.version, version.name])
             applied.append(version.name)

@@ -20,10 +20,18 @@ from psycopg import sql
 from failover.engine.lsn import parse_lsn
 from failover.errors import FailoverError, UserError
 from failover.postgres.connection import ServiceDatabases
-from failover.postgres.fence import epoch_step, fence_steps, set_app_logins, unfence_steps
+from failover.postgres.fence import (
+    epoch_step,
+    fence_steps,
+    revoke_step,
+    set_app_logins,
+    unfence_steps,
+)
 from failover.postgres.inspect import inspect_node
+from failover.postgres.lease import DEFAULT_LEASE_TTL
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.promote import (
+    claim_check_step,
     detach_step,
     next_epoch,
     publication_step,
@@ -40,7 +48,7 @@ from failover.postgres.replication import (
     drop_publication,
     subscription_conninfo,
 )
-from failover.postgres.state import record_fenced, record_role
+from failover.postgres.state import record_fenced, record_role, recorded_epoch
 from failover.postgres.steps import SqlStep, run_steps
 
 DEFAULT_TIMEOUT = 30.0
@@ -81,7 +89,9 @@ class SwitchoverTimeout(FailoverError):
 
 
 def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[str, ...], *,
-                epoch: int, timeout: float) -> SqlStep:
+                epoch: int, old_epoch: int, timeout: float, lease_ttl: float) -> SqlStep:
+    """On timeout the old primary is unfenced at `old_epoch`, the epoch it recorded when the
+    plan was made: refused if another plan has raised it since."""
     service = db.service.name
     slot = slot_name(service, target)
 
@@ -120,7 +130,7 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
                 deadline = min(deadline, time.monotonic() + _STRAGGLER_GRACE)
             time.sleep(0.01)
         if target not in done:
-            run_steps(unfence_steps(db, old))
+            run_steps(unfence_steps(db, old, epoch=old_epoch, lease_ttl=lease_ttl))
             raise SwitchoverTimeout(
                 f"{target} did not apply the marker from {old} within {timeout:g} s; {old} is "
                 "unfenced and still the primary, nothing else changed (raise --timeout, or check "
@@ -188,8 +198,13 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
 
 
 def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> SwitchoverSteps:
-    """The steps that move the primary to `target`; reads the current state, changes nothing."""
+                     timeout: float = DEFAULT_TIMEOUT,
+                     lease_ttl: float = DEFAULT_LEASE_TTL) -> SwitchoverSteps:
+    """The steps that move the primary to `target`; reads the current state, changes nothing.
+
+    `lease_ttl`: the target's first lease (or the old primary's again, if the target
+    does not catch up in time), until the controller renews it.
+    """
     db.endpoint(target, flag="REGION")
     target_status = inspect_node(db.conn(target), db.service.name)
     old = (db.region_of(subscription_conninfo(db.conn(target), db.service.name))
@@ -198,18 +213,25 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
         raise UserError(f"REGION: {target} does not subscribe to the primary of "
                         f"{db.service.name!r}; a switchover needs a subscriber that is streaming")
     epoch = next_epoch(db) if epoch is None else epoch
+    old_epoch = recorded_epoch(db.conn(old), db.service.name)
     subscribers = tuple(r for r in db.regions if r not in (target, old))
     until_writable = (
         epoch_step(db, old, epoch),
-        epoch_step(db, target, epoch),
+        claim_check_step(db, target, epoch),
+        # At the old primary's own epoch: should the target not catch up, the old
+        # primary is unfenced at that epoch and nothing else has changed.
         *fence_steps(db, old),
-        _drain_step(db, old, target, subscribers, epoch=epoch, timeout=timeout),
+        _drain_step(db, old, target, subscribers, epoch=epoch, old_epoch=old_epoch,
+                    timeout=timeout, lease_ttl=lease_ttl),
+        # From here the writes are the target's: nothing may unfence the old primary
+        # at its former epoch any more.
+        revoke_step(db, old, epoch),
         _copy_sequences_step(db, old, target),
         detach_step(db, target, old, epoch),
         rollback_prepared_step(db, target),
         publication_step(db, target),
         slots_step(db, target, (*subscribers, old)),
-        take_writer_role_step(db, target, epoch),
+        take_writer_role_step(db, target, epoch, lease_ttl=lease_ttl),
     )
     after_writable = (
         terminate_stale_step(db, target),

@@ -11,9 +11,11 @@ servers: the teardown restarts them and drops what the test left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,12 +26,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from failover.errors import FailoverError
 from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_servers
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.heartbeat import HeartbeatThread
 from failover.postgres.inspect import inspect_node
-from failover.postgres.replicate import replication_steps
+from failover.postgres.lease import DEFAULT_LEASE_TTL, renew_lease
+from failover.postgres.replicate import recorded_writer, replication_steps
 from failover.postgres.schema import install
+from failover.postgres.state import recorded_epoch
 from failover.postgres.steps import run_steps
 from failover.topology import PostgresEndpoint, Service
 from tests.support.loopback import allocate_block
@@ -113,6 +118,41 @@ def pg_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield cluster
 
 
+class LeaseKeeper:
+    """What the controllers do for the lease every tick, without their quorum: renew it on
+    the recorded writer (the region recording itself primary at the highest epoch) at that
+    epoch. A subscriber, a fenced primary or a primary another one superseded gets none."""
+
+    def __init__(self, service: Service, endpoints: dict[str, PostgresEndpoint], *,
+                 interval: float = 0.5, ttl: float = DEFAULT_LEASE_TTL) -> None:
+        self._service, self._endpoints = service, endpoints
+        self._interval, self._ttl = interval, ttl
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        # New sessions each tick: a server that was down may be back.
+        with ServiceDatabases(service=self._service, endpoints=self._endpoints,
+                              statement_timeout=2.0).opened() as db:
+            writer = recorded_writer(db)
+            if writer is not None:
+                conn = db.conn(writer)
+                renew_lease(conn, self._service.name, writer,
+                            recorded_epoch(conn, self._service.name), self._ttl)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            # A server went away or the writer moved mid-tick: the next tick sees.
+            with contextlib.suppress(psycopg.Error, FailoverError):
+                self._tick()
+            self._stopping.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+
 @dataclass
 class ServiceDb:
     """A fresh database on every server of the cluster, schema installed, not yet replicated."""
@@ -122,20 +162,28 @@ class ServiceDb:
     service: Service
     db: ServiceDatabases
     heartbeats: list[HeartbeatThread] = field(default_factory=list)
+    lease_keeper: LeaseKeeper | None = None
 
     def server(self, region: str) -> PgServer:
         return self.cluster.servers[region]
 
     def admin(self, region: str) -> psycopg.Connection[tuple[object, ...]]:
-        return self.server(region).connect(self.dbname)
+        """A superuser session that writes as the controller and the apply workers do: as a
+        replica session, which the lease guard does not bind."""
+        return psycopg.connect(self.server(region).conninfo(
+            self.dbname, options="-c statement_timeout=30s -c session_replication_role=replica"),
+            autocommit=True)
 
     def app_conninfo(self, region: str) -> str:
         return self.server(region).conninfo(self.dbname, user=APP_ROLE)
 
     def start_heartbeat(self, region: str) -> HeartbeatThread:
+        """Beat on `region` as its controller would, and keep the recorded writer's lease."""
         thread = HeartbeatThread(self.server(region).conninfo(self.dbname), SERVICE,
                                  interval=0.2).start()
         self.heartbeats.append(thread)
+        if self.lease_keeper is None:
+            self.lease_keeper = LeaseKeeper(self.service, self.db.endpoints)
         return thread
 
     def rows(self, region: str, table: str) -> list[tuple[object, ...]]:
@@ -257,6 +305,8 @@ def fresh_service_db(cluster: Cluster) -> Iterator[ServiceDb]:
     finally:
         for thread in sdb.heartbeats:
             thread.stop()
+        if sdb.lease_keeper is not None:
+            sdb.lease_keeper.stop()
         db.close()
         cluster.restart_dead()
         # Subscriptions first everywhere, or their workers would take the slots back.
