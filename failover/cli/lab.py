@@ -1,4 +1,4 @@
-"""`failover lab ...`: the three-region lab on this machine, its faults and its drill."""
+"""`failover lab ...`: the three-region (or five-region) lab on this machine, its faults and its drill."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from failover.cli import app
 from failover.cli.common import JsonOption, console, console_err, print_json
 from failover.lab import state as lab
 
-lab_app = typer.Typer(help="Three local regions: PostgreSQL, BIND9 and controllers.",
+lab_app = typer.Typer(help="Three (or five) local regions: PostgreSQL, BIND9 and controllers.",
                       no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="The lab's folder.")]
-RegionArg = Annotated[str, typer.Argument(help="us-east-1, us-west-2 or eu-west-1.")]
+RegionArg = Annotated[str, typer.Argument(
+    help="us-east-1, us-west-2 or eu-west-1 (with --regions 5: also ap-south-1, sa-east-1).")]
+FAULT_KINDS = ("crash | hang | isolate | controller-crash | dns-down | db-partition | restart | "
+               "pause-controller | partition")
 
 
 def _progress(message: str) -> None:
@@ -31,15 +34,17 @@ def up(
     coordination: Annotated[str, typer.Option(
         "--coordination", help="peers (default) or etcd (a three-member etcd cluster).")]
     = "peers",
+    regions: Annotated[int, typer.Option(
+        "--regions", help="3 (default) or 5 regions (quorum: a majority).")] = 3,
     json_out: JsonOption = False,
 ) -> None:
-    """Start the three regions and return when the fleet is healthy."""
+    """Start the regions and return when the fleet is healthy."""
     from failover.errors import UserError
     from failover.lab.build import up as build_up
 
     if coordination not in ("peers", "etcd"):
         raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
-    state = build_up(lab_dir, coordination=coordination, progress=_progress)
+    state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress)
     if json_out:
         print_json(state.model_dump(mode="json"))
         return
@@ -50,6 +55,7 @@ def up(
 def _print_status(state: lab.LabState) -> None:
     from rich.table import Table
 
+    from failover.lab.faults import describe
     from failover.lab.processes import alive
 
     table = Table(title="failover lab")
@@ -60,7 +66,7 @@ def _print_status(state: lab.LabState) -> None:
         ctl = (f"{region.controller_url} ({region.controller_pid})"
                if alive(region.controller_pid) else "down")
         table.add_row(region.name, region.address, pg, ctl,
-                      ", ".join(state.faults.get(region.name, [])))
+                      ", ".join(map(describe, state.faults.get(region.name, []))))
     console.print(table)
     dns = "up" if alive(state.dns.pid) else "down"
     console.print(f"DNS {state.dns.address}:{state.dns.port} zone {state.dns.zone} ({dns}); "
@@ -99,14 +105,17 @@ def down(
 @lab_app.command("fault")
 def fault(
     region: RegionArg,
-    kind: Annotated[str, typer.Option(
-        "--kind", help="crash | hang | isolate | controller-crash | dns-down")],
+    kind: Annotated[str, typer.Option("--kind", help=FAULT_KINDS)],
     lab_dir: DirOption = lab.DEFAULT_DIR,
+    peer: Annotated[str | None, typer.Option(
+        "--peer", help="--kind partition: the region cut off from REGION.")] = None,
+    one_way: Annotated[bool, typer.Option(
+        "--one-way", help="--kind partition: drop only what REGION sends to the peer.")] = False,
 ) -> None:
-    """Inject a fault into REGION."""
+    """Inject a fault into REGION (heal it with `failover lab heal`)."""
     from failover.lab.faults import fault as inject
 
-    console.print(inject(lab_dir, region, kind))
+    console.print(inject(lab_dir, region, kind, peer=peer, one_way=one_way))
 
 
 @lab_app.command("heal")
@@ -115,11 +124,13 @@ def heal(
     lab_dir: DirOption = lab.DEFAULT_DIR,
     kind: Annotated[str | None, typer.Option(
         "--kind", help="Undo only this fault (default: every fault of REGION).")] = None,
+    peer: Annotated[str | None, typer.Option(
+        "--peer", help="--kind partition: only the partition with this region.")] = None,
 ) -> None:
-    """Undo REGION's faults; an old primary comes back fenced."""
+    """Undo REGION's faults (after crash or hang, an old primary comes back fenced)."""
     from failover.lab.faults import heal as undo
 
-    console.print(undo(lab_dir, region, kind))
+    console.print(undo(lab_dir, region, kind, peer=peer))
 
 
 @lab_app.command("drill")

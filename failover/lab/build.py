@@ -1,4 +1,4 @@
-"""`failover lab up` and `failover lab down`: three regions on this machine.
+"""`failover lab up` and `failover lab down`: three (or five) regions on this machine.
 
 Each region's PostgreSQL server and controller run as that region's own
 unprivileged user, so that `lab fault --kind isolate` can drop the region's
@@ -61,8 +61,8 @@ def is_up(lab_dir: Path) -> bool:
     return any(processes.alive(r.postmaster_pid) or processes.alive(r.controller_pid) for r in state.regions)
 
 
-def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: str,
-                    coordination: dict[str, Any]) -> Path:
+def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, tsig_file: Path,
+                    tsig_name: str, coordination: dict[str, Any]) -> Path:
     topo = lab_dir / "topology"
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
@@ -83,7 +83,7 @@ def _write_topology(lab_dir: Path, key_file: Path, tsig_file: Path, tsig_name: s
         }],
     }
     (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))
-    for name, address in lab.REGIONS.items():
+    for name, address in regions.items():
         region = {
             "name": name, "priority": lab.PRIORITIES[name],
             "controller_url": f"http://{address}:{lab.CONTROLLER_PORT}", "address": address,
@@ -141,7 +141,8 @@ def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> Non
                 waiting.append(f"{region}: controller {body}")
                 continue
             verdicts = body.get("verdicts", {})
-            down = [r for r in lab.REGIONS if verdicts.get(r, {}).get("verdict") != "UP"]
+            down = [r.name for r in state.regions
+                    if verdicts.get(r.name, {}).get("verdict") != "UP"]
             writer = body.get("services", {}).get(lab.SERVICE, {}).get("writer")
             if down:
                 waiting.append(f"{region} sees {', '.join(down)} not UP yet")
@@ -157,9 +158,10 @@ def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> Non
                         f"see {state.dir}/logs/")
 
 
-def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
+def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
        timeout: float = 90.0) -> lab.LabState:
     lab_dir = lab_dir.resolve()
+    addresses = lab.lab_regions(regions)
     if is_up(lab_dir):
         raise UserError(f"--dir: a lab is already running in {lab_dir}; `failover lab status` "
                         "shows it, `failover lab down` stops it")
@@ -178,9 +180,9 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
     try:
         bindir = pg_bindir()
         progress(f"PostgreSQL {server_version(bindir)} from {bindir}")
-        users = {name: region_user(name) for name in lab.REGIONS}
+        users = {name: region_user(name) for name in addresses}
         servers: dict[str, PgServer] = {}
-        for name, address in lab.REGIONS.items():
+        for name, address in addresses.items():
             server = init_server(lab_dir / "pg", name, address, port=lab.PG_PORT, bindir=bindir,
                                  run_as=users[name])
             server.start()
@@ -193,9 +195,9 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         dns_dir = lab_dir / "dns"
         named = start_primary(
             dns_dir, Endpoint(lab.DNS_ADDRESS, lab.DNS_PORT), lab.ZONE, key,
-            records=[ZoneRecord(lab.WRITER_RECORD, "A", lab.REGIONS[lab.FIRST_WRITER], lab.TTL),
+            records=[ZoneRecord(lab.WRITER_RECORD, "A", addresses[lab.FIRST_WRITER], lab.TTL),
                      *(ZoneRecord(lab.READER_RECORD, "A", address, lab.TTL)
-                       for address in lab.REGIONS.values())])
+                       for address in addresses.values())])
         tsig_file = dns_dir / "tsig.key"
         tsig_file.chmod(0o644)  # the lab's controllers run as their regions' users
         progress(f"BIND9 on {lab.DNS_ADDRESS}:{lab.DNS_PORT} serving {lab.ZONE}")
@@ -205,37 +207,39 @@ def up(lab_dir: Path, *, coordination: str = "peers", progress: Progress,
         key_file.chmod(0o644)
         coordination_settings: dict[str, Any] = {"backend": coordination}
         if coordination == "etcd":
-            etcd = start_cluster(lab_dir / "etcd", list(lab.ETCD_ADDRESSES.values()),
-                                 groups=[users[name].gid for name in lab.ETCD_ADDRESSES])
+            etcd_addresses = {name: lab.ETCD_ADDRESSES[name] for name in addresses}
+            etcd = start_cluster(lab_dir / "etcd", list(etcd_addresses.values()),
+                                 groups=[users[name].gid for name in etcd_addresses])
             coordination_settings["etcd"] = {"endpoints": etcd.endpoints,
                                              "prefix": "/failover/lab", "lease_ttl": "5s"}
             etcd_members = [
                 lab.EtcdMember(name=member.name, region=region, address=member.address,
                                client_url=member.client_url, pid=member.pid)
-                for region, member in zip(lab.ETCD_ADDRESSES, etcd.members, strict=True)]
-            progress(f"etcd cluster on {', '.join(lab.ETCD_ADDRESSES.values())}")
-        topo_dir = _write_topology(lab_dir, key_file, tsig_file, key.name, coordination_settings)
+                for region, member in zip(etcd_addresses, etcd.members, strict=True)]
+            progress(f"etcd cluster on {', '.join(etcd_addresses.values())}")
+        topo_dir = _write_topology(lab_dir, addresses, key_file=key_file, tsig_file=tsig_file,
+                                   tsig_name=key.name, coordination=coordination_settings)
         topo = load_topology(topo_dir)
 
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
-            for name in lab.REGIONS:
+            for name in addresses:
                 install(db.conn(name), lab.SERVICE, name)
             run_steps(replication_steps(db, lab.FIRST_WRITER).steps)
         progress(f"logical replication {lab.FIRST_WRITER} -> "
-                 f"{', '.join(r for r in lab.REGIONS if r != lab.FIRST_WRITER)}")
+                 f"{', '.join(r for r in addresses if r != lab.FIRST_WRITER)}")
 
-        regions = []
-        for name, address in lab.REGIONS.items():
+        region_states = []
+        for name, address in addresses.items():
             pid = start_controller(lab_dir, topo_dir, name, users[name])
             controller_pids.append(pid)
-            regions.append(lab.RegionState(
+            region_states.append(lab.RegionState(
                 name=name, address=address, pg_port=lab.PG_PORT,
                 data_dir=str(servers[name].datadir), postmaster_pid=servers[name].pid,
                 controller_url=f"http://{address}:{lab.CONTROLLER_PORT}", controller_pid=pid,
                 user=users[name].name))
         state = lab.LabState(
             dir=str(lab_dir), topology=str(topo_dir), coordination=coordination,
-            pg_version=server_version(bindir), regions=regions,
+            pg_version=server_version(bindir), regions=region_states,
             dns=lab.DnsState(address=lab.DNS_ADDRESS, port=lab.DNS_PORT, zone=lab.ZONE,
                              key_file=str(tsig_file), pid=named.pid),
             service=lab.ServiceState(name=lab.SERVICE, database=lab.SERVICE,

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from failover.errors import FailoverError
+from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.postgres import PgServer, pg_bindir, server_version
 from failover.lab.unprivileged import RunAs, region_user
@@ -58,3 +60,48 @@ def region_server(region: lab.RegionState) -> PgServer:
     return PgServer(name=region.name, host=region.address, port=region.pg_port, datadir=datadir,
                     socketdir=base / "socket", logfile=base / "postgres.log", bindir=bindir,
                     run_as=region_user(region.name), version=server_version(bindir))
+
+
+def _clear_stale_locks(server: PgServer) -> None:
+    """Remove the lock files of a killed postmaster that nobody has reaped yet.
+
+    PostgreSQL refuses to start while the PID its lock files name exists, and a
+    zombie exists until its parent reaps it. The lab's postmasters outlive the
+    `lab up` that started them, so their parent is init, which may take many
+    seconds to reap (about 20 on a container's init).
+    """
+    for lock in (server.datadir / "postmaster.pid",
+                 server.socketdir / f".s.PGSQL.{server.port}.lock"):
+        try:
+            pid = int(lock.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            continue
+        if not processes.alive(pid):
+            lock.unlink(missing_ok=True)
+
+
+def start_postgres(region: lab.RegionState) -> int:
+    """Start the region's killed PostgreSQL again as `lab up` did; its postmaster's PID."""
+    server = region_server(region)
+    _clear_stale_locks(server)
+    server.start()
+    assert server.pid is not None
+    return server.pid
+
+
+def boot_postgres(region: lab.RegionState) -> int:
+    """Start the region's killed PostgreSQL as its init system would after a reboot:
+    `pg_ctl start` as the region's user, detached from us; its postmaster's PID."""
+    server = region_server(region)
+    _clear_stale_locks(server)
+    result = subprocess.run(
+        [str(server.bindir / "pg_ctl"), "start", "--wait", "--timeout", "60", "--silent",
+         "-D", str(server.datadir), "-l", str(server.logfile)],
+        capture_output=True, text=True, check=False, timeout=90, cwd=server.datadir.parent,
+        preexec_fn=server.run_as.preexec(), env=server.run_as.env(),
+        start_new_session=True,
+    )
+    if result.returncode != 0:
+        raise FailoverError(f"pg_ctl start for {region.name} failed: "
+                            f"{(result.stderr or result.stdout).strip()}; see {server.logfile}")
+    return int((server.datadir / "postmaster.pid").read_text().split()[0])

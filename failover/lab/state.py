@@ -3,7 +3,8 @@
 Regions us-east-1, us-west-2, eu-west-1 on 127.0.1.1, 127.0.2.1, 127.0.3.1
 (PostgreSQL on 5432, controller API on 8700), BIND9 on 127.0.0.1:5300 serving
 `lab.test.`, the service `app` with `app.lab.test.` (writer) and
-`app-ro.lab.test.` (readers), TTL 1 s.
+`app-ro.lab.test.` (readers), TTL 1 s. `lab up --regions 5` adds ap-south-1 on
+127.0.4.1 and sa-east-1 on 127.0.5.1, below the first three in priority.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from failover.errors import UserError
 
 DEFAULT_DIR = Path(".failover-lab")
 REGIONS = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1", "eu-west-1": "127.0.3.1"}
-ETCD_ADDRESSES = {"us-east-1": "127.0.1.2", "us-west-2": "127.0.2.2", "eu-west-1": "127.0.3.2"}
-PRIORITIES = {"us-east-1": 100, "us-west-2": 50, "eu-west-1": 10}
+# An odd count keeps a strict majority meaningful: 5 regions, quorum 3.
+FIVE_REGIONS = {**REGIONS, "ap-south-1": "127.0.4.1", "sa-east-1": "127.0.5.1"}
+SIZES = {3: REGIONS, 5: FIVE_REGIONS}
+# One etcd member per region, beside it (with etcd, losing a region loses a member too).
+ETCD_ADDRESSES = {"us-east-1": "127.0.1.2", "us-west-2": "127.0.2.2", "eu-west-1": "127.0.3.2",
+                  "ap-south-1": "127.0.4.2", "sa-east-1": "127.0.5.2"}
+PRIORITIES = {"us-east-1": 100, "us-west-2": 50, "eu-west-1": 10, "ap-south-1": 5, "sa-east-1": 1}
 FIRST_WRITER = "us-east-1"
 PG_PORT = 5432
 CONTROLLER_PORT = 8700
@@ -30,6 +36,15 @@ WRITER_RECORD, READER_RECORD = "app.lab.test.", "app-ro.lab.test."
 TTL = 1
 APP_ROLE = "app"
 SUPERUSER = "postgres"
+
+
+def lab_regions(count: int) -> dict[str, str]:
+    """The lab's regions (name: address) for `lab up --regions COUNT`."""
+    try:
+        return SIZES[count]
+    except KeyError:
+        raise UserError(f"--regions: {count}; the lab has {' or '.join(map(str, SIZES))} "
+                        "regions") from None
 
 
 class RegionState(BaseModel):

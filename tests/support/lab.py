@@ -24,7 +24,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(directory: Path, coordination: str) -> Iterator[Path]:
+def running_lab(directory: Path, coordination: str, regions: int = 3) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("CHAOS SUITE SKIPPED: the lab needs root (one user per region, iptables "
                     "for isolation); run the tests as root")
@@ -32,7 +32,7 @@ def running_lab(directory: Path, coordination: str) -> Iterator[Path]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "lab.json").exists():
             down(directory, purge=True, progress=say)
-        up(directory, coordination=coordination, progress=say)
+        up(directory, coordination=coordination, regions=regions, progress=say)
         try:
             yield directory
         finally:
