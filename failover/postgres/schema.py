@@ -89,6 +89,12 @@ def install(conn: Connection, service: str, region: str) -> list[str]:
             conn.execute("INSERT INTO failover.schema_version (version, name) VALUES (%s, %s)",
                          [version.version, version.name])
             applied.append(version.name)
+        # A table created where event triggers do not fire (a replica session, or
+        # before version 2) gets its lease guard here: a rerun repairs.
+        guards = conn.execute("SELECT to_regprocedure('failover.attach_guards()') IS NOT NULL"
+                              ).fetchone()
+        if guards is not None and guards[0]:
+            conn.execute("SELECT failover.attach_guards()")
         row = conn.execute("SELECT region FROM failover.node_state WHERE service = %s",
                            [service]).fetchone()
         if row is None:
