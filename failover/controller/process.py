@@ -87,7 +87,7 @@ class Controller:
         self.policy = policy_from_topology(topo)
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(state_dir / "journal.jsonl", source=self.region)
+        self.journal = Journal(state_dir / "journal.db", source=self.region)
         self.metrics = Metrics(self.region)
         settings = topo.fleet.coordination
         self.verifier = Verifier(key, settings.request_window)
@@ -234,9 +234,6 @@ class Controller:
             services=self.topo.services, observations=self.coordinator.observations(),
             runtime=self.runtime,
             coordination=Coordination(self.coordinator.backend, self.coordinator.problem()))
-
-    def journal_entries(self, since: float | None) -> list[dict[str, Any]]:
-        return list(self.journal.entries(since))
 
     def exchange_payload(self) -> dict[str, Any]:
         if not isinstance(self.coordinator, PeerCoordinator):
