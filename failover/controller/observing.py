@@ -79,5 +79,7 @@ def observe_region(observer: str, target: str, views: Sequence[CheckView], now: 
             continue  # the database did not answer: nothing is known of its role
         ready = readiness_problem(details, service) is None
         seen[service.name] = replication_of(service.name, details, ready)
+    oks = [status.last_ok_at for status in liveness]
+    last_ok_at = None if not oks or None in oks else min(ok for ok in oks if ok is not None)
     return Observation(observer, target, health, consecutive, observed_at,
-                       tuple(seen[name] for name in sorted(seen)))
+                       tuple(seen[name] for name in sorted(seen)), last_ok_at)

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
 from failover.engine.model import ClusterState, Observation, Policy
-from failover.engine.planner import Context, ReplicationViews, plan_isolated, plan_service
+from failover.engine.planner import (
+    Context,
+    ReplicationViews,
+    fence_stale,
+    plan_isolated,
+    plan_service,
+)
 from failover.engine.quorum import (
     RegionVerdict,
     choose_executor,
@@ -38,6 +44,10 @@ class Decision:
     verdicts: tuple[RegionVerdict, ...]
     plan: Plan
     ignored: tuple[str, ...]  # input the engine did not use, and why
+    # Fences of this controller's own region that it runs at once, with or without a
+    # quorum and whoever executes the plan: it reaches its own database when nobody
+    # else can, and fencing a primary the fleet does not record as writer is always safe.
+    local: tuple[FenceRegion, ...] = ()
 
     @property
     def executes(self) -> bool:
@@ -55,11 +65,7 @@ def decide(
     has_quorum = sees_quorum(fresh, policy, me)
     isolated = isolated_for(latest, policy, now, me)
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
-    last_heard: dict[str, float] = {}
-    for (observer, _), observation in latest.items():
-        last_heard[observer] = max(last_heard.get(observer, observation.observed_at),
-                                   observation.observed_at)
-    ctx = Context.build(now, verdicts, views, policy, last_heard)
+    ctx = Context.build(now, verdicts, views, policy)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"
@@ -67,8 +73,14 @@ def decide(
     heard_text = f"{len(heard)} of {len(policy.priority)} observers (quorum {policy.quorum})"
 
     actions: list[Action] = []
+    local: list[FenceRegion] = []
     for service_policy in policy.by_name:
         service_state = states.get(service_policy.name)
+        if service_state is not None and me in service_policy.regions:
+            own = fence_stale(service_state, me, ctx, epoch=service_state.epoch,
+                              best_effort=False)
+            if own is not None:
+                local.append(own)
         if service_state is None:
             actions.append(NoOp(service_policy.name, 0, "no state recorded for this service; "
                                                         "nothing is known about its writer"))
@@ -94,5 +106,5 @@ def decide(
         now=now, me=me, quorum=policy.quorum, heard=tuple(sorted(heard)), has_quorum=has_quorum,
         isolated_for=isolated, executor=executor, executor_reason=executor_reason,
         verdicts=tuple(verdicts[name] for name in sorted(verdicts)),
-        plan=Plan(now, tuple(actions)), ignored=tuple(notes),
+        plan=Plan(now, tuple(actions)), ignored=tuple(notes), local=tuple(local),
     )

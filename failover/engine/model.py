@@ -50,6 +50,9 @@ class Observation:
     consecutive: int
     observed_at: float  # epoch seconds, on the observer's clock
     services: tuple[Replication, ...] = ()
+    # The newest moment at which every liveness check of the target last succeeded
+    # (None: never). An observer vouches for a writer's lease only up to this moment.
+    last_ok_at: float | None = None
     # Built once here rather than on every evaluation: the planner looks up
     # services by name, and an observation outlives many evaluations.
     by_service: dict[str, Replication] = field(init=False, repr=False, compare=False)
@@ -105,9 +108,8 @@ class Policy:
     quorum: int
     observation_max_age: float
     self_fence_after: float
-    # How long a controller's fencing of its own database may take: with the
-    # two above, how long the majority waits before promoting while the
-    # writer's own controller is not heard (it may be cut off and fencing).
+    # How long a controller's fencing of its own database may take; with
+    # self_fence_after, how long the writer's lease lasts (`lease_ttl`).
     self_fence_duration: float = 1.0
     priority: dict[str, int] = field(init=False, repr=False, compare=False)
     service: dict[str, ServicePolicy] = field(init=False, repr=False, compare=False)
@@ -128,9 +130,10 @@ class Policy:
         object.__setattr__(self, "by_name", tuple(sorted(self.services, key=lambda s: s.name)))
 
     @property
-    def self_fence_wait(self) -> float:
-        """From the last word of a writer's controller to its region surely fenced, if cut off."""
-        return self.observation_max_age + self.self_fence_after + self.self_fence_duration
+    def lease_ttl(self) -> float:
+        """How long one renewal of the writer's lease lasts past the moment the quorum last
+        vouched for it (see `lease`): a writer cut off stops taking writes this long after."""
+        return self.self_fence_after + self.self_fence_duration
 
     @property
     def observers(self) -> frozenset[str]:

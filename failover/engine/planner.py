@@ -74,24 +74,18 @@ class Context:
     down: frozenset[str]
     views: ReplicationViews
     priority: dict[str, int]
-    # When each observer was last heard (its newest observation), and how long
-    # after that a cut-off writer has surely fenced itself.
-    last_heard: dict[str, float]
-    max_age: float
-    self_fence_wait: float
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              policy: Policy, last_heard: dict[str, float]) -> Context:
+              policy: Policy) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
-            views=views, priority=policy.priority, last_heard=last_heard,
-            max_age=policy.observation_max_age, self_fence_wait=policy.self_fence_wait,
+            views=views, priority=policy.priority,
         )
 
 
@@ -139,9 +133,6 @@ def _failover(
                          f"writer {writer} is DOWN but the last failover was {since:.1f}s ago, "
                          f"within the cooldown of {policy.cooldown:g}s; not failing over again")
                     ], writer
-    waiting = _self_fence_pending(writer, ctx)
-    if waiting is not None:
-        return [NoOp(service, epoch, waiting)], writer
     # One pass over the regions that are not DOWN: each unfenced subscriber
     # is re-pointed, and the UP one with the most applied data is promoted:
     # ranked by applied position, then the freshest heartbeat, then
@@ -192,23 +183,29 @@ def _failover(
     return actions, target
 
 
-def _self_fence_pending(writer: str, ctx: Context) -> str | None:
-    """Why promoting now could make two writable primaries, or None.
+def stale_primary(replication: Replication | None, region: str, state: ServiceState) -> bool:
+    """A database that would take writes (an unfenced primary) in a region the fleet does
+    not record as the writer: an old writer back from a crash, a restart or a partition.
+    (The recorded writer's own database at a lower epoch is not fenced: its lease is
+    renewed only at the recorded epoch, so it takes no writes either.)"""
+    return (replication is not None and replication.role is Role.PRIMARY
+            and not replication.fenced and state.writer is not None
+            and region != state.writer)
 
-    When the writer's own controller is not heard either, its region may be cut
-    off rather than dead: its controller then fences the old primary once it has
-    missed the quorum for self_fence_after. Promote only after that has surely
-    happened, so that the old writer stops taking writes before the new one starts.
-    """
-    heard_at = ctx.last_heard.get(writer)
-    if heard_at is None or heard_at >= ctx.now - ctx.max_age:
-        return None  # its controller is heard (only the database failed), or never was
-    left = heard_at + ctx.self_fence_wait - ctx.now
-    if left <= 0:
+
+def fence_stale(state: ServiceState, region: str, ctx: Context, *, epoch: int,
+                best_effort: bool) -> FenceRegion | None:
+    """Fence `region`'s copy of the service if it is a stale primary, at `epoch` (the
+    recorded one, or the one a failover in the same plan claims): the fence raises the
+    database's own epoch to it, so a stale renewal or unfence is refused there."""
+    replication = ctx.views.of(region, state.service)
+    if not stale_primary(replication, region, state):
         return None
-    return (f"writer {writer} is DOWN and its controller has not been heard for "
-            f"{ctx.now - heard_at:.1f}s: waiting {left:.1f}s more for it to fence itself if it "
-            "is cut off, so that two primaries never take writes at once")
+    assert replication is not None
+    return FenceRegion(state.service, epoch, region,
+                       f"{region} is an unfenced primary at epoch {replication.epoch} but the "
+                       f"fleet records {state.writer} as the writer at epoch {state.epoch}",
+                       best_effort=best_effort)
 
 
 ReaderChanges = tuple[tuple[tuple[str, bool], ...], tuple[str, ...]]
@@ -286,6 +283,14 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
                 f"writer {writer} is UP and fenced at the recorded epoch {epoch}, no other writer "
                 "was promoted: it fenced itself while cut off, and the fleet hears it again"))
     plan_epoch = epoch + 1 if writer != state.writer else epoch
+    fenced = {a.region for a in actions if isinstance(a, FenceRegion)}
+    # Level-triggered: whatever left another primary behind (a crash between steps, a
+    # server restarted by its supervisor), it is fenced on the next evaluation. Its own
+    # controller fences it too (`Decision.local`); this reaches it when that one cannot.
+    for region in sorted(policy.regions - {state.writer} - fenced):
+        stale = fence_stale(state, region, ctx, epoch=plan_epoch, best_effort=True)
+        if stale is not None:
+            actions.append(stale)
     actions += _readers(policy, state, writer, plan_epoch, ctx)
     if not actions:
         actions.append(NoOp(service, epoch,

@@ -83,5 +83,6 @@ def decision_as_dict(decision: Decision) -> dict[str, Any]:
         "executes": decision.executes,
         "verdicts": [verdict_as_dict(v) for v in decision.verdicts],
         "plan": [action_as_dict(action) for action in decision.plan.actions],
+        "local": [action_as_dict(action) for action in decision.local],
         "ignored": list(decision.ignored),
     }

@@ -65,6 +65,7 @@ class _Observation(_Model):
     consecutive: int = Field(ge=0)
     observed_at: float
     services: list[_Replication] = Field(default_factory=list)
+    last_ok_at: float | None = None
 
 
 class _ServiceState(_Model):
@@ -177,7 +178,7 @@ def parse_snapshot(text: str, source: str, policy: Policy) -> Snapshot:
         )),
         observations=tuple(
             Observation(o.observer, o.target, o.health, o.consecutive, o.observed_at,
-                        tuple(Replication(**r.model_dump()) for r in o.services))
+                        tuple(Replication(**r.model_dump()) for r in o.services), o.last_ok_at)
             for o in parsed.observations
         ),
     )
@@ -201,7 +202,7 @@ def dump_snapshot(snapshot: Snapshot) -> str:
         "observations": [
             {"observer": o.observer, "target": o.target, "health": o.health,
              "consecutive": o.consecutive, "observed_at": o.observed_at,
-             "services": [replication(r) for r in o.services]}
+             "services": [replication(r) for r in o.services], "last_ok_at": o.last_ok_at}
             for o in snapshot.observations
         ],
     }

@@ -91,6 +91,9 @@ class CheckStatus:
     last_result: ProbeResult | None = None
     last_run_at: float | None = None  # epoch seconds, when the last probe finished
     start_delay_s: float | None = None  # of the last run
+    # When the last successful probe started: the newest moment this check vouches for
+    # the target. The writer's lease is bounded by the fleet's such moments.
+    last_ok_at: float | None = None
 
     @property
     def state(self) -> HealthState:
@@ -213,6 +216,7 @@ class ProbeScheduler:
                     self.runs_late += 1
                     self.runs_skipped += 1
                     return
+            started = time.time()
             result = await target.probe.run()
         finally:
             self._in_flight.discard(target.key)
@@ -225,8 +229,9 @@ class ProbeScheduler:
             self.probes_inconclusive += 1
             health = before.health
         finished = time.time()
+        last_ok_at = started if result.ok and result.conclusive else before.last_ok_at
         self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
-                                               finished, start_delay)
+                                               finished, start_delay, last_ok_at)
         if self.on_result is not None:
             self.on_result(target, result)
         if health.state is not before.health.state and self.on_transition is not None:

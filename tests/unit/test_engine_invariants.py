@@ -307,3 +307,54 @@ def test_h_epochs_strictly_increase(scenario: Scenario) -> None:
     for service, state in before.items():
         grew = after[service].epoch > state.epoch
         assert grew is (service in promotions)
+
+
+def _stale_primaries(scenario: Scenario) -> set[tuple[str, str]]:
+    """(service, region) pairs whose freshest view is an unfenced primary in a region other
+    than the recorded writer: the oracle for convergence."""
+    found = set()
+    for state in scenario.state.services:
+        if state.writer is None:
+            continue
+        for region in scenario.policy.service[state.service].regions:
+            view = _view(scenario, region, state.service)
+            if view is None or view.role is not Role.PRIMARY or view.fenced:
+                continue
+            if region != state.writer:
+                found.add((state.service, region))
+    return found
+
+
+@PROPERTY
+@given(scenarios())
+def test_i_every_stale_primary_is_fenced_by_its_own_controller_or_the_executor(
+        scenario: Scenario) -> None:
+    decision = scenario.decide()
+    states = scenario.state.by_service()
+    local = {(a.service, a.region) for a in decision.local}
+    planned = {(a.service, a.region) for a in decision.plan.actions if isinstance(a, FenceRegion)}
+    for service, region in _stale_primaries(scenario):
+        if region == scenario.me:
+            # At once, with or without a quorum, whoever executes the plan.
+            assert (service, region) in local
+        elif decision.has_quorum and not states[service].paused:
+            assert (service, region) in planned
+    # Local fences touch only this controller's own region, and only stale primaries.
+    assert all(region == scenario.me for _, region in local)
+    assert local <= _stale_primaries(scenario)
+
+
+@PROPERTY
+@given(scenarios())
+def test_j_the_recorded_writer_is_fenced_only_when_the_plan_replaces_it(
+        scenario: Scenario) -> None:
+    decision = scenario.decide()
+    promotions = _promotions(decision)
+    for action in (*decision.plan.actions, *decision.local):
+        if not isinstance(action, FenceRegion):
+            continue
+        writer = scenario.state.by_service()[action.service].writer
+        if action.region == writer:
+            # Either a failover replaces it, or it fences itself while cut off.
+            assert action.service in promotions or (
+                not decision.has_quorum and action.region == scenario.me)
