@@ -30,7 +30,7 @@ from failover.coordination.etcd import EtcdCoordinator
 from failover.engine import Health, Observation
 from failover.lab.etcd import EtcdCluster, start_cluster
 from failover.topology import EtcdSettings
-from tests.support.etcd import failover_decision
+from tests.support.etcd import OBSERVERS, failover_decision
 from tests.support.loopback import allocate_block
 
 _DYING = """
@@ -40,7 +40,8 @@ from failover.engine import Health, Observation
 from failover.topology import EtcdSettings
 async def main():
     c = EtcdCoordinator("dying", EtcdSettings(endpoints=sys.argv[1].split(","), prefix=sys.argv[2],
-                                              lease_ttl=float(sys.argv[3])))
+                                              lease_ttl=float(sys.argv[3])),
+                        observers=("dying", "b"), quorum=2)
     await c.start()
     await c.exchange([Observation("dying", "x", Health.HEALTHY, 1, time.time())])
     print("ready", flush=True)
@@ -69,7 +70,8 @@ async def timed(samples: list[float], call: Any) -> Any:
 
 async def latencies(cluster: EtcdCluster, rounds: int, ttl: float) -> dict[str, Any]:
     settings = EtcdSettings(endpoints=cluster.endpoints, prefix="/bench/latency", lease_ttl=ttl)
-    controllers = [EtcdCoordinator(name, settings) for name in ("a", "b", "c")]
+    controllers = [EtcdCoordinator(name, settings, observers=OBSERVERS, quorum=2)
+                   for name in OBSERVERS]
     for c in controllers:
         await c.start()
     exchange: list[float] = []
@@ -91,7 +93,7 @@ async def latencies(cluster: EtcdCluster, rounds: int, ttl: float) -> dict[str, 
 
 async def stall_during_election(cluster: EtcdCluster, ttl: float) -> dict[str, Any]:
     settings = EtcdSettings(endpoints=cluster.endpoints, prefix="/bench/election", lease_ttl=ttl)
-    a = EtcdCoordinator("a", settings)
+    a = EtcdCoordinator("a", settings, observers=OBSERVERS, quorum=2)
     await a.start()
     try:
         held = await a.lead(failover_decision("a"))
@@ -112,7 +114,7 @@ async def vote_expiry(cluster: EtcdCluster, ttl: float) -> float:
     dying = subprocess.Popen([sys.executable, "-c", _DYING, ",".join(cluster.endpoints), prefix,
                               str(ttl)], stdout=subprocess.PIPE, text=True)
     b = EtcdCoordinator("b", EtcdSettings(endpoints=cluster.endpoints, prefix=prefix,
-                                          lease_ttl=ttl))
+                                          lease_ttl=ttl), observers=("dying", "b"), quorum=2)
     await b.start()
     try:
         assert dying.stdout is not None and dying.stdout.readline().strip() == "ready"

@@ -19,10 +19,17 @@ from failover.controller.metrics import Metrics
 from failover.controller.records import after_plan, promoted, to_store
 from failover.controller.status import ServiceRuntime
 from failover.controller.steps import StepFactory
-from failover.coordination.base import Coordinator, Leadership, ServiceRecord
-from failover.engine import Action, Decision, Plan, PromoteSubscriber, SetDnsWriter
+from failover.coordination.base import Claim, Coordinator, Leadership, ServiceRecord
+from failover.engine import (
+    Action,
+    Decision,
+    FenceRegion,
+    Plan,
+    PromoteSubscriber,
+    SetDnsWriter,
+)
 from failover.engine.serialize import action_from_dict, plan_as_dict, stable_plan_id
-from failover.errors import ConflictError
+from failover.errors import ConflictError, SafetyRefusal
 from failover.logs import in_plan
 
 log = logging.getLogger("failover.controller")
@@ -32,17 +39,20 @@ FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
 # still_leading may ride out an etcd election (lease TTL plus a few requests):
 # waiting less would depose a healthy leader.
 LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds
+CLAIM_TIMEOUT = 20.0  # seconds; the same reason, for etcd
 
 
 class PlanRunner:
     def __init__(self, journal: Journal, metrics: Metrics, coordinator: Coordinator,
-                 steps: StepFactory, runtime: Mapping[str, ServiceRuntime]) -> None:
+                 steps: StepFactory, runtime: Mapping[str, ServiceRuntime], *,
+                 lease_ttl: float) -> None:
         self.journal = journal
         self.metrics = metrics
         self.coordinator = coordinator
         self.steps = steps
         steps.hooks = self
         self.runtime = runtime
+        self.lease_ttl = lease_ttl
         self.executor = Executor(journal, on_progress=self._step_progress,
                                  still_leading=self._still_leading)
         # A writer record that could not be moved is retried on later ticks, one
@@ -150,6 +160,23 @@ class PlanRunner:
         new = promoted(self.coordinator.records().get(action.service), action, decided_at)
         asyncio.run_coroutine_threadsafe(self._store(new), self._loop).result(timeout=10)
         return f"the fleet records {action.region} as writer at epoch {action.epoch}"
+
+    async def fence_local(self, fences: Sequence[FenceRegion], now: float) -> None:
+        """Fence this region's own stale primaries, each a plan of its own. The id carries
+        the time: fencing again later (the server restarted, a fence was lifted) is a new plan."""
+        for fence in fences:
+            await self.run_actions(fence.service, [fence], now, plan_id=(
+                f"{fence.service}-e{fence.epoch}-fence-{fence.region}-{int(now * 1000)}"))
+
+    def claim(self, action: PromoteSubscriber) -> Claim:
+        assert self._loop is not None
+        claim = asyncio.run_coroutine_threadsafe(
+            self.coordinator.claim(action.service, action.epoch, action.previous_writer,
+                                   self.lease_ttl), self._loop).result(timeout=CLAIM_TIMEOUT)
+        if not claim.granted:
+            raise SafetyRefusal(f"epoch {action.epoch} of {action.service} not claimed: "
+                                f"{claim.reason}")
+        return claim
 
     def dns_deferred(self, action: SetDnsWriter, error: str) -> None:
         runtime = self.runtime[action.service]

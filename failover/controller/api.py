@@ -1,6 +1,7 @@
 """The controller's HTTP API: peers, operators, load balancers and Prometheus.
 
 - `POST /v1/observations` (signed): a peer's exchange; answers with ours.
+- `POST /v1/claim` (signed): a peer claims a promotion's epoch (peers mode).
 - `GET /v1/status`: what this controller sees and decided, as JSON.
 - `GET /v1/journal?since=TS&limit=N` (signed): this controller's journal, for `failover
   history`: the newest `limit` entries (default 5,000) at or after `since`, in time order.
@@ -44,6 +45,10 @@ class ControllerView(Protocol):
 
     def ingest_peer(self, payload: Any) -> None: ...
 
+    def promise(self, payload: Any) -> dict[str, Any]:
+        """A peer claims a promotion's epoch: promise it or say who holds it."""
+        ...
+
     def local_role(self, service: str) -> str | None:
         """primary, subscriber, or None when unknown (the database is not answering)."""
         ...
@@ -74,6 +79,14 @@ def build_app(view: ControllerView, verifier: Verifier) -> web.Application:
             view.metrics.rejected.labels(reason="malformed").inc()
             return _json({"error": f"malformed exchange: {str(exc)[:300]}"}, status=400)
         return _json(view.exchange_payload())
+
+    async def claim(request: web.Request) -> web.Response:
+        body = await verified_body(request)
+        try:
+            return _json(view.promise(json.loads(body)))
+        except ValueError as exc:
+            view.metrics.rejected.labels(reason="malformed").inc()
+            return _json({"error": f"malformed claim: {str(exc)[:300]}"}, status=400)
 
     async def status(request: web.Request) -> web.Response:
         return _json(view.status())
@@ -133,6 +146,7 @@ def build_app(view: ControllerView, verifier: Verifier) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.add_routes([
         web.post("/v1/observations", observations),
+        web.post("/v1/claim", claim),
         web.get("/v1/status", status),
         web.get("/v1/journal", journal),
         web.post("/v1/operator/{verb}", operator),

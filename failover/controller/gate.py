@@ -17,6 +17,7 @@ from failover.engine import Decision
 
 
 class MoveKind(StrEnum):
+    FENCE_LOCAL = "fence-local"  # fence this region's own stale primary, at once
     ACT = "act"  # execute the decision's plan
     RESUME = "resume"  # finish plans a crash interrupted, before anything new
     RETRY_DNS = "retry-dns"  # move a writer record that a plan could not move
@@ -28,6 +29,10 @@ class MoveKind(StrEnum):
 class Move:
     kind: MoveKind
     reason: str
+
+    @property
+    def acts(self) -> bool:
+        return self.kind is MoveKind.FENCE_LOCAL or self.needs_leadership
 
     @property
     def needs_leadership(self) -> bool:
@@ -49,6 +54,10 @@ class LocalFacts:
 def next_move(decision: Decision, facts: LocalFacts) -> Move:
     if facts.stopping:
         return Move(MoveKind.NOTHING, "stopping: the step in flight finishes, nothing new starts")
+    if decision.local:
+        # Needs no store, no quorum, no leadership: a primary the fleet does not record
+        # as writer is fenced whatever else holds, and first.
+        return Move(MoveKind.FENCE_LOCAL, "; ".join(a.reason for a in decision.local))
     if decision.has_quorum and facts.coordination_problem is not None:
         # Self-fencing does not need the store; everything else must wait for it.
         return Move(MoveKind.WAIT, f"coordination: {facts.coordination_problem}")

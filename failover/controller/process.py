@@ -4,7 +4,7 @@ Every check of every region runs on the probe scheduler; every exchange
 interval the controller shares its observations with the fleet, asks the
 engine for a decision, journals what changed, and, when the engine names it
 the executor, runs the plan through the journaled executor. It also writes
-the heartbeat of every service whose writer is its own region.
+the lease and the heartbeat of every service whose writer is its own region.
 
 SIGTERM: the step in flight finishes, the plan stays unfinished in the
 journal, scheduling stops, exit 0. SIGKILL at any instant is safe: a plan is
@@ -96,7 +96,8 @@ class Controller:
 
             coordinator = EtcdCoordinator(self.region, settings.etcd,
                                           where=str(topo.path / "fleet.toml"),
-                                          on_news=self.request_tick)
+                                          on_news=self.request_tick,
+                                          observers=list(topo.regions), quorum=topo.quorum)
         self.coordinator: Coordinator = coordinator or PeerCoordinator(
             self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
             state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,
@@ -108,12 +109,13 @@ class Controller:
         self.runtime = {name: ServiceRuntime() for name in topo.services}
         self.steps = StepFactory(topo, dns, reconciliation_dir=state_dir / "reconciliation")
         self.plans = PlanRunner(self.journal, self.metrics, self.coordinator, self.steps,
-                                self.runtime)
+                                self.runtime, lease_ttl=self.policy.lease_ttl)
         self.last_decision: Decision | None = None
         self.report = DecisionReport(self.journal, self.metrics, topo)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: ProbeScheduler | None = None
-        self.local = LocalDatabases(topo, self.region)
+        self.local = LocalDatabases(topo, self.region, quorum=topo.quorum,
+                                    lease_ttl=self.policy.lease_ttl)
         self._busy = asyncio.Lock()
         self._rerun = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -211,6 +213,9 @@ class Controller:
             unfinished_plans=len(self.journal.unfinished_plans()) if decision.executes else 0,
             dns_pending=any(r.dns_pending for r in self.runtime.values()),
             up_for=now - self._started_at, startup_grace=self._startup_grace))
+        if move.kind is MoveKind.FENCE_LOCAL:
+            await self.plans.fence_local(decision.local, now)
+            return
         if not move.needs_leadership:
             return
         async with self.plans.leading(decision) as granted:
@@ -223,8 +228,10 @@ class Controller:
             else:
                 await self.plans.execute(decision.plan, records)
 
-    async def _heartbeat(self) -> None:
-        await asyncio.to_thread(self.local.beat, self.coordinator.records())
+    async def _keep_writing(self) -> None:
+        """Not under the decision lock: a long plan must not let the writer's lease lapse."""
+        await asyncio.to_thread(self.local.keep_writing, self.coordinator.records(),
+                                self.coordinator.vouching)
 
     # ------------------------------------------------------------ API view
 
@@ -239,6 +246,19 @@ class Controller:
         if not isinstance(self.coordinator, PeerCoordinator):
             return {}
         return self.coordinator.payload()
+
+    def promise(self, payload: Any) -> dict[str, Any]:
+        if not isinstance(self.coordinator, PeerCoordinator):
+            raise ValueError("this controller does not use the peer exchange")
+        if not isinstance(payload, dict):
+            raise ValueError("a claim is an object")
+        service, epoch = payload.get("service"), payload.get("epoch")
+        claimant, writer = payload.get("claimant"), payload.get("writer")
+        if (service not in self.topo.services or not isinstance(epoch, int)
+                or claimant not in self.topo.regions or writer not in self.topo.regions):
+            raise ValueError("a claim names a service, an integer epoch, a claimant and the "
+                             "writer, all of this fleet")
+        return self.coordinator.promise(service, epoch, claimant, writer)
 
     def ingest_peer(self, payload: Any) -> None:
         if not isinstance(self.coordinator, PeerCoordinator):
@@ -316,8 +336,8 @@ class Controller:
                          coalesce=True, misfire_grace_time=1, id="exchange")
             jobs.add_job(self.decide_and_act, "interval", seconds=interval, max_instances=1,
                          coalesce=True, misfire_grace_time=1, id="decide")
-            jobs.add_job(self._heartbeat, "interval", seconds=1.0, max_instances=1, coalesce=True,
-                         misfire_grace_time=1, id="heartbeat")
+            jobs.add_job(self._keep_writing, "interval", seconds=interval, max_instances=1,
+                         coalesce=True, misfire_grace_time=1, id="lease")
             jobs.start()
             self._started_at = time.time()
             # Everything allocated so far lives as long as the process: keep the garbage

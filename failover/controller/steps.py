@@ -9,15 +9,18 @@ clients are waiting for the record while the other subscribers only catch up.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from failover.controller.executor import Step
+from failover.coordination.base import Claim
 from failover.dns.provider import DnsProvider
 from failover.dns.records import RecordKey, RecordSet, rtype_for_address
 from failover.engine import (
@@ -36,8 +39,10 @@ from failover.engine.serialize import plan_as_dict
 from failover.errors import ConflictError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
-from failover.postgres.promote import promotion_steps, repoint_step, terminate_stale_step
+from failover.postgres.lease import lease_state
+from failover.postgres.promote import promotion_steps, repoint_step
 from failover.postgres.rejoin import RejoinSteps, rejoin_steps
+from failover.postgres.steps import WriterChange
 from failover.postgres.switchover import switchover_steps
 from failover.topology import Topology
 
@@ -81,6 +86,35 @@ class PlanHooks(Protocol):
     def dns_deferred(self, action: SetDnsWriter, error: str) -> None:
         """The writer record could not be moved now: keep retrying it after the plan."""
         ...
+
+    def claim(self, action: PromoteSubscriber) -> Claim:
+        """Claim the promotion's epoch on a majority (SafetyRefusal when it is not granted)."""
+        ...
+
+
+def claim_step(action: PromoteSubscriber, db: ServiceDatabases, hooks: PlanHooks) -> Step:
+    """Right before the target becomes writable: claim the epoch (again, for a resumed plan:
+    the same claimant is granted it again) and wait until the old writer takes no writes,
+    which its database confirms when reachable, or its lease's end proves."""
+    old = action.previous_writer
+
+    def run() -> str:
+        claim = hooks.claim(action)
+        left = claim.old_lease_ends_by - time.time()
+        if left <= 0:
+            return f"{claim.reason}; {old}'s lease has ended"
+        conn = db.try_conn(old)
+        if conn is not None:
+            state = lease_state(conn, action.service)
+            if not state.writer and state.epoch >= action.epoch:
+                return f"{claim.reason}; {old} confirms it takes no writes at epoch {state.epoch}"
+        left = claim.old_lease_ends_by - time.time()
+        if math.isinf(left):
+            raise SafetyRefusal(f"{claim.reason}, but when {old}'s lease ends is unknown")
+        time.sleep(max(0.0, left))
+        return f"{claim.reason}; waited {max(0.0, left):.2f}s for {old}'s lease to end"
+
+    return CallStep(f"claim epoch {action.epoch} and wait until {old} takes no writes", run)
 
 
 @dataclass(frozen=True)
@@ -232,20 +266,21 @@ class StepFactory:
                         out += before
                         last += after
                         db = databases(action.service)
-                        if action.switchover_timeout is not None:
-                            switch = switchover_steps(db, action.region, epoch=action.epoch,
-                                                      timeout=action.switchover_timeout)
-                            out += switch.until_writable
-                            late = [*switch.after_writable, *late]
-                        else:
-                            promotion = promotion_steps(
+                        change: WriterChange = (
+                            switchover_steps(db, action.region, epoch=action.epoch,
+                                             timeout=action.switchover_timeout)
+                            if action.switchover_timeout is not None else
+                            promotion_steps(
                                 db, action.region, epoch=action.epoch,
                                 allow_data_loss=self.allow_data_loss or action.allow_data_loss,
-                                repoint=False, after_writable=False)
-                            out += promotion.steps
-                            late.append(terminate_stale_step(db, action.region))
+                                repoint=False, after_writable=True))
+                        out += change.prepare
+                        if self.hooks is not None:
+                            out.append(claim_step(action, db, self.hooks))
+                        out.append(change.become_writable)
                         if self.hooks is not None:
                             out.append(self._record_step(action, decided_at, self.hooks))
+                        late += change.after
                     case RejoinRegion():
                         out += self._rejoin(databases(action.service), action).steps
                     case RepointSubscribers():

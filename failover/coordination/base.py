@@ -64,6 +64,19 @@ class Leadership:
     needs_quorum: bool = True
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a promotion's epoch on a majority: granted or not, and when
+    the previous writer's lease has surely ended (see `failover.engine.lease`)."""
+
+    service: str
+    epoch: int
+    claimant: str
+    granted: bool
+    old_lease_ends_by: float  # epoch seconds; inf when it cannot be bounded
+    reason: str
+
+
 OBSERVATIONS = TypeAdapter(list[Observation])
 RECORDS = TypeAdapter(list[ServiceRecord])
 
@@ -104,6 +117,16 @@ class Coordinator(Protocol):
 
     def problem(self) -> str | None:
         """Why automatic action is off right now (e.g. the store lost its quorum), or None."""
+        ...
+
+    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
+        """Claim `epoch` for a promotion by this controller, once: granted by a majority (or
+        the store) to one claimant only, again to the same one (a resumed plan)."""
+        ...
+
+    def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:
+        """What a writer at `epoch` may extend its lease on: the observations to count, and
+        the observers whose word no longer counts (they promised a higher epoch)."""
         ...
 
 

@@ -9,6 +9,12 @@ Keys under the configured prefix:
   token, and every step checks, in a transaction, that the key still carries it.
 - `records/<service>`: the fleet's record of the service, written only where
   its mod revision is still the one this controller read (compare-and-swap).
+- `claims/<service>`: the highest epoch claimed for a promotion and by whom,
+  written by compare-and-swap only upwards (or again by the same claimant), so
+  an epoch is claimed once. It is read with the observations in one
+  transaction: a writer's controller that sees a higher claim stops renewing
+  its lease, and one that does not read it before the claim's revision renewed
+  on observations no newer than what the claimant reads after it.
 
 A controller that cannot reach etcd takes no automatic action: `problem()`
 says why and `lead()` refuses, except to fence its own region, which needs no
@@ -30,11 +36,17 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from failover.coordination.base import OBSERVATIONS, Leadership, ServiceRecord
+from failover.coordination.base import OBSERVATIONS, Claim, Leadership, ServiceRecord
 from failover.coordination.etcd_client import (
     EtcdClient,
     EtcdRefused,
@@ -49,11 +61,20 @@ from failover.coordination.etcd_client import (
     put,
 )
 from failover.engine import Decision, Observation
+from failover.engine.lease import old_lease_ends_by
 from failover.errors import ConflictError, FailoverError, UserError
 from failover.topology import EtcdSettings
 
 RECORD = TypeAdapter(ServiceRecord)
+CLAIM = TypeAdapter(tuple[int, str])  # (epoch, claimant)
 _LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: a put named a lease that already expired
+
+
+def _parse_claim(value: bytes) -> tuple[int, str] | None:
+    try:
+        return CLAIM.validate_json(value)
+    except ValidationError:
+        return None
 
 
 def _parse_record(value: bytes) -> ServiceRecord | None:
@@ -82,7 +103,8 @@ class EtcdCoordinator:
     backend = "etcd"
 
     def __init__(self, me: str, settings: EtcdSettings, *, timeout: float | None = None,
-                 where: str = "fleet.toml", on_news: Callable[[], None] | None = None) -> None:
+                 where: str = "fleet.toml", on_news: Callable[[], None] | None = None,
+                 observers: Sequence[str], quorum: int) -> None:
         self.me = me
         self._on_news = on_news  # another controller's view changed: decide again at once
         self._poll_interval = settings.poll_interval
@@ -99,6 +121,13 @@ class EtcdCoordinator:
         prefix = settings.prefix.rstrip("/")
         self._observations_prefix = f"{prefix}/observations/"
         self._records_prefix = f"{prefix}/records/"
+        self._claims_prefix = f"{prefix}/claims/"
+        self._claims: dict[str, tuple[int, str]] = {}  # service -> (epoch, claimant)
+        self._observers = tuple(observers)
+        self._quorum = quorum
+        # This controller's own observations as etcd holds them (the last exchange that
+        # landed), so that its lease rests on what a claimant can read too.
+        self._mine_stored: dict[str, Observation] = {}
         self._leader_key = f"{prefix}/leader"
         self._lease: int | None = None
         self._lease_valid_until = 0.0  # monotonic; what etcd promised at the last renewal
@@ -192,17 +221,18 @@ class EtcdCoordinator:
     async def exchange(self, mine: Sequence[Observation]) -> None:
         for observation in mine:
             self._mine[observation.target] = observation
-        body = OBSERVATIONS.dump_json(sorted(self._mine.values(), key=lambda o: o.target))
+        written = dict(self._mine)
+        body = OBSERVATIONS.dump_json(sorted(written.values(), key=lambda o: o.target))
         try:
             lease = await self._ensure_lease()
             result = await asyncio.to_thread(
                 self._client.txn, [],
-                [put(self._observations_prefix + self.me, body, lease),
-                 get_prefix(self._observations_prefix), get_prefix(self._records_prefix)])
+                [put(self._observations_prefix + self.me, body, lease), *self._reads()])
         except FailoverError as exc:
             self._unreachable(exc)
             return
         self._problem = None
+        self._mine_stored = written
         self._take_in(result)
 
     def _take_in(self, result: TxnResult) -> bool:
@@ -211,7 +241,9 @@ class EtcdCoordinator:
         if result.revision < self._applied_revision:
             return False
         self._applied_revision = result.revision
-        observations, records = result.ranges
+        observations, records, claims = result.ranges[-3:]
+        self._claims = {kv.key.removeprefix(self._claims_prefix): claim
+                        for kv in claims if (claim := _parse_claim(kv.value)) is not None}
         held, self._others = self._others, self._read_observations(observations)
         news = any(key not in held or held[key].health is not seen.health
                    for key, seen in self._others.items())
@@ -226,13 +258,15 @@ class EtcdCoordinator:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                result = await asyncio.to_thread(
-                    self._client.txn, [],
-                    [get_prefix(self._observations_prefix), get_prefix(self._records_prefix)])
+                result = await asyncio.to_thread(self._client.txn, [], self._reads())
             except FailoverError:
                 continue  # the exchange reports etcd's problems; this only speeds news up
             if self._take_in(result) and self._on_news is not None:
                 self._on_news()
+
+    def _reads(self) -> list[dict[str, Any]]:
+        return [get_prefix(self._observations_prefix), get_prefix(self._records_prefix),
+                get_prefix(self._claims_prefix)]
 
     def _read_observations(self, kvs: Sequence[KeyValue]) -> dict[tuple[str, str], Observation]:
         """Everyone else's latest observations, each taken only from its observer's own key."""
@@ -261,6 +295,49 @@ class EtcdCoordinator:
 
     def observations(self) -> list[Observation]:
         return [*self._mine.values(), *self._others.values()]
+
+    # ---------------------------------------------------------- epochs claimed once
+
+    def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:
+        claimed = self._claims.get(service, (0, ""))[0]
+        void = frozenset(self._observers) | {self.me} if claimed > epoch else frozenset()
+        return [*self._mine_stored.values(), *self._others.values()], void
+
+    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
+        key = self._claims_prefix + service
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(ConflictError), stop=stop_after_attempt(5),
+                    wait=wait_random_exponential(multiplier=0.05, max=0.5), reraise=True):
+                with attempt:
+                    read = await asyncio.to_thread(self._client.txn, [], [get(key)])
+                    (stored,) = read.ranges[0] or (None,)
+                    held = _parse_claim(stored.value) if stored is not None else None
+                    if held is not None and (held[0] > epoch
+                                             or (held[0] == epoch and held[1] != self.me)):
+                        return Claim(service, epoch, self.me, False, math.inf,
+                                     f"etcd holds epoch {held[0]} claimed by {held[1]}")
+                    written = await asyncio.to_thread(
+                        self._client.txn,
+                        [modified_at(key, stored.mod_revision if stored is not None else 0)],
+                        [put(key, CLAIM.dump_json((epoch, self.me)))])
+                    if not written.succeeded:
+                        raise ConflictError(f"{key} changed while claiming epoch {epoch}")
+            # A writer that renewed on a read from before the claim saw observations no
+            # newer than these, and took them no later than now.
+            committed_by = time.time()
+            after = await asyncio.to_thread(self._client.txn, [], self._reads())
+        except FailoverError as exc:
+            self._unreachable(exc)
+            return Claim(service, epoch, self.me, False, math.inf, f"etcd: {exc}")
+        self._take_in(after)
+        reports = {o.observer: o.last_ok_at for o in self._others.values() if o.target == writer}
+        mine = self._mine_stored.get(writer)
+        if mine is not None:
+            reports[self.me] = mine.last_ok_at
+        ends_by = min(old_lease_ends_by(reports, {*self._observers, self.me}, self._quorum,
+                                        lease_ttl), committed_by + lease_ttl)
+        return Claim(service, epoch, self.me, True, ends_by, f"epoch {epoch} claimed in etcd")
 
     def problem(self) -> str | None:
         return self._problem

@@ -6,12 +6,20 @@ peer's. A controller relays only its own observations, so a peer cannot speak
 for a third. Who executes is the engine's deterministic rule, which every
 controller computes the same from the same observations; the epoch recorded
 in the databases fences a leader that acts on a stale view.
+
+A promotion's epoch is claimed once, by a majority's promises (a single
+register per service, in the manner of one Paxos prepare round): a controller
+promises an epoch above any it promised before, to one claimant; again to the
+same claimant, so a resumed plan claims its epoch again. Promises are kept on
+disk and travel with every exchange, so that a writer's controller stops
+counting the word of observers that promised its successor (`engine.lease`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,19 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pydantic import TypeAdapter
 
 from failover.coordination.base import (
     OBSERVATIONS,
     RECORDS,
+    Claim,
     Leadership,
     ServiceRecord,
     merge_records,
 )
 from failover.coordination.signing import sign
 from failover.engine import Decision, Observation
+from failover.engine.lease import old_lease_ends_by
 from failover.errors import ConflictError
 
 EXCHANGE_PATH = "/v1/observations"
+CLAIM_PATH = "/v1/claim"
+PROMISES = TypeAdapter(dict[str, tuple[int, str]])  # service -> (epoch, claimant)
+EPOCHS = TypeAdapter(dict[str, int])
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -72,7 +86,18 @@ class PeerCoordinator:
         self._latest: dict[tuple[str, str], Observation] = {}
         self._records_path = state_dir / "records.json"
         self._records = self._load_records()
+        self._promises_path = state_dir / "promises.json"
+        self._promises = self._load_promises()
+        self._promised_by: dict[str, dict[str, int]] = {}  # peer -> service -> epoch
+        # Anything this controller vouched for before a restart, it vouched for before now.
+        self._started_at = time.time()
         self._session: aiohttp.ClientSession | None = None
+
+    def _load_promises(self) -> dict[str, tuple[int, str]]:
+        try:
+            return PROMISES.validate_json(self._promises_path.read_bytes())
+        except FileNotFoundError:
+            return {}
 
     def _load_records(self) -> dict[str, ServiceRecord]:
         try:
@@ -103,6 +128,7 @@ class PeerCoordinator:
             "observer": self.me,
             "observations": OBSERVATIONS.dump_python(mine, mode="json"),
             "records": RECORDS.dump_python(list(self._records.values()), mode="json"),
+            "promises": {service: epoch for service, (epoch, _) in self._promises.items()},
         }
 
     def ingest(self, payload: Any) -> bool:
@@ -118,6 +144,9 @@ class PeerCoordinator:
             raise ValueError(f"observer {sender!r} is not a peer of {self.me!r}")
         observations = OBSERVATIONS.validate_python(payload.get("observations", []))
         records = RECORDS.validate_python(payload.get("records", []))
+        promised = self._promised_by.setdefault(sender, {})
+        for service, epoch in EPOCHS.validate_python(payload.get("promises", {})).items():
+            promised[service] = max(epoch, promised.get(service, 0))
         if any(o.observer != sender for o in observations):
             raise ValueError(f"{sender!r} sent observations made by another observer")
         news = False
@@ -174,6 +203,62 @@ class PeerCoordinator:
         self._records[record.service] = record
         self._save_records()
 
+    # ---------------------------------------------------------- epochs claimed once
+
+    def promise(self, service: str, epoch: int, claimant: str, writer: str) -> dict[str, Any]:
+        """Answer a claim: promise `epoch` to `claimant` unless a higher epoch, or the same
+        one to someone else, was promised; report how far this controller vouched for the
+        current `writer` (its lease cannot outlast that by more than its TTL)."""
+        held = self._promises.get(service)
+        if held is not None and (held[0] > epoch or (held[0] == epoch and held[1] != claimant)):
+            return {"granted": False, "promised": held[0], "claimant": held[1]}
+        if held != (epoch, claimant):
+            self._promises[service] = (epoch, claimant)
+            self._promises_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(self._promises_path, PROMISES.dump_json(self._promises))
+        seen = self._latest.get((self.me, writer))
+        vouched = max(seen.last_ok_at if seen is not None and seen.last_ok_at is not None
+                      else -math.inf, self._started_at)
+        return {"granted": True, "vouched": vouched}
+
+    async def _ask_promise(self, url: str, body: bytes) -> dict[str, Any] | None:
+        assert self._session is not None, "start() first"
+        headers = {"Content-Type": "application/json",
+                   **sign(self._key, "POST", CLAIM_PATH, body)}
+        try:
+            async with self._session.post(url + CLAIM_PATH, data=body, headers=headers) as resp:
+                answer = await resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
+        answers = {self.me: self.promise(service, epoch, self.me, writer)}
+        if answers[self.me]["granted"]:
+            body = json.dumps({"service": service, "epoch": epoch, "claimant": self.me,
+                               "writer": writer}).encode()
+            names = sorted(self._peers)
+            replies = await asyncio.gather(*(self._ask_promise(self._peers[name], body)
+                                             for name in names))
+            answers.update({name: reply for name, reply in zip(names, replies, strict=True)
+                            if reply is not None})
+        granted = {name: a for name, a in answers.items() if a.get("granted") is True}
+        refusals = sorted(f"{name} promised epoch {a.get('promised')} to {a.get('claimant')}"
+                          for name, a in answers.items() if a.get("granted") is False)
+        if len(granted) < self._quorum:
+            return Claim(service, epoch, self.me, False, math.inf,
+                         f"epoch {epoch}: {len(granted)} promise(s), {self._quorum} needed"
+                         + (f" ({'; '.join(refusals)})" if refusals else ""))
+        reports = {name: _moment(a.get("vouched")) for name, a in granted.items()}
+        ends_by = old_lease_ends_by(reports, [self.me, *self._peers], self._quorum, lease_ttl)
+        return Claim(service, epoch, self.me, True, ends_by,
+                     f"epoch {epoch} promised by {', '.join(sorted(granted))}")
+
+    def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:
+        promised = {name: by.get(service, 0) for name, by in self._promised_by.items()}
+        promised[self.me] = self._promises.get(service, (0, ""))[0]
+        return self.observations(), frozenset(n for n, e in promised.items() if e > epoch)
+
     def _heard(self, now: float) -> int:
         fresh = {observer for (observer, _), o in self._latest.items()
                  if o.observed_at >= now - self._max_age}
@@ -197,3 +282,10 @@ class PeerCoordinator:
 
     def problem(self) -> str | None:
         return None
+
+
+def _moment(value: Any) -> float | None:
+    """A reported moment: a number, or None for never (anything else counts as for ever)."""
+    if value is None:
+        return None
+    return float(value) if isinstance(value, int | float) else math.inf

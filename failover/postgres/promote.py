@@ -46,7 +46,7 @@ from failover.postgres.replication import (
     truncate_published,
 )
 from failover.postgres.state import check_claim, check_epoch, record_handover, record_role
-from failover.postgres.steps import SqlStep
+from failover.postgres.steps import SqlStep, WriterChange
 from failover.postgres.waiting import wait_for
 
 DEFAULT_SEQUENCE_GAP = 1000
@@ -63,13 +63,12 @@ _STOP_APPLY_WORKERS = (
 
 
 @dataclass(frozen=True)
-class PromotionSteps:
+class PromotionSteps(WriterChange):
     service: str
     target: str
     old_primary: str | None
     subscribers: tuple[str, ...]  # re-pointed to the target
     epoch: int
-    steps: tuple[SqlStep, ...]
 
 
 def next_epoch(db: ServiceDatabases) -> int:
@@ -372,7 +371,7 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
         raise FailoverError(f"region {target} is already the primary of {db.service.name!r}")
     epoch = next_epoch(db) if epoch is None else epoch
     subscribers = tuple(r for r in db.regions if r not in (target, old_primary))
-    steps = [
+    prepare = (
         claim_check_step(db, target, epoch),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
         *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
@@ -381,10 +380,14 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
         _sync_sequences_step(db, target, sequence_gap),
         publication_step(db, target),
         slots_step(db, target, subscribers),
-        take_writer_role_step(db, target, epoch, lease_ttl=lease_ttl),
+    )
+    after = (
         *([terminate_stale_step(db, target)] if after_writable else []),
         *(repoint_step(db, region, target, old_primary, epoch)
           for region in (subscribers if repoint else ())),
-    ]
-    return PromotionSteps(service=db.service.name, target=target, old_primary=old_primary,
-                         subscribers=subscribers, epoch=epoch, steps=tuple(steps))
+    )
+    return PromotionSteps(prepare=prepare,
+                          become_writable=take_writer_role_step(db, target, epoch,
+                                                                lease_ttl=lease_ttl),
+                          after=after, service=db.service.name, target=target,
+                          old_primary=old_primary, subscribers=subscribers, epoch=epoch)

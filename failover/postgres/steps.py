@@ -26,6 +26,21 @@ class SqlStep:
 
 
 @dataclass(frozen=True)
+class WriterChange:
+    """Steps that move a service's writer, split where the target becomes writable: the
+    controller claims the epoch before them, waits for the old writer's lease to end just
+    before the target becomes writable, and records the writer and moves DNS right after."""
+
+    prepare: tuple[SqlStep, ...]
+    become_writable: SqlStep
+    after: tuple[SqlStep, ...]
+
+    @property
+    def steps(self) -> tuple[SqlStep, ...]:
+        return (*self.prepare, self.become_writable, *self.after)
+
+
+@dataclass(frozen=True)
 class StepResult:
     name: str
     region: str

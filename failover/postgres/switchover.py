@@ -49,7 +49,7 @@ from failover.postgres.replication import (
     subscription_conninfo,
 )
 from failover.postgres.state import record_fenced, record_role, recorded_epoch
-from failover.postgres.steps import SqlStep, run_steps
+from failover.postgres.steps import SqlStep, WriterChange, run_steps
 
 DEFAULT_TIMEOUT = 30.0
 # Writes are paused while we wait: once the target has the marker, another
@@ -68,20 +68,12 @@ _SEQUENCE_VALUES = (
 
 
 @dataclass(frozen=True)
-class SwitchoverSteps:
+class SwitchoverSteps(WriterChange):
     service: str
     old_primary: str
     target: str
     subscribers: tuple[str, ...]
     epoch: int
-    # Split where the target has become writable: the controller records the new
-    # writer and moves DNS between the two, before the slower re-pointing.
-    until_writable: tuple[SqlStep, ...]
-    after_writable: tuple[SqlStep, ...]
-
-    @property
-    def steps(self) -> tuple[SqlStep, ...]:
-        return self.until_writable + self.after_writable
 
 
 class SwitchoverTimeout(FailoverError):
@@ -215,7 +207,7 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
     epoch = next_epoch(db) if epoch is None else epoch
     old_epoch = recorded_epoch(db.conn(old), db.service.name)
     subscribers = tuple(r for r in db.regions if r not in (target, old))
-    until_writable = (
+    prepare = (
         epoch_step(db, old, epoch),
         claim_check_step(db, target, epoch),
         # At the old primary's own epoch: should the target not catch up, the old
@@ -231,13 +223,14 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
         rollback_prepared_step(db, target),
         publication_step(db, target),
         slots_step(db, target, (*subscribers, old)),
-        take_writer_role_step(db, target, epoch, lease_ttl=lease_ttl),
     )
-    after_writable = (
+    after = (
         terminate_stale_step(db, target),
         *(repoint_step(db, region, target, old, epoch) for region in subscribers),
         _subscribe_old_primary_step(db, old, target, epoch),
     )
-    return SwitchoverSteps(service=db.service.name, old_primary=old, target=target,
-                           subscribers=subscribers, epoch=epoch, until_writable=until_writable,
-                           after_writable=after_writable)
+    return SwitchoverSteps(prepare=prepare,
+                           become_writable=take_writer_role_step(db, target, epoch,
+                                                                 lease_ttl=lease_ttl),
+                           after=after, service=db.service.name, old_primary=old,
+                           target=target, subscribers=subscribers, epoch=epoch)

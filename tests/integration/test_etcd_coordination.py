@@ -19,7 +19,14 @@ from failover.engine import Health, Observation
 from failover.errors import ConflictError, UserError
 from failover.lab.etcd import EtcdCluster
 from failover.topology import EtcdSettings
-from tests.support.etcd import LEASE_TTL, admin_client, coordinator, failover_decision, new_prefix
+from tests.support.etcd import (
+    LEASE_TTL,
+    OBSERVERS,
+    admin_client,
+    coordinator,
+    failover_decision,
+    new_prefix,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +79,7 @@ def test_a_peers_changed_verdict_reaches_a_following_controller_between_its_exch
             news.set()
 
         a = EtcdCoordinator("a", settings_with_poll(etcd_cluster, prefix), timeout=0.75,
-                            on_news=on_news)
+                            on_news=on_news, observers=OBSERVERS, quorum=2)
         b = coordinator(etcd_cluster, "b", prefix)
         await a.start()
         await b.start()
@@ -111,7 +118,7 @@ _DYING_CONTROLLER = textwrap.dedent("""
     async def main():
         settings = EtcdSettings(endpoints=sys.argv[1].split(","), prefix=sys.argv[2],
                                 lease_ttl=float(sys.argv[3]))
-        a = EtcdCoordinator("a", settings, timeout=0.75)
+        a = EtcdCoordinator("a", settings, timeout=0.75, observers=OBSERVERS, quorum=2)
         await a.start()
         await a.exchange([Observation("a", "c", Health.UNHEALTHY, 3, time.time())])
         assert a.problem() is None, a.problem()
@@ -353,8 +360,10 @@ def test_a_controller_cut_off_from_the_fleet_may_fence_its_own_region(
 def test_bad_endpoints_and_a_missing_password_are_reported_with_the_field(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError, match=r"coordination\.etcd\.endpoints"):
-        EtcdCoordinator("a", EtcdSettings(endpoints=["127.0.0.1:2379"]))
+        EtcdCoordinator("a", EtcdSettings(endpoints=["127.0.0.1:2379"]), observers=OBSERVERS,
+                        quorum=2)
     monkeypatch.delenv("FAILOVER_TEST_ETCD_PASSWORD", raising=False)
     with pytest.raises(UserError, match="password_env names FAILOVER_TEST_ETCD_PASSWORD"):
         EtcdCoordinator("a", EtcdSettings(endpoints=["http://127.0.0.1:2379"], user="failover",
-                                          password_env="FAILOVER_TEST_ETCD_PASSWORD"))
+                                          password_env="FAILOVER_TEST_ETCD_PASSWORD"),
+                        observers=OBSERVERS, quorum=2)

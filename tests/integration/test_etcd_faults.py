@@ -29,6 +29,7 @@ from failover.lab.etcd import EtcdCluster, EtcdMember
 from failover.topology import EtcdSettings
 from tests.support.etcd import (
     LEASE_TTL,
+    OBSERVERS,
     REQUEST_TIMEOUT,
     admin_client,
     coordinator,
@@ -218,7 +219,8 @@ def test_a_leader_whose_etcd_member_is_cut_off_from_its_cluster_stops(
         # a reaches etcd only through the member that will be cut off from its peers,
         # as a controller on the minority side of a network split would.
         a = EtcdCoordinator("a", EtcdSettings(endpoints=[cut_off.client_url], prefix=prefix,
-                                              lease_ttl=LEASE_TTL), timeout=REQUEST_TIMEOUT)
+                                              lease_ttl=LEASE_TTL), timeout=REQUEST_TIMEOUT,
+                            observers=OBSERVERS, quorum=2)
         b = coordinator(fresh_etcd_cluster, "b", prefix)
         await a.start()
         await b.start()

@@ -78,10 +78,13 @@ def settings(cluster: EtcdCluster, prefix: str, *, lease_ttl: float = LEASE_TTL)
     return EtcdSettings(endpoints=cluster.endpoints, prefix=prefix, lease_ttl=lease_ttl)
 
 
+OBSERVERS = ("a", "b", "c")  # the simulated controllers of the coordination tests
+
+
 def coordinator(cluster: EtcdCluster, me: str, prefix: str, *,
                 lease_ttl: float = LEASE_TTL) -> EtcdCoordinator:
     return EtcdCoordinator(me, settings(cluster, prefix, lease_ttl=lease_ttl),
-                           timeout=REQUEST_TIMEOUT)
+                           timeout=REQUEST_TIMEOUT, observers=OBSERVERS, quorum=2)
 
 
 def admin_client(cluster: EtcdCluster) -> etcd3gw.Etcd3Client:

@@ -13,12 +13,16 @@ PROMOTE = PromoteSubscriber("orders", 4, "west", "east", "east is DOWN")
 IDLE = NoOp("orders", 3, "no change")
 
 
+STALE = FenceRegion("orders", 4, "west", "west is not the recorded writer", best_effort=False)
+
+
 def decision(*, has_quorum: bool = True, executor: str | None = "west",
-             actions: tuple[FenceRegion | PromoteSubscriber | NoOp, ...] = (IDLE,)) -> Decision:
+             actions: tuple[FenceRegion | PromoteSubscriber | NoOp, ...] = (IDLE,),
+             local: tuple[FenceRegion, ...] = ()) -> Decision:
     return Decision(now=100.0, me="west", quorum=2, heard=("south", "west"),
                     has_quorum=has_quorum, isolated_for=0.0 if has_quorum else 30.0,
                     executor=executor, executor_reason="the reason the engine gave",
-                    verdicts=(), plan=Plan(100.0, actions), ignored=())
+                    verdicts=(), plan=Plan(100.0, actions), ignored=(), local=local)
 
 
 def facts(**changes: object) -> LocalFacts:
@@ -80,24 +84,37 @@ def test_stopping_starts_nothing() -> None:
     assert move.kind is MoveKind.NOTHING
 
 
+def test_a_stale_local_primary_is_fenced_first_whatever_else_holds() -> None:
+    for d in (decision(local=(STALE,), actions=(PROMOTE,)),
+              decision(local=(STALE,), has_quorum=False, executor=None)):
+        move = next_move(d, facts(coordination_problem="store down", unfinished_plans=1,
+                                  up_for=0.0, dns_pending=True))
+        assert move == Move(MoveKind.FENCE_LOCAL, "west is not the recorded writer")
+        assert move.acts and not move.needs_leadership
+    assert next_move(decision(local=(STALE,)), facts(stopping=True)).kind is MoveKind.NOTHING
+
+
 ACTIONS = st.lists(st.sampled_from([FENCE, PROMOTE, IDLE]), max_size=3).map(tuple)
 
 
 @given(has_quorum=st.booleans(), executor=st.sampled_from(["west", "south", None]),
-       actions=ACTIONS, stopping=st.booleans(),
+       actions=ACTIONS, local=st.sampled_from([(), (STALE,)]), stopping=st.booleans(),
        problem=st.sampled_from([None, "store down"]), unfinished=st.integers(0, 3),
        dns_pending=st.booleans(), up_for=st.floats(0, 100), grace=st.floats(0, 50))
 def test_invariants(has_quorum: bool, executor: str | None,
-                    actions: tuple[FenceRegion | PromoteSubscriber | NoOp, ...], stopping: bool,
+                    actions: tuple[FenceRegion | PromoteSubscriber | NoOp, ...],
+                    local: tuple[FenceRegion, ...], stopping: bool,
                     problem: str | None, unfinished: int, dns_pending: bool, up_for: float,
                     grace: float) -> None:
-    d = decision(has_quorum=has_quorum, executor=executor, actions=actions)
+    d = decision(has_quorum=has_quorum, executor=executor, actions=actions, local=local)
     f = facts(stopping=stopping, coordination_problem=problem, unfinished_plans=unfinished,
               dns_pending=dns_pending, up_for=up_for, startup_grace=grace)
     move = next_move(d, f)
     assert move.reason
     if stopping:
         assert move.kind is MoveKind.NOTHING
+    elif local:
+        assert move.kind is MoveKind.FENCE_LOCAL
     if move.kind in (MoveKind.RESUME, MoveKind.RETRY_DNS):
         # Only a controller that hears a quorum finishes or repairs the fleet's work.
         assert has_quorum and problem is None
@@ -107,6 +124,7 @@ def test_invariants(has_quorum: bool, executor: str | None,
         assert executor == "west" and any(not isinstance(a, NoOp) for a in actions)
         assert not (has_quorum and problem is not None)
         assert has_quorum or up_for >= grace
-    if has_quorum and problem is None and not stopping and executor == "west" and unfinished:
+    if (has_quorum and problem is None and not stopping and not local and executor == "west"
+            and unfinished):
         assert move.kind is MoveKind.RESUME
 
