@@ -19,9 +19,9 @@
   the peer's connections to it still work (on loopback the answers go to 127.0.0.1
   and cannot be told apart), as behind a stateful firewall.
 
-A fault only injects and heal only removes what it injected. The heals of crash
-and hang also fence an old primary that comes back, unless it is still the fleet's
-writer; that belongs to the controllers, and the newer kinds leave it to them.
+A fault only injects and heal only removes what it injected: an old primary
+that comes back is fenced, rejoined or left alone by the controllers, never by
+the lab, or the lab would hide what the product fails to do.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from failover.controller.client import acting_view, fleet_statuses
 from failover.dns.wire import Endpoint
 from failover.errors import UserError
 from failover.lab import netfilter, processes
@@ -40,10 +39,6 @@ from failover.lab import state as lab
 from failover.lab.bind import restart as restart_named
 from failover.lab.launch import boot_postgres, start_controller, start_postgres
 from failover.lab.unprivileged import region_user
-from failover.postgres.connection import ServiceDatabases
-from failover.postgres.fence import fence_steps
-from failover.postgres.steps import run_steps
-from failover.topology import load_topology
 
 KINDS = ("crash", "hang", "isolate", "controller-crash", "dns-down", "db-partition", "restart",
          "pause-controller", "partition")
@@ -106,18 +101,6 @@ def _rules(state: lab.LabState, region: str, fault: Fault) -> list[list[str]]:
     assert fault.peer is not None
     return [*_link(state, region, fault.peer),
             *([] if fault.one_way else _link(state, fault.peer, region))]
-
-
-def _fence_unless_writer(state: lab.LabState, region: str) -> str:
-    """Fence a region's database that comes back, unless the fleet still has it as writer."""
-    view = acting_view(fleet_statuses(state.controllers()))
-    writer = (view or {}).get("services", {}).get(state.service.name, {}).get("writer")
-    if writer == region:
-        return f"{region} is still the writer: left writable"
-    topo = load_topology(Path(state.topology))
-    with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
-        run_steps(fence_steps(db, region))
-    return f"{region} fenced (the writer is {writer or 'unknown'})"
 
 
 def _check(state: lab.LabState, region_name: str, fault: Fault) -> None:
@@ -257,10 +240,10 @@ def _heal(state: lab.LabState, lab_dir: Path, region: lab.RegionState, fault: Fa
         return f"{region.name}: {describe(fault.label)} healed ({removed} packet filter rules removed)"
     if fault.kind == "crash":
         region.postmaster_pid = start_postgres(region)
-        return f"{region.name}: PostgreSQL restarted; {_fence_unless_writer(state, region.name)}"
+        return f"{region.name}: PostgreSQL restarted"
     if fault.kind == "hang":
         _signal_tree(region.postmaster_pid, signal.SIGCONT)
-        return f"{region.name}: PostgreSQL resumed; {_fence_unless_writer(state, region.name)}"
+        return f"{region.name}: PostgreSQL resumed (SIGCONT)"
     if fault.kind == "pause-controller":
         _signal_tree(region.controller_pid, signal.SIGCONT)
         return f"{region.name}: controller resumed (SIGCONT)"
