@@ -72,11 +72,6 @@ from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
 
-DNS_RETRY_INTERVAL = 2.0  # seconds between retries of a writer record that did not move
-FAILED_PLAN_BACKOFF = 5.0  # seconds before a plan that failed is tried again
-# still_leading may ride out an etcd election (lease TTL plus a few requests):
-# waiting less would depose a healthy leader.
-LEADERSHIP_CHECK_TIMEOUT = 20.0  # seconds
 
 class Controller:
     def __init__(self, topo: Topology, region: str, *, state_dir: Path, key: bytes,

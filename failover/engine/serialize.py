@@ -12,28 +12,16 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import TypeAdapter
 
-from failover.engine.actions import (
-    Action,
-    AddReader,
-    FenceRegion,
-    NoOp,
-    PromoteSubscriber,
-    RejoinRegion,
-    RemoveReader,
-    RepointSubscribers,
-    SetDnsWriter,
-    UnfenceWriter,
-)
+from failover.engine.actions import Action
 from failover.engine.decision import Decision
 from failover.engine.quorum import RegionVerdict
 
-_ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    FenceRegion, UnfenceWriter, PromoteSubscriber, RejoinRegion, RepointSubscribers, SetDnsWriter, AddReader,
-    RemoveReader, NoOp)}
+# Every kind of action, from the union itself: a new action type cannot be left out.
+_ACTION_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(Action)}
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:
