@@ -60,6 +60,7 @@ from failover.coordination.etcd_client import (
     modified_at,
     put,
 )
+from failover.coordination.promises import may_promise
 from failover.engine import Decision, Observation
 from failover.engine.lease import old_lease_ends_by
 from failover.errors import ConflictError, FailoverError, UserError
@@ -313,8 +314,7 @@ class EtcdCoordinator:
                     read = await asyncio.to_thread(self._client.txn, [], [get(key)])
                     (stored,) = read.ranges[0] or (None,)
                     held = _parse_claim(stored.value) if stored is not None else None
-                    if held is not None and (held[0] > epoch
-                                             or (held[0] == epoch and held[1] != self.me)):
+                    if held is not None and not may_promise(held, epoch, self.me):
                         return Claim(service, epoch, self.me, False, math.inf,
                                      f"etcd holds epoch {held[0]} claimed by {held[1]}")
                     written = await asyncio.to_thread(

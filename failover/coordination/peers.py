@@ -37,6 +37,7 @@ from failover.coordination.base import (
     ServiceRecord,
     merge_records,
 )
+from failover.coordination.promises import may_promise
 from failover.coordination.signing import sign
 from failover.engine import Decision, Observation
 from failover.engine.lease import old_lease_ends_by
@@ -210,7 +211,7 @@ class PeerCoordinator:
         one to someone else, was promised; report how far this controller vouched for the
         current `writer` (its lease cannot outlast that by more than its TTL)."""
         held = self._promises.get(service)
-        if held is not None and (held[0] > epoch or (held[0] == epoch and held[1] != claimant)):
+        if held is not None and not may_promise(held, epoch, claimant):
             return {"granted": False, "promised": held[0], "claimant": held[1]}
         if held != (epoch, claimant):
             self._promises[service] = (epoch, claimant)
