@@ -156,9 +156,20 @@ class PlanRunner:
     # PlanHooks: called by steps from the executor's thread.
 
     def promoted(self, action: PromoteSubscriber, decided_at: float) -> str:
+        """Record the new writer before DNS moves; a record that cannot be written stops the
+        plan there, so that DNS never points at a writer the fleet does not record."""
         assert self._loop is not None
-        new = promoted(self.coordinator.records().get(action.service), action, decided_at)
-        asyncio.run_coroutine_threadsafe(self._store(new), self._loop).result(timeout=10)
+        held = self.coordinator.records().get(action.service)
+        if held is not None and held.epoch > action.epoch:
+            raise SafetyRefusal(f"the fleet records {held.writer} at epoch {held.epoch} already: "
+                                f"this promotion at epoch {action.epoch} is superseded")
+        record = to_store(held, promoted(held, action, decided_at))
+        if record is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self.coordinator.put_record(record),
+                                                 self._loop).result(timeout=CLAIM_TIMEOUT)
+            except ConflictError as exc:
+                raise SafetyRefusal(f"the writer record was not stored: {exc}") from exc
         return f"the fleet records {action.region} as writer at epoch {action.epoch}"
 
     async def fence_local(self, fences: Sequence[FenceRegion], now: float) -> None:

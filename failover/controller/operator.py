@@ -10,6 +10,7 @@ from failover.controller.executor import PlanOutcome
 from failover.coordination.base import ServiceRecord
 from failover.engine import (
     Action,
+    Decision,
     FenceRegion,
     PromoteSubscriber,
     RejoinRegion,
@@ -61,6 +62,20 @@ def parse_request(topo: Topology, verb: str, args: dict[str, Any]) -> OperatorRe
                            str(args.get("by", "?")),
                            float(args.get("timeout") or DEFAULT_SWITCHOVER_TIMEOUT),
                            bool(args.get("allow_data_loss")))
+
+
+def refusal(decision: Decision | None, coordination_problem: str | None) -> str | None:
+    """Why this controller may not run an operator's plan now, or None. A controller cut off
+    from the majority takes no command: its view of the fleet may be stale."""
+    if decision is None:
+        return "this controller has not decided yet (it started moments ago): try again"
+    if not decision.has_quorum:
+        return (f"{decision.me} hears {len(decision.heard)} controller(s), quorum "
+                f"{decision.quorum}: a controller cut off from the majority takes no operator "
+                "command; send it to one that hears the fleet")
+    if coordination_problem is not None:
+        return f"coordination: {coordination_problem}"
+    return None
 
 
 def operator_actions(request: OperatorRequest, db: ServiceDatabases

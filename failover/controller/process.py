@@ -41,6 +41,7 @@ from failover.controller.operator import (
     operator_actions,
     operator_answer,
     parse_request,
+    refusal,
 )
 from failover.controller.records import with_discovered
 from failover.controller.reporting import DecisionReport
@@ -63,7 +64,7 @@ from failover.engine import (
     decide,
 )
 from failover.engine.policy import policy_from_topology
-from failover.errors import ConflictError, UserError
+from failover.errors import ConflictError, SafetyRefusal, UserError
 from failover.health.probe import ProbeResult
 from failover.health.scheduler import ProbeScheduler, Transition
 from failover.health.targets import ProbeTarget, open_probes
@@ -271,6 +272,9 @@ class Controller:
         if request.verb in RECORD_VERBS:
             return await self._set_paused(request.service, request.verb == "pause", request.by)
         async with self._busy:
+            refused = refusal(self.last_decision, self.coordinator.problem())
+            if refused is not None:
+                raise SafetyRefusal(f"{request.verb} of {request.service} refused: {refused}")
             self.journal.append(OPERATOR, verb=request.verb, service=request.service,
                                 region=request.region, by=request.by)
             held = self.coordinator.records().get(request.service)
