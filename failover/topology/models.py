@@ -47,6 +47,14 @@ def _secret_from(env: str | None, file: Path | None, *, what: str, where: str) -
     return None
 
 
+def _http_url_with_host(value: str) -> str:
+    """Every URL the fleet dials (a probe target, a controller) is http(s) and names a host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
 # ---------------------------------------------------------------- checks
 
 
@@ -89,10 +97,7 @@ class HttpCheck(_CheckBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
-        return value
+        return _http_url_with_host(value)
 
 
 class TcpCheck(_CheckBase):
@@ -174,10 +179,7 @@ class Region(_Model):
     @field_validator("controller_url")
     @classmethod
     def _controller_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value.rstrip("/")
+        return _http_url_with_host(value).rstrip("/")
 
     @field_validator("address")
     @classmethod
