@@ -16,7 +16,7 @@ from typing import Any
 from failover.controller.executor import Executor, PlanOutcome, PlanRun
 from failover.controller.journal import PLAN, Journal
 from failover.controller.metrics import Metrics
-from failover.controller.records import after_plan, promoted, to_store
+from failover.controller.records import after_plan, promoted, to_store, writer_record_repair
 from failover.controller.status import ServiceRuntime
 from failover.controller.steps import StepFactory
 from failover.coordination.base import Claim, Coordinator, Leadership, ServiceRecord
@@ -60,6 +60,7 @@ class PlanRunner:
         self._dns_executor = Executor(journal, attempts=1, on_progress=self._step_progress,
                                       still_leading=self._still_leading)
         self._failed_at: dict[str, float] = {}  # base plan id -> when it last failed
+        self._dns_checked_at = 0.0
         self._leadership: Leadership | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -194,6 +195,28 @@ class PlanRunner:
         runtime.dns_pending = action
         runtime.degraded = (f"database promoted in {action.to_region} but the writer record "
                             f"still points at {action.from_region}: {error}; retried every tick")
+
+    async def check_writer_records(self, records: Mapping[str, ServiceRecord],
+                                   addresses: Mapping[str, str]) -> None:
+        """Compare every writer record with the fleet's record; a difference becomes a pending
+        move, retried like one a plan could not make."""
+        now = time.time()
+        if now < self._dns_checked_at + DNS_RETRY_INTERVAL or self.steps.dns is None:
+            return
+        self._dns_checked_at = now
+        for service, record in sorted(records.items()):
+            runtime = self.runtime[service]
+            if runtime.dns_pending is not None:
+                continue
+            try:
+                seen = await asyncio.to_thread(self.steps.writer_record, service)
+            except Exception as exc:  # DNS down: reported, and checked again later
+                log.info("cannot read the writer record of %s: %s", service, exc)
+                continue
+            repair = writer_record_repair(record, seen, addresses)
+            if repair is not None:
+                log.warning("%s: %s", service, repair.reason)
+                self.dns_deferred(repair, repair.reason)
 
     async def retry_dns(self) -> None:
         now = time.time()

@@ -204,6 +204,9 @@ class Controller:
                           self.policy, now, self.region)
         self.last_decision = decision
         self.report.decision(decision, records)
+        if decision.executes and decision.has_quorum and self.coordinator.problem() is None:
+            await self.plans.check_writer_records(
+                records, {name: region.address for name, region in self.topo.regions.items()})
         move = next_move(decision, LocalFacts(
             stopping=self._stopping, coordination_problem=self.coordinator.problem(),
             unfinished_plans=len(self.journal.unfinished_plans()) if decision.executes else 0,

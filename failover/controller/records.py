@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from failover.coordination.base import ServiceRecord, cluster_state
-from failover.engine import Observation, Plan, PromoteSubscriber, Role, apply_plan
+from failover.engine import Observation, Plan, PromoteSubscriber, Role, SetDnsWriter, apply_plan
 
 
 def discover_writer(observations: Iterable[Observation], service: str,
@@ -72,6 +72,20 @@ def after_plan(record: ServiceRecord, done: Plan) -> ServiceRecord:
     """The record a plan that ended ok leaves behind."""
     state = apply_plan(cluster_state([record]), done).services[0]
     return ServiceRecord.from_state(state, 0)
+
+
+def writer_record_repair(record: ServiceRecord, seen: frozenset[str] | None,
+                         addresses: Mapping[str, str]) -> SetDnsWriter | None:
+    """The move that makes the writer record say what the fleet records, or None when it does.
+    Level-triggered: whatever left DNS behind (an executor killed between recording the
+    writer and moving DNS, a hand edit), the leader puts it right."""
+    if record.writer is None or seen == frozenset({addresses[record.writer]}):
+        return None
+    pointed = sorted(region for region, address in addresses.items() if address in (seen or ()))
+    shown = ", ".join(sorted(seen)) if seen else "nothing"
+    return SetDnsWriter(record.service, record.epoch, pointed[0] if pointed else record.writer,
+                        record.writer, f"the writer record points at {shown} but the fleet "
+                        f"records {record.writer} at epoch {record.epoch}: repair it")
 
 
 def promoted(held: ServiceRecord | None, action: PromoteSubscriber,

@@ -336,6 +336,15 @@ class StepFactory:
             raise ConflictError("the topology has no DNS provider (dns.provider = \"none\")")
         return self.dns
 
+    def writer_record(self, service: str) -> frozenset[str] | None:
+        """What the writer record of `service` holds now (None: absent); ConflictError when the
+        topology has no DNS provider."""
+        record = self.topo.services[service].writer_record
+        found = None
+        for rtype in ("A", "AAAA"):
+            found = self._provider().read(RecordKey(record, rtype)) or found
+        return found.values if found is not None else None
+
     def dns_writer_step(self, action: SetDnsWriter) -> Step:
         service = self.topo.services[action.service]
         old = self.topo.regions[action.from_region].address

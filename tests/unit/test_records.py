@@ -12,6 +12,7 @@ from failover.controller.records import (
     promoted,
     to_store,
     with_discovered,
+    writer_record_repair,
 )
 from failover.coordination.base import ServiceRecord
 from failover.engine import (
@@ -116,3 +117,18 @@ def test_to_store_never_stores_an_older_epoch(held_epoch: int, wanted_epoch: int
     stored = to_store(held, ServiceRecord("orders", "west", wanted_epoch))
     if stored is not None:
         assert stored.newer_than(held)
+
+
+ADDRESSES = {"east": "127.0.1.1", "west": "127.0.2.1", "south": "127.0.3.1"}
+
+
+def test_a_writer_record_that_differs_from_the_fleets_is_repaired_from_where_it_points() -> None:
+    record = ServiceRecord("orders", "west", 4)
+    assert writer_record_repair(record, frozenset({"127.0.2.1"}), ADDRESSES) is None
+    repair = writer_record_repair(record, frozenset({"127.0.1.1"}), ADDRESSES)
+    assert repair is not None
+    assert (repair.from_region, repair.to_region, repair.epoch) == ("east", "west", 4)
+    assert "points at 127.0.1.1" in repair.reason
+    missing = writer_record_repair(record, None, ADDRESSES)
+    assert missing is not None and "points at nothing" in missing.reason
+    assert writer_record_repair(ServiceRecord("orders", None, 0), None, ADDRESSES) is None
