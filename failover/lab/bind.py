@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +27,8 @@ import dns.exception
 
 from failover.dns.tsig import TsigKey
 from failover.dns.wire import Endpoint, ServerAnswerError, soa_serial
-from failover.errors import FailoverError, UserError
+from failover.errors import FailoverError
+from failover.lab import daemons
 from failover.lab.unprivileged import server_user
 
 APT_PACKAGES = ("bind9", "bind9-dnsutils")
@@ -38,23 +38,13 @@ _STOP_TIMEOUT = 10.0
 
 def named_binary() -> Path:
     """Where `named` is; a UserError says which packages to install when it is missing."""
-    found = shutil.which("named") or ("/usr/sbin/named" if Path("/usr/sbin/named").exists()
-                                      else None)
-    if found is None:
-        raise UserError(f"BIND9's `named` is not installed: apt-get install -y "
-                        f"{' '.join(APT_PACKAGES)}")
-    return Path(found)
+    return daemons.installed_binary("named", "/usr/sbin/named", APT_PACKAGES,
+                                    what="BIND9's `named`")
 
 
 def ensure_installed() -> Path:
     """Install BIND9 with apt when `named` is missing (test runners call this); its path."""
-    try:
-        return named_binary()
-    except UserError:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
-                       check=True, env=env, timeout=600)
-        return named_binary()
+    return daemons.ensure_installed(named_binary, APT_PACKAGES)
 
 
 @dataclass(frozen=True)
@@ -134,14 +124,7 @@ class NamedServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=_STOP_TIMEOUT)
+        daemons.stop(self.process, _STOP_TIMEOUT)
         if self.added_address:
             _release_loopback_address(self.endpoint.host)
             self.added_address = False
@@ -191,20 +174,14 @@ def _start(workdir: Path, endpoint: Endpoint, zone: str, config: str) -> NamedSe
         path.chmod(0o755)
     user.chown(workdir)
     added_address = _hold_loopback_address(endpoint.host)
-    log = (workdir / "named.log").open("ab")
     try:
-        process = subprocess.Popen(
+        process = daemons.spawn(
             [str(named), "-g", "-4", "-n", "1", "-c", str(workdir / "named.conf")],
-            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=user.preexec(), env=user.env(),  # noqa: PLW1509 - drops privileges only
-            start_new_session=True,  # outlives `failover lab up` and its terminal
-        )
+            cwd=workdir, log_file=workdir / "named.log", run_as=user, env=user.env())
     except OSError:
         if added_address:
             _release_loopback_address(endpoint.host)
         raise
-    finally:
-        log.close()
     server = NamedServer(endpoint=endpoint, zone=zone, workdir=workdir, process=process,
                          added_address=added_address)
     deadline = time.monotonic() + _START_TIMEOUT

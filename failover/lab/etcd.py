@@ -31,7 +31,8 @@ import etcd3gw
 from etcd3gw import exceptions as etcd_errors
 
 from failover.coordination.etcd_client import gateway_client
-from failover.errors import FailoverError, UserError
+from failover.errors import FailoverError
+from failover.lab import daemons
 from failover.lab.unprivileged import RunAs, server_user
 
 APT_PACKAGES = ("etcd-server",)
@@ -47,21 +48,12 @@ _RULE_TAG = "failover-etcd-partition-{address}"  # heal finds a member's rules b
 
 def etcd_binary() -> Path:
     """Where `etcd` is; a UserError says which package to install when it is missing."""
-    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
-    if found is None:
-        raise UserError(f"etcd is not installed: apt-get install -y {' '.join(APT_PACKAGES)}")
-    return Path(found)
+    return daemons.installed_binary("etcd", "/usr/bin/etcd", APT_PACKAGES, what="etcd")
 
 
 def ensure_installed() -> Path:
     """Install etcd with apt when it is missing (test runners call this); its path."""
-    try:
-        return etcd_binary()
-    except UserError:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
-                       check=True, env=env, timeout=600)
-        return etcd_binary()
+    return daemons.ensure_installed(etcd_binary, APT_PACKAGES)
 
 
 def _member_user(address: str, gid: int | None = None) -> RunAs:
@@ -145,13 +137,9 @@ class EtcdMember:
             "--election-timeout", str(self.election_ms),
             "--logger", "zap", "--log-outputs", "stderr", *self._tls_args(), *self.extra_args,
         ]
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                argv, cwd=self.datadir.parent, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=self.run_as.preexec(),  # noqa: PLW1509
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                start_new_session=True,  # outlives `failover lab up` and its terminal
-            )
+        self.process = daemons.spawn(argv, cwd=self.datadir.parent, log_file=self.log_file,
+                                     run_as=self.run_as,
+                                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
     def _tls_args(self) -> list[str]:
         if self.tls is None:
@@ -242,15 +230,8 @@ class EtcdMember:
         """Heal, then SIGTERM, then SIGKILL if it has not exited within 10 s."""
         if self.partitioned:
             self.heal()
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.pid, signal.SIGCONT)  # a paused member cannot act on SIGTERM
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=_STOP_TIMEOUT)
+        if self.process is not None:
+            daemons.stop(self.process, _STOP_TIMEOUT)
 
 
 @dataclass
