@@ -21,6 +21,19 @@
 --
 -- Local tables added: lease. Nothing here is published.
 
+-- One service per database: its publication carries every table of the
+-- database (publishable_tables), and the guard reads the one service's lease.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM failover.node_state) > 1 THEN
+        RAISE EXCEPTION 'this database holds services %, but a database holds one service: its '
+                        'publication carries all of its tables',
+              (SELECT string_agg(service, ', ' ORDER BY service) FROM failover.node_state);
+    END IF;
+END
+$$;
+CREATE UNIQUE INDEX node_state_one_service ON failover.node_state ((true));
+
 -- Who took the recorded epoch, so that a promotion rerun after a crash is told
 -- apart from a second promotion at the same epoch. claimed_epoch says which
 -- epoch claimed_by refers to: once a fence raises `epoch`, the claim is stale.
@@ -252,13 +265,12 @@ DECLARE
     v_epoch bigint;
     v_refused text;
 BEGIN
-    -- One service per database is the rule; were there several, each must hold its lease.
-    SELECT q.service, q.region, q.epoch, q.refused INTO v_service, v_region, v_epoch, v_refused
-      FROM (SELECT s.service, s.region, s.epoch, failover.lease_refusal(s, l) AS refused
-              FROM failover.node_state s
-              LEFT JOIN failover.lease l ON l.service = s.service) q
-     ORDER BY q.refused IS NULL, q.service
-     LIMIT 1;
+    -- One row at most (node_state_one_service). Kept to one plain join: every
+    -- write pays for this query, and a sort or a second query would double it.
+    SELECT s.service, s.region, s.epoch, failover.lease_refusal(s, l)
+      INTO v_service, v_region, v_epoch, v_refused
+      FROM failover.node_state s
+      LEFT JOIN failover.lease l ON l.service = s.service;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'writes refused in database %: no failover service is registered here',
               current_database()

@@ -95,14 +95,18 @@ def install(conn: Connection, service: str, region: str) -> list[str]:
                               ).fetchone()
         if guards is not None and guards[0]:
             conn.execute("SELECT failover.attach_guards()")
-        row = conn.execute("SELECT region FROM failover.node_state WHERE service = %s",
-                           [service]).fetchone()
+        row = conn.execute("SELECT service, region FROM failover.node_state").fetchone()
         if row is None:
             conn.execute("INSERT INTO failover.node_state (service, region) VALUES (%s, %s)",
                          [service, region])
-        elif row[0] != region:
+        elif row[0] != service:
+            raise FailoverError(
+                f"database {conn.info.dbname} on {conn.info.host} already holds service "
+                f"{row[0]!r}, not {service!r}: a database holds one service (its publication "
+                "carries all of its tables)")
+        elif row[1] != region:
             raise FailoverError(
                 f"database {conn.info.dbname} on {conn.info.host} is registered as region "
-                f"{row[0]!r} for service {service!r}, not {region!r}: the topology points two "
+                f"{row[1]!r} for service {service!r}, not {region!r}: the topology points two "
                 "regions at the same database, or the region was renamed")
     return applied
