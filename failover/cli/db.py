@@ -1,22 +1,33 @@
-"""`failover db install | replicate`: prepare each region's database for failover."""
+"""`failover db install | replicate | lease`: prepare each region's database for failover,
+and show which one takes application writes."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from failover.cli import app
-from failover.cli.common import DryRunOption, JsonOption, TopologyOption, YesOption
+from failover.cli.common import (
+    DryRunOption,
+    JsonOption,
+    TopologyOption,
+    YesOption,
+    console,
+    print_json,
+)
 from failover.cli.operate import ServiceArg, execute_steps
 from failover.errors import UserError
 from failover.postgres.connection import ServiceDatabases
+from failover.postgres.lease import LeaseState, lease_state
 from failover.postgres.replicate import recorded_writer, replication_steps
 from failover.postgres.schema import install, install_statements
 from failover.postgres.steps import SqlStep
 from failover.topology import load_topology
 
-db_app = typer.Typer(help="Install the failover schema and set up replication.",
+db_app = typer.Typer(help="Install the failover schema, set up replication, show the leases.",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -82,3 +93,36 @@ def replicate_command(
                                "epoch": plan.epoch},
                       question=f"Publish {service} from {chosen} and subscribe "
                                f"{', '.join(r for r in db.regions if r != chosen)} to it?")
+
+
+@db_app.command("lease")
+def lease_command(
+    service: ServiceArg,
+    *,
+    topology: TopologyOption,
+    json_out: JsonOption = False,
+) -> None:
+    """Whether each region's copy of SERVICE takes application writes now (its lease), read
+    from the databases themselves; changes nothing."""
+    db = ServiceDatabases.from_topology(load_topology(topology), service)
+    states: dict[str, LeaseState | None] = {}
+    with db.opened():
+        for region in db.regions:
+            conn = db.try_conn(region)
+            states[region] = None if conn is None else lease_state(conn, service)
+    if json_out:
+        print_json({"service": service, "regions": {
+            region: {"reachable": False} if state is None else {"reachable": True, **asdict(state)}
+            for region, state in states.items()}})
+        return
+    table = Table(title=f"write lease of service {service}")
+    for column in ("region", "writes", "epoch", "lease left", "why not"):
+        table.add_column(column)
+    for region, state in states.items():
+        if state is None:
+            table.add_row(region, "unreachable", "-", "-", "-")
+        else:
+            table.add_row(region, "taken" if state.writer else "refused", str(state.epoch),
+                          f"{state.seconds_left:.1f} s" if state.writer else "-",
+                          state.refused or "")
+    console.print(table)

@@ -3,14 +3,18 @@ writes unless this server holds a valid lease, and the application role cannot l
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from failover.errors import SafetyRefusal, UserError
+from failover.errors import FailoverError, SafetyRefusal, UserError
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.lease import (
     WRITE_REFUSED,
@@ -23,7 +27,15 @@ from failover.postgres.promote import promotion_steps, take_writer_role_step
 from failover.postgres.schema import install, installed_version, schema_versions
 from failover.postgres.state import check_claim, record_role
 from failover.postgres.steps import run_steps
-from tests.support.pg import APP_ROLE, SERVICE, ServiceDb, probe, wait_until, write_rows
+from tests.support.pg import (
+    APP_ROLE,
+    SERVICE,
+    ServiceDb,
+    probe,
+    wait_until,
+    write_rows,
+    write_topology,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -354,6 +366,8 @@ def test_install_upgrades_a_version_1_database_and_is_idempotent(service_db: Ser
         assert install(conn, SERVICE, "alpha") == [v.name for v in schema_versions()[1:]]
         assert install(conn, SERVICE, "alpha") == []
         assert installed_version(conn) == schema_versions()[-1].version
+        with pytest.raises(FailoverError, match="a database holds one service"):
+            install(conn, "another", "alpha")
         state = lease_state(conn, SERVICE)
         assert (state.epoch, state.writer) == (4, False)  # kept, and fenced until renewed
         with psycopg.connect(server.conninfo(dbname, user=APP_ROLE), autocommit=True) as writer:
@@ -388,3 +402,15 @@ def test_install_says_it_needs_a_superuser(service_db: ServiceDb) -> None:
     finally:
         with server.connect() as conn:
             conn.execute(f'DROP ROLE "{owner}"')
+
+
+def test_db_lease_shows_which_region_takes_writes(replicated: ServiceDb, tmp_path: Path) -> None:
+    topology = write_topology(replicated, tmp_path / "topology")
+    shown = subprocess.run([sys.executable, "-m", "failover", "db", "lease", SERVICE, "-t",
+                            str(topology), "--json"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert shown.returncode == 0, shown.stderr
+    regions = json.loads(shown.stdout)["regions"]
+    assert regions["alpha"]["writer"] and regions["alpha"]["seconds_left"] > 0
+    for region in ("bravo", "charlie"):
+        assert regions[region]["refused"] == "not the recorded writer (role subscriber)"
