@@ -184,68 +184,51 @@ def switchover(
     _with_databases(topology, service, act)
 
 
-def _fence_verb(region: str, *, topology: Path, services: list[str] | None, fence: bool,
-                dry_run: bool, json_out: bool, yes: bool, direct: bool) -> None:
-    topo = load_topology(topology)
-    topo.region(region, flag="REGION")
-    chosen = services or [name for name in topo.services if name in topo.regions[region].postgres]
-    if not chosen:
-        raise UserError(f"REGION: region {region!r} holds no service database to "
-                        f"{'fence' if fence else 'unfence'}")
-    if not direct and not dry_run:
-        verb = "fence" if fence else "unfence"
-        for name in chosen:
-            via_fleet(topology, verb, {"service": name, "region": region},
-                      question=f"{verb.capitalize()} {region} for {name}?", json_out=json_out,
-                      yes=yes)
-        return
-    databases = [ServiceDatabases.from_topology(topo, name) for name in chosen]
-    try:
-        steps = [step for db in databases
-                 for step in (fence_steps if fence else unfence_steps)(db, region)]
-        verb = "fence" if fence else "unfence"
-        execute_steps(steps, dry_run=dry_run, json_out=json_out, yes=yes,
-                      summary={"action": verb, "region": region, "services": chosen},
-                      question=f"{verb.capitalize()} {region} for {', '.join(chosen)}?")
-    finally:
-        for db in databases:
-            db.close()
-
-
 ServicesOption = Annotated[list[str] | None, typer.Option(
     "--service", "-s", help="Only this service (repeatable); default: every service in REGION.")]
 
 
-@app.command()
-def fence(
-    region: RegionArg,
-    *,
-    topology: TopologyOption,
-    service: ServicesOption = None,
-    dry_run: DryRunOption = False,
-    json_out: JsonOption = False,
-    yes: YesOption = False,
-    direct: DirectOption = False,
-) -> None:
-    """Make REGION's databases refuse application writes (clients cannot undo it)."""
-    _fence_verb(region, topology=topology, services=service, fence=True, dry_run=dry_run,
-                json_out=json_out, yes=yes, direct=direct)
+def _fence_command(verb: str, plan: Callable[[ServiceDatabases, str], list[SqlStep]],
+                   help_text: str) -> None:
+    """Register `verb`: fence and unfence take the same options and differ only in their steps."""
+    @app.command(verb, help=help_text)
+    def command(
+        region: RegionArg,
+        *,
+        topology: TopologyOption,
+        service: ServicesOption = None,
+        dry_run: DryRunOption = False,
+        json_out: JsonOption = False,
+        yes: YesOption = False,
+        direct: DirectOption = False,
+    ) -> None:
+        topo = load_topology(topology)
+        topo.region(region, flag="REGION")
+        chosen = service or [name for name in topo.services
+                             if name in topo.regions[region].postgres]
+        if not chosen:
+            raise UserError(f"REGION: region {region!r} holds no service database to {verb}")
+        if not direct and not dry_run:
+            for name in chosen:
+                via_fleet(topology, verb, {"service": name, "region": region},
+                          question=f"{verb.capitalize()} {region} for {name}?",
+                          json_out=json_out, yes=yes)
+            return
+        databases = [ServiceDatabases.from_topology(topo, name) for name in chosen]
+        try:
+            steps = [step for db in databases for step in plan(db, region)]
+            execute_steps(steps, dry_run=dry_run, json_out=json_out, yes=yes,
+                          summary={"action": verb, "region": region, "services": chosen},
+                          question=f"{verb.capitalize()} {region} for {', '.join(chosen)}?")
+        finally:
+            for db in databases:
+                db.close()
 
 
-@app.command()
-def unfence(
-    region: RegionArg,
-    *,
-    topology: TopologyOption,
-    service: ServicesOption = None,
-    dry_run: DryRunOption = False,
-    json_out: JsonOption = False,
-    yes: YesOption = False,
-    direct: DirectOption = False,
-) -> None:
-    """Undo a fence; only a primary becomes writable again, a subscriber stays read-only."""
-    _fence_verb(region, topology=topology, services=service, fence=False, dry_run=dry_run,
-                json_out=json_out, yes=yes, direct=direct)
+_fence_command("fence", fence_steps,
+               "Make REGION's databases refuse application writes (clients cannot undo it).")
+_fence_command("unfence", unfence_steps,
+               "Undo a fence; only a primary becomes writable again, a subscriber stays read-only.")
 
 
 @app.command()
