@@ -241,19 +241,16 @@ def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, 
 ServiceArg = Annotated[str, typer.Argument(help="The service.")]
 
 
-@app.command("pause")
-def pause(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
-    """No automatic action on SERVICE until `failover resume`."""
-    topo = load_topology(topology)
-    topo.service(service)
-    result = send_operator(topo, "pause", {"service": service})
-    print_json(result) if json_out else console.print(f"{service}: paused (via {result['via']})")
+def _automation_command(verb: str, done: str, help_text: str) -> None:
+    """Register `verb`: pause and resume are one operator request each, told apart by name."""
+
+    @app.command(verb, help=help_text)
+    def command(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
+        topo = load_topology(topology)
+        topo.service(service)
+        result = send_operator(topo, verb, {"service": service})
+        print_json(result) if json_out else console.print(f"{service}: {done} (via {result['via']})")
 
 
-@app.command("resume")
-def resume(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
-    """Let the controllers act on SERVICE again."""
-    topo = load_topology(topology)
-    topo.service(service)
-    result = send_operator(topo, "resume", {"service": service})
-    print_json(result) if json_out else console.print(f"{service}: resumed (via {result['via']})")
+_automation_command("pause", "paused", "No automatic action on SERVICE until `failover resume`.")
+_automation_command("resume", "resumed", "Let the controllers act on SERVICE again.")
