@@ -97,13 +97,16 @@ def via_fleet(topology: Path, verb: str, body: dict[str, Any], *, question: str,
                   f" at epoch {result.get('epoch')} (plan {result.get('plan_id')})")
 
 
-def _databases(topology: Path, service: str) -> ServiceDatabases:
-    return ServiceDatabases.from_topology(load_topology(topology), service)
-
-
-def _with_databases(topology: Path, service: str,
+def _act_on_service(topology: Path, service: str, verb: str, request: dict[str, Any], *,
+                    question: str, direct: bool, dry_run: bool, json_out: bool, yes: bool,
                     act: Callable[[ServiceDatabases], None]) -> None:
-    db = _databases(topology, service)
+    """Through the acting controller, or with `act` on the service's databases from here:
+    with --direct, and with --dry-run, whose SQL only the databases can tell."""
+    if not direct and not dry_run:
+        via_fleet(topology, verb, {"service": service, **request}, question=question,
+                  json_out=json_out, yes=yes)
+        return
+    db = ServiceDatabases.from_topology(load_topology(topology), service)
     with db.opened():
         act(db)
 
@@ -127,12 +130,6 @@ def promote(
     direct: DirectOption = False,
 ) -> None:
     """Unplanned failover: make REGION's subscriber the primary of SERVICE."""
-    if not direct and not dry_run:
-        via_fleet(topology, "promote", {"service": service, "region": region,
-                                        "allow_data_loss": allow_data_loss},
-                  question=f"Promote {region} to primary of {service}?", json_out=json_out,
-                  yes=yes)
-        return
 
     def act(db: ServiceDatabases) -> None:
         plan = promotion_steps(db, region, epoch=epoch, allow_data_loss=allow_data_loss,
@@ -142,7 +139,10 @@ def promote(
                                "old_primary": plan.old_primary, "epoch": plan.epoch},
                       question=f"Promote {region} to primary of {service} at epoch {plan.epoch} "
                                f"(old primary: {plan.old_primary or 'unknown'})?")
-    _with_databases(topology, service, act)
+    _act_on_service(topology, service, "promote",
+                    {"region": region, "allow_data_loss": allow_data_loss},
+                    question=f"Promote {region} to primary of {service}?", act=act,
+                    direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
 
 
 @app.command()
@@ -167,12 +167,6 @@ def switchover(
         raise UserError(f"--timeout: {exc}") from None
     if seconds <= 0:
         raise UserError("--timeout: must be greater than 0")
-    if not direct and not dry_run:
-        via_fleet(topology, "switchover", {"service": service, "region": region,
-                                           "timeout": seconds},
-                  question=f"Switch {service} over to {region} (writes pause until it is done)?",
-                  json_out=json_out, yes=yes)
-        return
 
     def act(db: ServiceDatabases) -> None:
         plan = switchover_steps(db, region, epoch=epoch, timeout=seconds)
@@ -181,7 +175,9 @@ def switchover(
                                "old_primary": plan.old_primary, "epoch": plan.epoch},
                       question=f"Switch {service} over from {plan.old_primary} to {region} "
                                f"(writes pause until it is done)?")
-    _with_databases(topology, service, act)
+    _act_on_service(topology, service, "switchover", {"region": region, "timeout": seconds},
+                    question=f"Switch {service} over to {region} (writes pause until it is done)?",
+                    act=act, direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
 
 
 ServicesOption = Annotated[list[str] | None, typer.Option(
@@ -247,12 +243,6 @@ def rejoin(
 ) -> None:
     """Bring a returning old primary back as a (still fenced) subscriber of the primary."""
     path = lost_file or Path(f"lost-{service}-{region}.json")
-    if not direct and not dry_run:
-        # The controller writes the lost-transactions file in its state folder.
-        via_fleet(topology, "rejoin", {"service": service, "region": region},
-                  question=f"Rejoin {region} for {service}: its tables are emptied and re-copied?",
-                  json_out=json_out, yes=yes)
-        return
 
     def act(db: ServiceDatabases) -> None:
         plan = rejoin_steps(db, region, lost_file=path)
@@ -265,4 +255,7 @@ def rejoin(
         if not dry_run and not json_out:
             console.print(f"{region} stays fenced: run `failover unfence {region} "
                           f"--service {service}` once its copy has finished.")
-    _with_databases(topology, service, act)
+    # Through the controller, the lost-transactions file goes to its state folder.
+    _act_on_service(topology, service, "rejoin", {"region": region},
+                    question=f"Rejoin {region} for {service}: its tables are emptied and re-copied?",
+                    act=act, direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
