@@ -339,10 +339,15 @@ BEGIN
 END
 $$;
 
--- After every DDL command, not only CREATE TABLE: a table also becomes one to
--- guard by ATTACH/DETACH PARTITION or SET LOGGED, and a guard can be dropped or
--- disabled by ALTER TABLE / DROP TRIGGER.
+-- Not only after CREATE TABLE: a table also becomes one to guard by ALTER TABLE
+-- (ATTACH/DETACH PARTITION, SET LOGGED), inside CREATE SCHEMA or an extension,
+-- and a guard can be dropped, replaced or disabled by DROP/CREATE TRIGGER and
+-- ALTER TABLE. Not after the rest (subscriptions, publications during a
+-- promotion): every run looks at every table.
 CREATE EVENT TRIGGER failover_lease_guard ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE',
+                 'CREATE TRIGGER', 'ALTER TRIGGER', 'DROP TRIGGER', 'CREATE SCHEMA',
+                 'CREATE EXTENSION', 'ALTER EXTENSION')
     EXECUTE FUNCTION failover.guard_new_tables();
 
 REVOKE EXECUTE ON FUNCTION failover.guard_writes(), failover.attach_guards(),

@@ -25,9 +25,11 @@ import psycopg
 from failover.postgres.connection import Connection
 from failover.postgres.state import translate_epoch_error
 
-# How long a grant lasts unless the caller says otherwise. The majority must
-# wait longer than the longest lease any grant handed out before it promotes.
-DEFAULT_LEASE_TTL = 5.0
+# The first lease that a promotion, a switchover, an unfence or `db replicate` grants
+# its new writer unless the caller says how long: only a bridge to the controller's
+# next renewal. Short, because the majority's wait before promoting again must cover
+# every lease ever granted: a controller passes its own TTL instead.
+DEFAULT_LEASE_TTL = 1.0
 DEFAULT_LEASE_TIMEOUT = 1.0
 # The guard's refusal; FO001 (stale epoch), FO002 (not installed) and FO004
 # (epoch not this caller's) come from the functions below.
@@ -71,17 +73,26 @@ def _call(conn: Connection, service: str, query: LiteralString, params: list[obj
 
 
 def renew_lease(conn: Connection, service: str, region: str, epoch: int, ttl_seconds: float, *,
-                timeout: float = DEFAULT_LEASE_TIMEOUT) -> LeaseState:
-    """Grant or extend this server's lease until its clock reads now + `ttl_seconds`.
+                timeout: float = DEFAULT_LEASE_TIMEOUT, not_after: float | None = None
+                ) -> LeaseState:
+    """Grant or extend this server's lease until its clock reads now + `ttl_seconds`, and
+    never past `not_after` (epoch seconds) when given.
 
+    `not_after` is what the quorum vouched for: the server works out the time left when
+    it runs the call, so a call that reaches a server that hung (SIGSTOP) after it was
+    sent grants nothing stale (a deadline already past grants a lease of a millisecond).
     Granted only when the server records itself as `region`'s unfenced primary
     at exactly `epoch`; otherwise nothing changes and the state says why
     (`writer` False, `refused`). Raises SafetyRefusal when `epoch` is below the
     recorded one (a newer plan has acted) or not recorded here yet, or when the
     server holds another region's copy.
     """
-    return _call(conn, service, "SELECT * FROM failover.renew_lease(%s, %s, %s, %s)",
-                 [region, epoch, ttl_seconds], timeout=timeout)
+    if not_after is None:
+        return _call(conn, service, "SELECT * FROM failover.renew_lease(%s, %s, %s, %s)",
+                     [region, epoch, ttl_seconds], timeout=timeout)
+    return _call(conn, service, "SELECT * FROM failover.renew_lease(%s, %s, %s, greatest(0.001, "
+                 "least(%s, extract(epoch FROM to_timestamp(%s) - clock_timestamp())::float8)))",
+                 [region, epoch, ttl_seconds, not_after], timeout=timeout)
 
 
 def revoke_lease(conn: Connection, service: str, epoch: int | None, *,

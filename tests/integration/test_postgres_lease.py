@@ -267,7 +267,7 @@ def test_revoke_raises_the_epoch_and_stale_renewals_and_unfences_are_refused(
     with app(service_db) as conn:  # nothing above changed anything
         refused(conn, "INSERT INTO items (note) VALUES ('still fenced')")
 
-    run_steps(unfence_steps(service_db.db, "alpha"))  # at the epoch recorded now: 3
+    run_steps(unfence_steps(service_db.db, "alpha", lease_ttl=LONG))  # at the recorded epoch: 3
     state = lease_state(controller, SERVICE)
     assert (state.epoch, state.writer) == (3, True)
     with app(service_db) as conn:
@@ -278,7 +278,7 @@ def test_revoke_raises_the_epoch_and_stale_renewals_and_unfences_are_refused(
         app(service_db)
     with pytest.raises(SafetyRefusal, match="stale epoch 3"):
         run_steps(unfence_steps(service_db.db, "alpha", epoch=3))
-    run_steps(unfence_steps(service_db.db, "alpha", epoch=5))
+    run_steps(unfence_steps(service_db.db, "alpha", epoch=5, lease_ttl=LONG))
     with app(service_db) as conn:
         conn.execute("INSERT INTO items (note) VALUES ('unfenced at 5')")
 
@@ -290,7 +290,7 @@ def test_an_epoch_is_claimed_once_but_a_rerun_by_its_claimant_passes(
             record_role(conn, SERVICE, "subscriber", 1)
     bravo = service_db.db.conn("bravo")
     assert check_claim(bravo, SERVICE, 2, "bravo", region="bravo") == 1
-    step = take_writer_role_step(service_db.db, "bravo", 2)
+    step = take_writer_role_step(service_db.db, "bravo", 2, lease_ttl=LONG)
     step.run()
     step.run()  # a rerun after a crash: the same claimant at the same epoch
     assert check_claim(bravo, SERVICE, 2, "bravo", region="bravo") == 2

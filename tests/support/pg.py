@@ -31,7 +31,7 @@ from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_serve
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.heartbeat import HeartbeatThread
 from failover.postgres.inspect import inspect_node
-from failover.postgres.lease import DEFAULT_LEASE_TTL, renew_lease
+from failover.postgres.lease import renew_lease
 from failover.postgres.replicate import recorded_writer, replication_steps
 from failover.postgres.schema import install
 from failover.postgres.state import recorded_epoch
@@ -124,7 +124,7 @@ class LeaseKeeper:
     epoch. A subscriber, a fenced primary or a primary another one superseded gets none."""
 
     def __init__(self, service: Service, endpoints: dict[str, PostgresEndpoint], *,
-                 interval: float = 0.5, ttl: float = DEFAULT_LEASE_TTL) -> None:
+                 interval: float = 0.25, ttl: float = 5.0) -> None:
         self._service, self._endpoints = service, endpoints
         self._interval, self._ttl = interval, ttl
         self._stopping = threading.Event()
