@@ -24,10 +24,12 @@ from failover.engine import (
     Action,
     Decision,
     FenceRegion,
+    Observation,
     Plan,
     PromoteSubscriber,
     SetDnsWriter,
 )
+from failover.engine.lease import lease_end
 from failover.engine.serialize import action_from_dict, plan_as_dict, stable_plan_id
 from failover.errors import ConflictError, SafetyRefusal
 from failover.logs import in_plan
@@ -45,13 +47,14 @@ CLAIM_TIMEOUT = 20.0  # seconds; the same reason, for etcd
 class PlanRunner:
     def __init__(self, journal: Journal, metrics: Metrics, coordinator: Coordinator,
                  steps: StepFactory, runtime: Mapping[str, ServiceRuntime], *,
-                 lease_ttl: float) -> None:
+                 quorum: int, lease_ttl: float) -> None:
         self.journal = journal
         self.metrics = metrics
         self.coordinator = coordinator
         self.steps = steps
         steps.hooks = self
         self.runtime = runtime
+        self.quorum = quorum
         self.lease_ttl = lease_ttl
         self.executor = Executor(journal, on_progress=self._step_progress,
                                  still_leading=self._still_leading)
@@ -189,6 +192,16 @@ class PlanRunner:
             raise SafetyRefusal(f"epoch {action.epoch} of {action.service} not claimed: "
                                 f"{claim.reason}")
         return claim
+
+    def first_lease(self, action: PromoteSubscriber) -> float:
+        assert self._loop is not None
+
+        async def vouching() -> tuple[list[Observation], frozenset[str]]:
+            return self.coordinator.vouching(action.service, action.epoch)  # on the loop
+
+        observations, void = asyncio.run_coroutine_threadsafe(
+            vouching(), self._loop).result(timeout=CLAIM_TIMEOUT)
+        return lease_end(observations, action.region, self.quorum, self.lease_ttl, void=void)
 
     def dns_deferred(self, action: SetDnsWriter, error: str) -> None:
         runtime = self.runtime[action.service]

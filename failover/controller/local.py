@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from failover.coordination.base import ServiceRecord
 from failover.engine import Observation
@@ -18,8 +18,9 @@ from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
 
-# (service, epoch) -> the observations to count and the observers whose word is void
-Vouching = Callable[[str, int], tuple[list[Observation], frozenset[str]]]
+# service -> the observations to count and the observers whose word is void, for the
+# service's recorded epoch
+Vouching = Mapping[str, tuple[list[Observation], frozenset[str]]]
 
 
 class LocalDatabases:
@@ -45,16 +46,17 @@ class LocalDatabases:
             if record is None or record.writer != self.region:
                 self.lease_left.pop(name, None)
                 continue
-            observations, void = vouching(name, record.epoch)
-            left = lease_end(observations, self.region, self.quorum, self.lease_ttl,
-                             void=void) - time.time()
+            observations, void = vouching[name]
+            until = lease_end(observations, self.region, self.quorum, self.lease_ttl, void=void)
+            left = until - time.time()
             if left <= 0:
                 # No quorum vouches for this region now: the lease runs out on its own.
                 self.lease_left[name] = 0.0
                 continue
             db = self._db(name)
             try:
-                state = renew_lease(db.conn(self.region), name, self.region, record.epoch, left)
+                state = renew_lease(db.conn(self.region), name, self.region, record.epoch, left,
+                                    not_after=until)
                 self.lease_left[name] = state.seconds_left
                 if state.writer:
                     beat(db.conn(self.region), name)

@@ -105,7 +105,8 @@ class Controller:
         self.runtime = {name: ServiceRuntime() for name in topo.services}
         self.steps = StepFactory(topo, dns, reconciliation_dir=state_dir / "reconciliation")
         self.plans = PlanRunner(self.journal, self.metrics, self.coordinator, self.steps,
-                                self.runtime, lease_ttl=self.policy.lease_ttl)
+                                self.runtime, quorum=topo.quorum,
+                                lease_ttl=self.policy.lease_ttl)
         self.last_decision: Decision | None = None
         self.report = DecisionReport(self.journal, self.metrics, topo)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,9 +229,12 @@ class Controller:
                 await self.plans.execute(decision.plan, records)
 
     async def _keep_writing(self) -> None:
-        """Not under the decision lock: a long plan must not let the writer's lease lapse."""
-        await asyncio.to_thread(self.local.keep_writing, self.coordinator.records(),
-                                self.coordinator.vouching)
+        """Not under the decision lock: a long plan must not let the writer's lease lapse.
+        What the quorum vouches for is read here, on the loop that updates it."""
+        records = self.coordinator.records()
+        vouching = {name: self.coordinator.vouching(name, record.epoch)
+                    for name, record in records.items() if record.writer == self.region}
+        await asyncio.to_thread(self.local.keep_writing, records, vouching)
 
     # ------------------------------------------------------------ API view
 

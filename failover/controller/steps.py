@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -91,6 +92,10 @@ class PlanHooks(Protocol):
         """Claim the promotion's epoch on a majority (SafetyRefusal when it is not granted)."""
         ...
 
+    def first_lease(self, action: PromoteSubscriber) -> float:
+        """How far the quorum vouches for the new writer now: its first lease ends there."""
+        ...
+
 
 def claim_step(action: PromoteSubscriber, db: ServiceDatabases, hooks: PlanHooks) -> Step:
     """Right before the target becomes writable: claim the epoch (again, for a resumed plan:
@@ -140,6 +145,7 @@ class Deferred:
 
 
 HOOK_TIMEOUT = 30.0
+UNFENCE_LEASE = 0.1  # seconds: a lifted fence's first lease, until the renewal takes over
 
 
 def hook_input(actions: Sequence[Action], decided_at: float) -> str:
@@ -259,21 +265,26 @@ class StepFactory:
                                             epoch=action.epoch)
                         out += [BestEffort(s) for s in fence] if action.best_effort else fence
                     case UnfenceWriter():
+                        # The region's controller renews the lease as far as the quorum
+                        # vouches at its next tick; a longer first lease would outlast that.
                         out += unfence_steps(databases(action.service), action.region,
-                                             epoch=action.epoch)
+                                             epoch=action.epoch, lease_ttl=UNFENCE_LEASE)
                     case PromoteSubscriber():
                         before, after = self.hook_steps(action, hook_input(actions, decided_at))
                         out += before
                         last += after
                         db = databases(action.service)
+                        first_lease = (partial(self.hooks.first_lease, action)
+                                       if self.hooks is not None else None)
                         change: WriterChange = (
                             switchover_steps(db, action.region, epoch=action.epoch,
-                                             timeout=action.switchover_timeout)
+                                             timeout=action.switchover_timeout,
+                                             lease_ttl=UNFENCE_LEASE, lease_until=first_lease)
                             if action.switchover_timeout is not None else
                             promotion_steps(
                                 db, action.region, epoch=action.epoch,
                                 allow_data_loss=self.allow_data_loss or action.allow_data_loss,
-                                repoint=False, after_writable=True))
+                                repoint=False, after_writable=True, lease_until=first_lease))
                         out += change.prepare
                         if self.hooks is not None:
                             out.append(claim_step(action, db, self.hooks))

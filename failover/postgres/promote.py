@@ -13,6 +13,7 @@ anywhere ends in the same state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import LiteralString
 
@@ -183,7 +184,8 @@ def slots_step(db: ServiceDatabases, target: str, subscribers: tuple[str, ...]) 
 
 
 def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int, *,
-                          lease_ttl: float = DEFAULT_LEASE_TTL) -> SqlStep:
+                          lease_ttl: float = DEFAULT_LEASE_TTL,
+                          lease_until: Callable[[], float] | None = None) -> SqlStep:
     """Claim `epoch` for `target` (refused if another claimant took it there), make it the
     primary and grant it its first lease, so that it takes writes before the controller's
     next renewal."""
@@ -213,7 +215,8 @@ def take_writer_role_step(db: ServiceDatabases, target: str, epoch: int, *,
             set_app_logins(conn, db.service.app_roles, True)
             set_database_read_only(conn, dbname, False)
             # Last: it bounds the rest of the transaction by the lease call's timeout.
-            lease = renew_lease(conn, service, target, epoch, lease_ttl)
+            lease = renew_lease(conn, service, target, epoch, lease_ttl,
+                                not_after=lease_until() if lease_until is not None else None)
         return f"primary at epoch {epoch}, writable; {lease_text(lease)}"
 
     shown = {k: repr(v) for k, v in params.items()}
@@ -357,13 +360,15 @@ def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> SqlStep
 def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                    allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
                    repoint: bool = True, after_writable: bool = True,
-                   lease_ttl: float = DEFAULT_LEASE_TTL) -> PromotionSteps:
+                   lease_ttl: float = DEFAULT_LEASE_TTL,
+                   lease_until: Callable[[], float] | None = None) -> PromotionSteps:
     """The steps that promote `target`; reads the current state, changes nothing.
 
     `repoint=False` and `after_writable=False` leave out re-pointing the other
     subscribers and ending the sessions opened while read-only: the controller
     runs those after moving DNS, so that clients do not wait for them.
-    `lease_ttl`: the target's first lease, until the controller renews it.
+    `lease_ttl`: the target's first lease, until the controller renews it, and never past
+    `lease_until()` (what the quorum vouches for, asked when the step runs).
     """
     db.endpoint(target, flag="REGION")
     old_primary = find_old_primary(db, target)
@@ -388,6 +393,7 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
     )
     return PromotionSteps(prepare=prepare,
                           become_writable=take_writer_role_step(db, target, epoch,
-                                                                lease_ttl=lease_ttl),
+                                                                lease_ttl=lease_ttl,
+                                                                lease_until=lease_until),
                           after=after, service=db.service.name, target=target,
                           old_primary=old_primary, subscribers=subscribers, epoch=epoch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -191,11 +192,13 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
 
 def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = None,
                      timeout: float = DEFAULT_TIMEOUT,
-                     lease_ttl: float = DEFAULT_LEASE_TTL) -> SwitchoverSteps:
+                     lease_ttl: float = DEFAULT_LEASE_TTL,
+                     lease_until: Callable[[], float] | None = None) -> SwitchoverSteps:
     """The steps that move the primary to `target`; reads the current state, changes nothing.
 
     `lease_ttl`: the target's first lease (or the old primary's again, if the target
-    does not catch up in time), until the controller renews it.
+    does not catch up in time), until the controller renews it; the target's never past
+    `lease_until()` (what the quorum vouches for, asked when the step runs).
     """
     db.endpoint(target, flag="REGION")
     target_status = inspect_node(db.conn(target), db.service.name)
@@ -231,6 +234,7 @@ def switchover_steps(db: ServiceDatabases, target: str, *, epoch: int | None = N
     )
     return SwitchoverSteps(prepare=prepare,
                            become_writable=take_writer_role_step(db, target, epoch,
-                                                                 lease_ttl=lease_ttl),
+                                                                 lease_ttl=lease_ttl,
+                                                                 lease_until=lease_until),
                            after=after, service=db.service.name, old_primary=old,
                            target=target, subscribers=subscribers, epoch=epoch)

@@ -118,7 +118,7 @@ _DYING_CONTROLLER = textwrap.dedent("""
     async def main():
         settings = EtcdSettings(endpoints=sys.argv[1].split(","), prefix=sys.argv[2],
                                 lease_ttl=float(sys.argv[3]))
-        a = EtcdCoordinator("a", settings, timeout=0.75, observers=OBSERVERS, quorum=2)
+        a = EtcdCoordinator("a", settings, timeout=0.75, observers=("a", "b", "c"), quorum=2)
         await a.start()
         await a.exchange([Observation("a", "c", Health.UNHEALTHY, 3, time.time())])
         assert a.problem() is None, a.problem()
@@ -367,3 +367,43 @@ def test_bad_endpoints_and_a_missing_password_are_reported_with_the_field(
         EtcdCoordinator("a", EtcdSettings(endpoints=["http://127.0.0.1:2379"], user="failover",
                                           password_env="FAILOVER_TEST_ETCD_PASSWORD"),
                         observers=OBSERVERS, quorum=2)
+
+
+def test_an_epoch_is_claimed_once_and_voids_the_old_writers_vouchers(
+        etcd_cluster: EtcdCluster) -> None:
+    """On a real cluster: one claimant per epoch (again for the same one), and once a higher
+    epoch is claimed the old writer's controller counts nobody's word for its lease."""
+    prefix = new_prefix()
+    ttl = 2.0
+
+    async def scenario() -> None:
+        a, b = coordinator(etcd_cluster, "a", prefix), coordinator(etcd_cluster, "b", prefix)
+        await a.start()
+        await b.start()
+        try:
+            vouched_at = time.time() - 5
+            for me in (a, b):
+                await me.exchange([Observation(me.me, "c", Health.HEALTHY, 3, time.time(),
+                                               last_ok_at=vouched_at)])
+            await a.exchange([])
+            observations, void = a.vouching("svc", 1)
+            assert void == frozenset() and len(observations) == 2
+
+            won = await a.claim("svc", 2, "c", ttl)
+            assert won.granted, won.reason
+            # Both observers last vouched for c five seconds ago: its lease has ended.
+            assert won.old_lease_ends_by == pytest.approx(vouched_at + ttl)
+            again = await a.claim("svc", 2, "c", ttl)  # a resumed plan
+            assert again.granted
+            lost = await b.claim("svc", 2, "c", ttl)
+            assert not lost.granted and "claimed by a" in lost.reason
+            assert (await b.claim("svc", 3, "c", ttl)).granted
+
+            await a.exchange([])
+            _, void = a.vouching("svc", 2)
+            assert void >= {"a", "b", "c"}
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

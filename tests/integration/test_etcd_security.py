@@ -12,7 +12,14 @@ from failover.coordination.etcd import EtcdCoordinator
 from failover.engine import Health, Observation
 from failover.lab.etcd import EtcdCluster
 from failover.topology import EtcdSettings
-from tests.support.etcd import REQUEST_TIMEOUT, enable_auth, failover_decision, new_prefix, running_cluster
+from tests.support.etcd import (
+    OBSERVERS,
+    REQUEST_TIMEOUT,
+    enable_auth,
+    failover_decision,
+    new_prefix,
+    running_cluster,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +48,7 @@ def secure_settings(cluster: EtcdCluster, prefix: str, *, client_cert: bool = Tr
 
 def exchange_once(settings: EtcdSettings, me: str = "a") -> tuple[str | None, list[Observation]]:
     async def scenario() -> tuple[str | None, list[Observation]]:
-        c = EtcdCoordinator(me, settings, timeout=REQUEST_TIMEOUT)
+        c = EtcdCoordinator(me, settings, timeout=REQUEST_TIMEOUT, observers=OBSERVERS, quorum=2)
         await c.start()
         try:
             await c.exchange([Observation(me, "b", Health.HEALTHY, 2, time.time())])
@@ -58,8 +65,10 @@ def test_tls_with_a_client_certificate_and_a_password_works(
     prefix = new_prefix()
 
     async def scenario() -> None:
-        a = EtcdCoordinator("a", secure_settings(secure_cluster, prefix), timeout=REQUEST_TIMEOUT)
-        b = EtcdCoordinator("b", secure_settings(secure_cluster, prefix), timeout=REQUEST_TIMEOUT)
+        a = EtcdCoordinator("a", secure_settings(secure_cluster, prefix), timeout=REQUEST_TIMEOUT,
+                            observers=OBSERVERS, quorum=2)
+        b = EtcdCoordinator("b", secure_settings(secure_cluster, prefix), timeout=REQUEST_TIMEOUT,
+                            observers=OBSERVERS, quorum=2)
         await a.start()
         await b.start()
         try:
@@ -82,7 +91,7 @@ def test_an_expired_auth_token_is_renewed(secure_cluster: EtcdCluster,
     async def scenario() -> list[str | None]:
         # No start(): without the lease keepalive nothing uses the token meanwhile.
         a = EtcdCoordinator("a", secure_settings(secure_cluster, new_prefix()),
-                            timeout=REQUEST_TIMEOUT)
+                            timeout=REQUEST_TIMEOUT, observers=OBSERVERS, quorum=2)
         try:
             await a.exchange([])
             first = a.problem()
