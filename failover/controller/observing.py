@@ -8,6 +8,7 @@ replication positions come from the postgres checks' latest details.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ def _role(value: Any) -> Role:
         return Role.UNKNOWN
 
 
+def _epoch_seconds(value: Any) -> float | None:
+    return dt.datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
+
+
 def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Replication:
     return Replication(
         service=service,
@@ -37,6 +42,9 @@ def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Rep
         lag_bytes=details.get("lag_bytes"),
         lag_seconds=details.get("lag_seconds"),
         ready=ready,
+        wal_lsn=details.get("wal_lsn_bytes"),
+        heartbeat_at=_epoch_seconds(details.get("heartbeat_at")),
+        subscription_enabled=details.get("subscription_enabled"),
     )
 
 

@@ -202,7 +202,9 @@ class Controller:
         records = await self._records_with_defaults()
         now = time.time()
         decision = decide(self.coordinator.observations(), cluster_state(records.values()),
-                          self.policy, now, self.region)
+                          self.policy, now, self.region,
+                          known_positions=self.last_decision.positions if self.last_decision
+                          else None)
         self.last_decision = decision
         self.report.decision(decision, records)
         if decision.executes and decision.has_quorum and self.coordinator.problem() is None:

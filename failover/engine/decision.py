@@ -7,16 +7,18 @@ so every controller given the same inputs returns the same decision.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
 from failover.engine.model import ClusterState, Observation, Policy
 from failover.engine.planner import (
     Context,
+    Positions,
     ReplicationViews,
     fence_stale,
     plan_isolated,
     plan_service,
+    writer_positions,
 )
 from failover.engine.quorum import (
     RegionVerdict,
@@ -48,6 +50,8 @@ class Decision:
     # quorum and whoever executes the plan: it reaches its own database when nobody
     # else can, and fencing a primary the fleet does not record as writer is always safe.
     local: tuple[FenceRegion, ...] = ()
+    # The newest position each writer was seen at: pass it to the next `decide`.
+    positions: Positions = field(default_factory=dict)
 
     @property
     def executes(self) -> bool:
@@ -56,7 +60,8 @@ class Decision:
 
 
 def decide(
-    observations: Iterable[Observation], state: ClusterState, policy: Policy, now: float, me: str
+    observations: Iterable[Observation], state: ClusterState, policy: Policy, now: float, me: str,
+    *, known_positions: Positions | None = None,
 ) -> Decision:
     latest, ignored = latest_observations(observations, policy)
     verdicts = region_verdicts(latest, policy, now)
@@ -65,7 +70,8 @@ def decide(
     has_quorum = sees_quorum(fresh, policy, me)
     isolated = isolated_for(latest, policy, now, me)
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
-    ctx = Context.build(now, verdicts, views, policy)
+    positions = writer_positions(latest.values(), known_positions)
+    ctx = Context.build(now, verdicts, views, policy, positions)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"
@@ -107,4 +113,5 @@ def decide(
         isolated_for=isolated, executor=executor, executor_reason=executor_reason,
         verdicts=tuple(verdicts[name] for name in sorted(verdicts)),
         plan=Plan(now, tuple(actions)), ignored=tuple(notes), local=tuple(local),
+        positions=positions,
     )

@@ -38,6 +38,13 @@ class Replication:
     lag_bytes: int | None = None
     lag_seconds: float | None = None  # from the replicated heartbeat
     ready: bool = False
+    # The writer's side of the lag: a primary's current WAL position, and the newest
+    # heartbeat the database holds (its own on a primary, the applied one on a
+    # subscriber), epoch seconds. The fleet keeps the writer's last known values after it
+    # dies, and a candidate is measured against them, not only against itself.
+    wal_lsn: int | None = None
+    heartbeat_at: float | None = None
+    subscription_enabled: bool | None = None  # False: disabled, applies nothing
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from failover.engine.actions import (
     Action,
@@ -60,6 +61,40 @@ class ReplicationViews:
         return None
 
 
+Number = TypeVar("Number", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterPosition:
+    wal_lsn: int | None = None
+    heartbeat_at: float | None = None
+
+
+Positions = dict[tuple[str, str], WriterPosition]  # (region, service) -> newest seen
+
+
+def writer_positions(observations: Iterable[Observation], known: Positions | None = None
+                     ) -> Positions:
+    """The newest position each primary was seen at, by any observer and however long ago:
+    what the fleet last knew of a writer that has since died. Observations keep only an
+    observer's latest view, which says nothing once the writer is unreachable, so the
+    controller passes back what earlier decisions knew (`Decision.positions`)."""
+    found: Positions = dict(known or {})
+    for observation in observations:
+        for replication in observation.services:
+            if replication.role is not Role.PRIMARY:
+                continue
+            key = (observation.target, replication.service)
+            held = found.get(key, WriterPosition())
+            found[key] = WriterPosition(_newest(held.wal_lsn, replication.wal_lsn),
+                                        _newest(held.heartbeat_at, replication.heartbeat_at))
+    return found
+
+
+def _newest(a: Number | None, b: Number | None) -> Number | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """Everything shared by the plans of all services in one evaluation.
@@ -74,18 +109,22 @@ class Context:
     down: frozenset[str]
     views: ReplicationViews
     priority: dict[str, int]
+    positions: Positions
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
 
+    def writer_position(self, region: str, service: str) -> WriterPosition:
+        return self.positions.get((region, service), WriterPosition())
+
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              policy: Policy) -> Context:
+              policy: Policy, positions: Positions) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
-            views=views, priority=policy.priority,
+            views=views, priority=policy.priority, positions=positions,
         )
 
 
@@ -104,18 +143,34 @@ def _describe_lag(replication: Replication) -> str:
     return f"applied {applied}, lag {lag_bytes} / {lag_seconds}"
 
 
-def _lag_problems(replication: Replication, policy: ServicePolicy) -> list[str]:
+def _behind(own: float | None, writer_side: float | None) -> float | None:
+    """The larger of a subscriber's own lag and its distance to the writer's last known
+    position: its own figure is only a lower bound once the publisher is gone (and, with
+    its apply worker stopped for another reason, may be hours old)."""
+    if own is None:
+        return None
+    return own if writer_side is None else max(own, writer_side)
+
+
+def _lag_problems(replication: Replication, policy: ServicePolicy,
+                  writer: WriterPosition) -> list[str]:
     # Unknown lag counts as too much: the promise to users is a known RPO.
     problems = []
-    if replication.lag_bytes is None:
+    lag_bytes = _behind(replication.lag_bytes, None if replication.applied_lsn is None
+                        or writer.wal_lsn is None else writer.wal_lsn - replication.applied_lsn)
+    lag_seconds = _behind(replication.lag_seconds, None if replication.heartbeat_at is None
+                          or writer.heartbeat_at is None
+                          else writer.heartbeat_at - replication.heartbeat_at)
+    if lag_bytes is None:
         problems.append("lag in bytes unknown")
-    elif replication.lag_bytes > policy.max_lag_bytes:
-        problems.append(f"lag {replication.lag_bytes} B > max_lag_bytes {policy.max_lag_bytes}")
-    if replication.lag_seconds is None:
+    elif lag_bytes > policy.max_lag_bytes:
+        problems.append(f"lag {lag_bytes} B > max_lag_bytes {policy.max_lag_bytes}")
+    if lag_seconds is None:
         problems.append("lag in seconds unknown")
-    elif replication.lag_seconds > policy.max_lag_seconds:
-        problems.append(f"lag {replication.lag_seconds:g} s > max_lag_seconds "
-                        f"{policy.max_lag_seconds:g}")
+    elif lag_seconds > policy.max_lag_seconds:
+        problems.append(f"lag {lag_seconds:g} s > max_lag_seconds {policy.max_lag_seconds:g}")
+    if replication.subscription_enabled is False:
+        problems.append("its subscription is disabled")
     if not replication.ready:
         problems.append("not ready")
     return problems
@@ -156,7 +211,7 @@ def _failover(
                      f"writer {writer} is DOWN but no UP region holds an unfenced subscriber; "
                      f"{writer} keeps the writer role")], writer
     target, replication = best[0][3], best[1]
-    problems = _lag_problems(replication, policy)
+    problems = _lag_problems(replication, policy, ctx.writer_position(writer, service))
     figures = _describe_lag(replication)
     if problems and not policy.force:
         return [NoOp(service, epoch,

@@ -56,6 +56,9 @@ class _Replication(_Model):
     lag_bytes: int | None = Field(default=None, ge=0)
     lag_seconds: float | None = Field(default=None, ge=0)
     ready: bool = False
+    wal_lsn: Lsn | None = None
+    heartbeat_at: float | None = Field(default=None, allow_inf_nan=False)
+    subscription_enabled: bool | None = None
 
 
 class _Observation(_Model):
@@ -190,6 +193,7 @@ def dump_snapshot(snapshot: Snapshot) -> str:
     def replication(r: Replication) -> dict[str, Any]:
         data = asdict(r)
         data["applied_lsn"] = None if r.applied_lsn is None else format_lsn(r.applied_lsn)
+        data["wal_lsn"] = None if r.wal_lsn is None else format_lsn(r.wal_lsn)
         return data
 
     document = {

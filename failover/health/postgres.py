@@ -36,7 +36,10 @@ from failover.topology import PostgresCheck, PostgresEndpoint, Service
 
 AsyncConnection = psycopg.AsyncConnection[DictRow]
 
-NODE_STATUS_QUERY = "SELECT * FROM failover.node_status(%(service)s, %(subscription)s)"
+# A primary's current WAL position beside the node's status: the writer's side of every
+# subscriber's lag, which the fleet remembers after the writer dies.
+NODE_STATUS_QUERY = ("SELECT s.*, CASE WHEN s.role = 'primary' THEN pg_current_wal_lsn() END "
+                     "AS wal_lsn FROM failover.node_status(%(service)s, %(subscription)s) s")
 # A database where `failover db install` has not run yet: alive, but says little.
 ALIVE_QUERY = "SELECT 1 AS alive"
 SCHEMA_MISSING_REASON = "alive, but the failover schema is not installed (run failover db install)"
@@ -46,7 +49,7 @@ _SCHEMA_MISSING = (pgerrors.UndefinedFunction, pgerrors.InvalidSchemaName)
 _SERVICE_MISSING_SQLSTATE = "FO002"
 
 # Columns of node_status that hold a WAL position; each is reported as text and as an int.
-_LSN_COLUMNS = ("remote_lsn", "publisher_lsn", "handover_lsn")
+_LSN_COLUMNS = ("remote_lsn", "publisher_lsn", "handover_lsn", "wal_lsn")
 # Never reported: the subscription's conninfo may carry the publisher's password.
 _SECRET_COLUMNS = ("publisher_conninfo",)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -538,3 +539,38 @@ def test_a_fence_is_not_lifted_when_the_fleet_cannot_confirm_the_writer(case: st
     state = one_service("east", epoch=3, paused=case == "paused")
     decision = decide(reports(HEALTHY_FLEET, roles), state, make_policy(), NOW, "west")
     assert not any(isinstance(a, UnfenceWriter) for a in decision.plan.actions)
+
+
+def test_a_subscriber_that_looks_fresh_is_measured_against_the_writers_last_known_position(
+) -> None:
+    """The publisher is gone and west's own figures look fresh (they stopped when its apply
+    worker did, long before): what the fleet last saw of the writer shows it far behind."""
+    policy = make_policy()
+    alive = replace(primary(), wal_lsn=50_000_000, heartbeat_at=NOW - 600)
+    stale = replace(sub(lsn=1000, lag_bytes=0, lag_seconds=0.5), heartbeat_at=NOW - 4000)
+    earlier = decide(reports(HEALTHY_FLEET, {"east": [alive], "west": [stale]}, at=NOW - 600),
+                     one_service(), policy, NOW - 600, "west")
+    # Now east is unreachable: the newest observations say nothing of its position.
+    observations = reports(EAST_DOWN, {"west": [stale], "south": [stale]})
+    refused = decide(observations, one_service(), policy, NOW, "west",
+                     known_positions=earlier.positions).plan
+    assert kinds(refused)[0] == "NoOp"
+    assert "lag 49999000 B > max_lag_bytes" in refused.actions[0].reason
+    assert "lag 3400 s > max_lag_seconds" in refused.actions[0].reason
+    # Without what the fleet remembered, the subscriber's own figures would have passed.
+    assert "PromoteSubscriber" in kinds(decide(observations, one_service(), policy, NOW,
+                                               "west").plan)
+
+    caught_up = replace(stale, applied_lsn=50_000_000, heartbeat_at=NOW - 600)
+    observations = reports(EAST_DOWN, {"west": [caught_up]})
+    assert "PromoteSubscriber" in kinds(decide(observations, one_service(), policy, NOW, "west",
+                                               known_positions=earlier.positions).plan)
+
+
+def test_a_disabled_subscription_is_not_a_target_unless_forced() -> None:
+    disabled = replace(sub(), subscription_enabled=False)
+    observations = reports(EAST_DOWN, {"west": [disabled], "south": [disabled]})
+    refused = decide(observations, one_service(), make_policy(), NOW, "west").plan
+    assert "its subscription is disabled" in refused.actions[0].reason
+    forced = decide(observations, one_service(), make_policy(force=True), NOW, "west").plan
+    assert "PromoteSubscriber" in kinds(forced)
