@@ -34,12 +34,15 @@ from failover.postgres.promote import DEFAULT_SEQUENCE_GAP, promotion_steps
 from failover.postgres.rejoin import rejoin_steps
 from failover.postgres.steps import SqlStep, StepResult, run_steps
 from failover.postgres.switchover import DEFAULT_TIMEOUT, switchover_steps
-from failover.topology import load_topology
+from failover.topology import Topology, load_topology
 
 ServiceArg = Annotated[str, typer.Argument(help="The service, as named in fleet.toml.")]
 DirectOption = Annotated[bool, typer.Option(
     "--direct", help="Act on the databases from here instead of through the acting controller "
     "(bootstrap, or when no controller runs); the epoch is taken here.")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="With --direct: act even though controllers answer (they may be wrong, "
+    "or about to act themselves).")]
 RegionArg = Annotated[str, typer.Argument(help="The region to act on.")]
 EpochOption = Annotated[int | None, typer.Option(
     "--epoch", min=1, help="Fencing token; default: one above the highest recorded. "
@@ -97,16 +100,36 @@ def via_fleet(topology: Path, verb: str, body: dict[str, Any], *, question: str,
                   f" at epoch {result.get('epoch')} (plan {result.get('plan_id')})")
 
 
+def refuse_direct_while_controllers_run(topo: Topology, *, force: bool) -> None:
+    """A direct change races running controllers (two promotions, a fence lifted under
+    them): refuse while any answers, unless --force. The epoch a direct promotion takes is
+    recorded in the databases, and the controllers adopt it when they come back."""
+    if force:
+        return
+    from failover.controller.client import fleet_statuses
+
+    statuses = fleet_statuses({name: r.controller_url for name, r in topo.regions.items()},
+                              timeout=1.0)
+    answering = sorted(region for region, status in statuses.items() if isinstance(status, dict))
+    if answering:
+        raise UserError(f"--direct: the controllers of {', '.join(answering)} are running: a "
+                        "change made here would race them. Drop --direct to go through the "
+                        "fleet, or add --force if they are wrong.")
+
+
 def _act_on_service(topology: Path, service: str, verb: str, request: dict[str, Any], *,
-                    question: str, direct: bool, dry_run: bool, json_out: bool, yes: bool,
-                    act: Callable[[ServiceDatabases], None]) -> None:
+                    question: str, direct: bool, force: bool, dry_run: bool, json_out: bool,
+                    yes: bool, act: Callable[[ServiceDatabases], None]) -> None:
     """Through the acting controller, or with `act` on the service's databases from here:
     with --direct, and with --dry-run, whose SQL only the databases can tell."""
     if not direct and not dry_run:
         via_fleet(topology, verb, {"service": service, **request}, question=question,
                   json_out=json_out, yes=yes)
         return
-    db = ServiceDatabases.from_topology(load_topology(topology), service)
+    topo = load_topology(topology)
+    if not dry_run:
+        refuse_direct_while_controllers_run(topo, force=force)
+    db = ServiceDatabases.from_topology(topo, service)
     with db.opened():
         act(db)
 
@@ -128,6 +151,7 @@ def promote(
     json_out: JsonOption = False,
     yes: YesOption = False,
     direct: DirectOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Unplanned failover: make REGION's subscriber the primary of SERVICE."""
 
@@ -142,7 +166,7 @@ def promote(
     _act_on_service(topology, service, "promote",
                     {"region": region, "allow_data_loss": allow_data_loss},
                     question=f"Promote {region} to primary of {service}?", act=act,
-                    direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
+                    direct=direct, force=force, dry_run=dry_run, json_out=json_out, yes=yes)
 
 
 @app.command()
@@ -159,6 +183,7 @@ def switchover(
     json_out: JsonOption = False,
     yes: YesOption = False,
     direct: DirectOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Planned, zero-loss move of SERVICE's primary to REGION."""
     try:
@@ -177,7 +202,8 @@ def switchover(
                                f"(writes pause until it is done)?")
     _act_on_service(topology, service, "switchover", {"region": region, "timeout": seconds},
                     question=f"Switch {service} over to {region} (writes pause until it is done)?",
-                    act=act, direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
+                    act=act, direct=direct, force=force, dry_run=dry_run, json_out=json_out,
+                    yes=yes)
 
 
 ServicesOption = Annotated[list[str] | None, typer.Option(
@@ -197,6 +223,7 @@ def _fence_command(verb: str, plan: Callable[[ServiceDatabases, str], list[SqlSt
         json_out: JsonOption = False,
         yes: YesOption = False,
         direct: DirectOption = False,
+        force: ForceOption = False,
     ) -> None:
         topo = load_topology(topology)
         topo.region(region, flag="REGION")
@@ -210,6 +237,8 @@ def _fence_command(verb: str, plan: Callable[[ServiceDatabases, str], list[SqlSt
                           question=f"{verb.capitalize()} {region} for {name}?",
                           json_out=json_out, yes=yes)
             return
+        if not dry_run:
+            refuse_direct_while_controllers_run(topo, force=force)
         databases = [ServiceDatabases.from_topology(topo, name) for name in chosen]
         try:
             steps = [step for db in databases for step in plan(db, region)]
@@ -240,6 +269,7 @@ def rejoin(
     json_out: JsonOption = False,
     yes: YesOption = False,
     direct: DirectOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Bring a returning old primary back as a (still fenced) subscriber of the primary."""
     path = lost_file or Path(f"lost-{service}-{region}.json")
@@ -258,4 +288,5 @@ def rejoin(
     # Through the controller, the lost-transactions file goes to its state folder.
     _act_on_service(topology, service, "rejoin", {"region": region},
                     question=f"Rejoin {region} for {service}: its tables are emptied and re-copied?",
-                    act=act, direct=direct, dry_run=dry_run, json_out=json_out, yes=yes)
+                    act=act, direct=direct, force=force, dry_run=dry_run, json_out=json_out,
+                    yes=yes)
