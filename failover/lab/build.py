@@ -51,6 +51,30 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE TABLE IF NOT EXISTS drill_writes (
     seq bigint PRIMARY KEY, id bigserial NOT NULL UNIQUE, round integer NOT NULL,
     written_at timestamptz NOT NULL DEFAULT clock_timestamp());
+-- The safety checker's workload (failover/lab/writers.py): a client pinned to each
+-- region numbers its own writes (run, client, seq), and each row records the server
+-- that took it. No unique key on purpose: a write applied twice (replication, a
+-- re-copy) must show as two rows to the checker, not stall a subscription; hence
+-- REPLICA IDENTITY FULL, so that deleting from it on a publisher still works.
+CREATE TABLE IF NOT EXISTS checker_writes (
+    run bigint NOT NULL, client text NOT NULL, seq bigint NOT NULL, region text NOT NULL,
+    epoch bigint NOT NULL, role text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE INDEX IF NOT EXISTS checker_writes_id ON checker_writes (run, client, seq);
+ALTER TABLE checker_writes REPLICA IDENTITY FULL;
+-- Lab-only helper: the server's region, epoch and role, for the application role,
+-- which may not read the failover schema. PL/pgSQL because failover.node_state does
+-- not exist yet when this runs (a SQL function's body is checked at creation).
+CREATE OR REPLACE FUNCTION lab_node_identity(p_service text)
+RETURNS TABLE (region text, epoch bigint, role text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT s.region, s.epoch, s.role FROM failover.node_state s
+                  WHERE s.service = p_service;
+END
+$$;
+REVOKE ALL ON FUNCTION lab_node_identity(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION lab_node_identity(text) TO app;
 """
 
 
@@ -68,7 +92,9 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
     fleet = {
         "name": "lab",
         "observation_max_age": "1500ms",
-        "self_fence_after": "500ms",
+        # With self_fence_duration, the writer's lease TTL (2 s): above a probe interval
+        # plus an exchange interval, so that the lease never lapses between renewals.
+        "self_fence_after": "1s",
         "self_fence_duration": "1s",
         "coordination": {"key_file": str(key_file), "exchange_interval": "500ms",
                          **coordination},

@@ -10,8 +10,13 @@ checks what users care about:
 - detection: fault to the fleet's DOWN verdict (from the controllers' journals);
 - RTO: fault to the first acknowledged write on the new writer, and the DNS flip;
 - RPO: acknowledged writes missing on the new writer;
-- split brain: writes the old writer acknowledged after the new writer's first;
 - duplicate keys after promotion, and failovers in rounds that should have none.
+
+Beside it, clients pinned to every region (`failover.lab.writers`) write until the
+fleet has settled after the heal, and the checker (`failover.lab.checker`) judges
+what a DNS-following client cannot see: split-brain writes, acknowledged writes lost
+(and not set aside by the rejoin), indeterminate writes, and how many regions accept
+a write at the end.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from failover.controller.client import ControllerUnreachable, call, send_operato
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
 from failover.lab.build import service_view, wait_healthy
+from failover.lab.checker import CheckReport, SafetyWatch
 from failover.lab.faults import fault, heal
-from failover.postgres.hangup import hang_up
+from failover.lab.writers import WRITE_TIMEOUT, NotSent, Session, describe, paced
 from failover.topology import load_topology
 
 FAILOVER_KINDS = ("crash", "hang", "isolate")
@@ -48,11 +54,13 @@ PLANNED_KINDS = ("switchover",)  # an operator's move of the writer, not a fault
 MOVING_KINDS = FAILOVER_KINDS + PLANNED_KINDS
 KINDS = FAILOVER_KINDS + QUIET_KINDS + PLANNED_KINDS
 RATE = 50.0  # writes per second
-WRITE_TIMEOUT = 0.5  # a tuned client: connect and write bounded by 500 ms
 BASELINE = 2.0  # seconds of writes before the fault
 AFTER_RECOVERY = 1.5
 QUIET_WATCH = 6.0  # how long a fault that must not fail over is watched
 RECOVERY_DEADLINE = 40.0
+# After the heal, how long the fleet has to settle before every region is asked
+# whether it accepts a write: a returning old writer must be fenced by then.
+SETTLE = 20.0
 
 Progress = Callable[[str], None]
 
@@ -87,8 +95,7 @@ class Client:
         self.dns_address, self.dns_port = dns_address, dns_port
         self.record, self.dbname, self.user, self.ttl = record, dbname, user, ttl
         self._answer: tuple[str, float] | None = None  # address, expires at
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._conn_address: str | None = None
+        self.session = Session(dbname, user, timeout=WRITE_TIMEOUT, application_name="drill")
 
     async def resolve(self) -> str | None:
         now = time.monotonic()
@@ -106,67 +113,31 @@ class Client:
                 return self._answer[0]
         return None
 
-    async def _drop(self) -> None:
-        conn, self._conn, self._conn_address = self._conn, None, None
-        if conn is not None:
-            hang_up(conn)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 0.2)
-
     async def write(self, seq: int, round_no: int, log: WriteLog) -> None:
         address = await self.resolve()
         if address is None:
             log.errors.append(WriteError(seq, time.time(), None, None, "cannot resolve"))
             return
-        deadline = time.monotonic() + WRITE_TIMEOUT
+
+        async def insert(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("INSERT INTO drill_writes (seq, round) VALUES (%s, %s)",
+                               (seq, round_no))
+
         try:
-            conn = self._conn if self._conn_address == address else None
-            if conn is None:
-                await self._drop()
-                fresh: psycopg.AsyncConnection[Any] = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(
-                        host=address, port=lab.PG_PORT, dbname=self.dbname, user=self.user,
-                        connect_timeout=2, autocommit=True, application_name="drill"),
-                    WRITE_TIMEOUT)
-                conn = self._conn = fresh
-                self._conn_address = address
-            # psycopg answers a cancelled query by asking the server to cancel it and
-            # waiting, forever if the server hangs: run the query apart, and on timeout
-            # shut the socket so that it fails at once.
-            query = asyncio.ensure_future(conn.execute(
-                "INSERT INTO drill_writes (seq, round) VALUES (%s, %s)", (seq, round_no)))
-            try:
-                await asyncio.wait_for(asyncio.shield(query),
-                                       max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                hang_up(conn)
-                with contextlib.suppress(Exception):
-                    await query
-                raise
-            log.acks.append(Ack(seq, time.time(), address))
-        except TimeoutError:
-            log.errors.append(WriteError(seq, time.time(), address, None, "timeout"))
-            await self._drop()
-        except psycopg.Error as exc:
-            log.errors.append(WriteError(seq, time.time(), address, exc.sqlstate,
-                                         str(exc).strip().splitlines()[0] if str(exc) else ""))
-            await self._drop()
+            await self.session.run(address, insert)
+        except (NotSent, TimeoutError, psycopg.Error) as exc:
+            sqlstate, message = describe(exc)
+            log.errors.append(WriteError(seq, time.time(), address, sqlstate, message))
+            return
+        log.acks.append(Ack(seq, time.time(), address))
 
     async def close(self) -> None:
-        await self._drop()
+        await self.session.close()
 
 
 async def _workload(client: Client, round_no: int, first_seq: int, stop: asyncio.Event,
                     log: WriteLog) -> None:
-    seq = first_seq
-    start = time.monotonic()
-    while not stop.is_set():
-        await client.write(seq, round_no, log)
-        seq += 1
-        delay = start + (seq - first_seq) / RATE - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+    await paced(lambda seq: client.write(seq, round_no, log), first_seq, RATE, stop)
 
 
 async def _watch_dns(client: Client, old: str, stop: asyncio.Event) -> float | None:
@@ -221,6 +192,12 @@ class RoundResult:
     errors: int
     ttl_s: int
     write_pause_s: float | None = None  # the longest gap between acknowledged writes
+    # The checker's (pinned writers, every database; split_brain_writes is its figure
+    # too). None in reports from before it: not measured.
+    lost_acknowledged: int | None = None
+    indeterminate: int | None = None
+    writable_regions_after: int | None = None
+    checker: dict[str, Any] | None = None  # its whole report
 
 
 def _longest_gap(log: WriteLog, since: float) -> float | None:
@@ -251,7 +228,9 @@ def _present(address: str, dbname: str, round_no: int) -> set[int]:
         return {row[0] for row in rows.fetchall()}
 
 
-def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> RoundResult:
+def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
+              settle: float = SETTLE) -> RoundResult:
+    """One round; a failed-over old writer is rejoined before it returns."""
     state = lab.load(lab_dir)
     topo = load_topology(Path(state.topology))
     secret = topo.fleet_key()
@@ -296,10 +275,15 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
             await switch
         return t0, await dns_task
 
-    t0, dns_flip = asyncio.run(drive())
-    if kind not in PLANNED_KINDS:
-        progress(f"round {round_no}: healing {old_writer}")
-        heal(lab_dir, old_writer)
+    # The pinned writers run from before the fault until the fleet has settled after
+    # the heal: a returning old writer that takes writes is what they are there to see.
+    with SafetyWatch(lab_dir, round_no) as watch:
+        t0, dns_flip = asyncio.run(drive())
+        if kind not in PLANNED_KINDS:
+            progress(f"round {round_no}: healing {old_writer}")
+            heal(lab_dir, old_writer)
+        progress(f"round {round_no}: {settle:g} s to settle, then a write to every region")
+        watch.finish(settle)
     after = service_view(lab.load(lab_dir))
     new_writer = after["writer"]
     failed_over = new_writer != old_writer
@@ -308,21 +292,34 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress) -> Ro
                     default=None)
     present = _present(new_address, state.service.database, round_no)
     lost = len(_expected_on_writer(log, old_address, new_address, first_new) - present)
-    split = sum(1 for a in log.acks if a.address == old_address and first_new is not None
-                and a.at > first_new) if failed_over else 0
+    if failed_over and kind not in PLANNED_KINDS:
+        rejoin(lab_dir, old_writer, new_writer, f"round-{round_no}", progress)
+    check = watch.report()  # after the rejoin: it lists what the old writer set aside
+    progress(f"round {round_no}: {_checked(check)}")
     return RoundResult(
         kind=kind, round=round_no, old_writer=old_writer,
         new_writer=new_writer if failed_over else None, failed_over=failed_over,
         detection_s=_detection(state, key, old_writer, t0) if failed_over else None,
         rto_s=(first_new - t0) if first_new is not None and failed_over else None,
         dns_flip_s=(dns_flip - t0) if dns_flip is not None else None,
-        acknowledged=len(log.acks), lost=lost, split_brain_writes=split,
+        acknowledged=len(log.acks), lost=lost, split_brain_writes=check.split_brain_writes,
         duplicate_keys=sum(1 for e in log.errors if e.sqlstate == pgerrors.UniqueViolation.sqlstate),
         false_failover=(failed_over and kind in QUIET_KINDS)
         or (kind not in PLANNED_KINDS and not failed_over and after["epoch"] != old_epoch),
         errors=len(log.errors), ttl_s=state.service.ttl,
         write_pause_s=_longest_gap(log, t0),
+        lost_acknowledged=check.lost_acknowledged, indeterminate=check.indeterminate,
+        writable_regions_after=check.writable_regions_after, checker=check.to_dict(),
     )
+
+
+def _checked(check: CheckReport) -> str:
+    lost = "unknown (no writer's database read)" if check.lost_acknowledged is None \
+        else str(check.lost_acknowledged)
+    return (f"checker: {check.split_brain_writes} split-brain writes, lost {lost} "
+            f"({check.reconciled} more set aside in reconciliation files), {check.indeterminate} "
+            f"indeterminate, {check.duplicates} duplicates; writable at the end: "
+            f"{', '.join(check.writable_regions) or 'none'}")
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -331,6 +328,16 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return {"median": statistics.median(ordered), "p99": p99}
+
+
+def _total(values: list[int | None]) -> int | None:
+    """None when any round was not measured: a sum of the rest would read as a figure."""
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _range(values: list[int | None]) -> dict[str, int | None]:
+    known = [v for v in values if v is not None]
+    return {"min": min(known, default=None), "max": max(known, default=None)}
 
 
 def summarise(results: list[RoundResult]) -> dict[str, Any]:
@@ -351,12 +358,16 @@ def summarise(results: list[RoundResult]) -> dict[str, Any]:
             "split_brain_writes": sum(r.split_brain_writes for r in rounds),
             "duplicate_keys": sum(r.duplicate_keys for r in rounds),
             "false_failovers": sum(r.false_failover for r in rounds),
+            "lost_acknowledged": _total([r.lost_acknowledged for r in rounds]),
+            "indeterminate": _total([r.indeterminate for r in rounds]),
+            "writable_regions_after": _range([r.writable_regions_after for r in rounds]),
         }
     return {"kinds": kinds, "rounds": [asdict(r) for r in results]}
 
 
 def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
-          after_round: Callable[[RoundResult], None] | None = None) -> dict[str, Any]:
+          after_round: Callable[[RoundResult], None] | None = None, *,
+          settle: float = SETTLE) -> dict[str, Any]:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise UserError(f"--kind: {', '.join(unknown)}: use {', '.join(KINDS)}")
@@ -368,13 +379,10 @@ def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
         for _ in range(rounds):
             number += 1
             wait_healthy(lab.load(lab_dir), 90.0, progress)
-            result = run_round(lab_dir, kind, number, progress)
+            result = run_round(lab_dir, kind, number, progress, settle=settle)
             results.append(result)
             if after_round is not None:
                 after_round(result)
-            if result.new_writer is not None and kind not in PLANNED_KINDS:
-                rejoin(lab_dir, result.old_writer, result.new_writer, f"round-{result.round}",
-                       progress)
     return summarise(results)
 
 
