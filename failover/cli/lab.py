@@ -138,8 +138,11 @@ def drill(
     lab_dir: DirOption = lab.DEFAULT_DIR,
     rounds: Annotated[int, typer.Option("--rounds", help="Rounds of each kind.")] = 1,
     kind: Annotated[list[str] | None, typer.Option(
-        "--kind", help="crash | hang | isolate | controller-crash | dns-down | switchover "
-                       "(repeatable); default crash")] = None,
+        "--kind", help="crash | hang | isolate | db-partition | crash-partition (the writer "
+                       "crashes and the link between two other regions is cut) | restart | "
+                       "pause-controller | writer-partition (the writer cut off from one "
+                       "region) | controller-crash | dns-down | switchover (repeatable); "
+                       "default crash")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Inject faults into the writer region under a client workload; print what they cost."""

@@ -48,11 +48,17 @@ from failover.lab.faults import fault, heal
 from failover.lab.writers import WRITE_TIMEOUT, NotSent, Session, describe, paced
 from failover.topology import load_topology
 
-FAILOVER_KINDS = ("crash", "hang", "isolate")
-QUIET_KINDS = ("controller-crash", "dns-down")
+# crash-partition: the writer's database crashes and the link between the next two
+# regions is cut, so that two controllers may each think they execute the failover.
+FAILOVER_KINDS = ("crash", "hang", "isolate", "db-partition", "crash-partition")
+# writer-partition: the writer is cut off from one other region only.
+QUIET_KINDS = ("controller-crash", "dns-down", "pause-controller", "writer-partition")
+# A supervisor restarting the writer's server may or may not outlast detection.
+EITHER_KINDS = ("restart",)
 PLANNED_KINDS = ("switchover",)  # an operator's move of the writer, not a fault
 MOVING_KINDS = FAILOVER_KINDS + PLANNED_KINDS
-KINDS = FAILOVER_KINDS + QUIET_KINDS + PLANNED_KINDS
+KINDS = FAILOVER_KINDS + QUIET_KINDS + EITHER_KINDS + PLANNED_KINDS
+Fault = tuple[str, str, str | None]  # (region, lab fault kind, peer)
 RATE = 50.0  # writes per second
 BASELINE = 2.0  # seconds of writes before the fault
 AFTER_RECOVERY = 1.5
@@ -244,6 +250,8 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         progress(f"round {round_no}: waiting {wait:.1f} s for the failover cooldown")
         time.sleep(wait)
     old_address = state.region(old_writer).address
+    injected = [] if kind in PLANNED_KINDS else _faults(kind, old_writer,
+                                                          [r.name for r in state.regions])
     client = Client(state.dns.address, state.dns.port, state.service.writer_record.rstrip("."),
                     state.service.database, state.service.app_role, ttl=state.service.ttl)
     log = WriteLog()
@@ -257,7 +265,8 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         if kind in PLANNED_KINDS:
             switch = asyncio.create_task(asyncio.to_thread(_switchover, state, key, old_writer))
         else:
-            await asyncio.to_thread(fault, lab_dir, old_writer, kind)
+            for region, lab_kind, peer in injected:
+                await asyncio.to_thread(fault, lab_dir, region, lab_kind, peer=peer)
         progress(f"round {round_no}: {kind} of the writer {old_writer}")
         deadline = time.monotonic() + (RECOVERY_DEADLINE if kind in MOVING_KINDS
                                        else QUIET_WATCH)
@@ -279,9 +288,9 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
     # the heal: a returning old writer that takes writes is what they are there to see.
     with SafetyWatch(lab_dir, round_no) as watch:
         t0, dns_flip = asyncio.run(drive())
-        if kind not in PLANNED_KINDS:
-            progress(f"round {round_no}: healing {old_writer}")
-            heal(lab_dir, old_writer)
+        for region, lab_kind, peer in injected:
+            progress(f"round {round_no}: healing {lab_kind} of {region}")
+            heal(lab_dir, region, lab_kind, peer=peer)
         progress(f"round {round_no}: {settle:g} s to settle, then a write to every region")
         watch.finish(settle)
     after = service_view(lab.load(lab_dir))
@@ -311,6 +320,16 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         lost_acknowledged=check.lost_acknowledged, indeterminate=check.indeterminate,
         writable_regions_after=check.writable_regions_after, checker=check.to_dict(),
     )
+
+
+def _faults(kind: str, writer: str, regions: list[str]) -> list[Fault]:
+    """The lab faults a drill kind injects, in order (heal undoes each)."""
+    others = sorted(region for region in regions if region != writer)
+    if kind == "crash-partition":
+        return [(writer, "crash", None), (others[0], "partition", others[1])]
+    if kind == "writer-partition":
+        return [(writer, "partition", others[0])]
+    return [(writer, kind, None)]
 
 
 def _checked(check: CheckReport) -> str:
