@@ -186,8 +186,9 @@ class PlanRunner:
     def claim(self, action: PromoteSubscriber) -> Claim:
         assert self._loop is not None
         claim = asyncio.run_coroutine_threadsafe(
-            self.coordinator.claim(action.service, action.epoch, action.previous_writer,
-                                   self.lease_ttl), self._loop).result(timeout=CLAIM_TIMEOUT)
+            self.coordinator.claim(action.service, action.epoch, action.region,
+                                   action.previous_writer, self.lease_ttl),
+            self._loop).result(timeout=CLAIM_TIMEOUT)
         if not claim.granted:
             raise SafetyRefusal(f"epoch {action.epoch} of {action.service} not claimed: "
                                 f"{claim.reason}")

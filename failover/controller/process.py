@@ -43,14 +43,13 @@ from failover.controller.operator import (
     parse_request,
     refusal,
 )
-from failover.controller.records import with_discovered
+from failover.controller.records import planning_state, with_discovered
 from failover.controller.reporting import DecisionReport
 from failover.controller.status import Coordination, ServiceRuntime, local_role, status_view
 from failover.controller.steps import StepFactory
 from failover.coordination.base import (
     Coordinator,
     ServiceRecord,
-    cluster_state,
 )
 from failover.coordination.peers import PeerCoordinator
 from failover.coordination.signing import Verifier
@@ -201,7 +200,8 @@ class Controller:
     async def _decide_and_act(self) -> None:
         records = await self._records_with_defaults()
         now = time.time()
-        decision = decide(self.coordinator.observations(), cluster_state(records.values()),
+        claimed = {name: self.coordinator.highest_claimed(name) for name in self.topo.services}
+        decision = decide(self.coordinator.observations(), planning_state(records, claimed),
                           self.policy, now, self.region,
                           known_positions=self.last_decision.positions if self.last_decision
                           else None)
@@ -258,12 +258,12 @@ class Controller:
         if not isinstance(payload, dict):
             raise ValueError("a claim is an object")
         service, epoch = payload.get("service"), payload.get("epoch")
-        claimant, writer = payload.get("claimant"), payload.get("writer")
+        claimant, target = payload.get("claimant"), payload.get("target")
         if (service not in self.topo.services or not isinstance(epoch, int)
-                or claimant not in self.topo.regions or writer not in self.topo.regions):
+                or claimant not in self.topo.regions or target not in self.topo.regions):
             raise ValueError("a claim names a service, an integer epoch, a claimant and the "
-                             "writer, all of this fleet")
-        return self.coordinator.promise(service, epoch, claimant, writer)
+                             "target, all of this fleet")
+        return self.coordinator.promise(service, epoch, claimant, target)
 
     def ingest_peer(self, payload: Any) -> None:
         if not isinstance(self.coordinator, PeerCoordinator):

@@ -12,7 +12,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from failover.coordination.base import ServiceRecord, cluster_state
-from failover.engine import Observation, Plan, PromoteSubscriber, Role, SetDnsWriter, apply_plan
+from failover.engine import (
+    ClusterState,
+    Observation,
+    Plan,
+    PromoteSubscriber,
+    Role,
+    SetDnsWriter,
+    apply_plan,
+)
+
+
+def planning_state(records: Mapping[str, ServiceRecord], claimed: Mapping[str, int]
+                   ) -> ClusterState:
+    """The state the engine plans from: each record, its epoch raised to the highest epoch
+    known to be claimed, so that a promotion after a claimant stalled (it holds its epoch
+    for good) claims the next one instead of being refused for ever."""
+    return ClusterState(tuple(
+        replace(state, epoch=max(state.epoch, claimed.get(state.service, 0)))
+        for state in cluster_state(records.values()).services))
 
 
 def discover_writer(observations: Iterable[Observation], service: str,

@@ -119,9 +119,17 @@ class Coordinator(Protocol):
         """Why automatic action is off right now (e.g. the store lost its quorum), or None."""
         ...
 
-    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
-        """Claim `epoch` for a promotion by this controller, once: granted by a majority (or
-        the store) to one claimant only, again to the same one (a resumed plan)."""
+    async def claim(self, service: str, epoch: int, target: str, writer: str,
+                    lease_ttl: float) -> Claim:
+        """Claim `epoch` for this controller's promotion of `target` over `writer`, once:
+        granted by a majority (or the store) to one claimant only, again to the same one (a
+        resumed plan). The claim says when every region that may still hold a lease (the
+        writer, and the target of any lower epoch claimed meanwhile) has surely lost it."""
+        ...
+
+    def highest_claimed(self, service: str) -> int:
+        """The highest epoch this controller knows to be claimed: a promotion plans above it,
+        since a claimant that stalled keeps its epoch."""
         ...
 
     def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:

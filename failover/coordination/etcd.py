@@ -67,11 +67,11 @@ from failover.errors import ConflictError, FailoverError, UserError
 from failover.topology import EtcdSettings
 
 RECORD = TypeAdapter(ServiceRecord)
-CLAIM = TypeAdapter(tuple[int, str])  # (epoch, claimant)
+CLAIM = TypeAdapter(tuple[int, str, str])  # (epoch, claimant, target)
 _LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: a put named a lease that already expired
 
 
-def _parse_claim(value: bytes) -> tuple[int, str] | None:
+def _parse_claim(value: bytes) -> tuple[int, str, str] | None:
     try:
         return CLAIM.validate_json(value)
     except ValidationError:
@@ -123,7 +123,7 @@ class EtcdCoordinator:
         self._observations_prefix = f"{prefix}/observations/"
         self._records_prefix = f"{prefix}/records/"
         self._claims_prefix = f"{prefix}/claims/"
-        self._claims: dict[str, tuple[int, str]] = {}  # service -> (epoch, claimant)
+        self._claims: dict[str, tuple[int, str, str]] = {}  # service -> (epoch, claimant, target)
         self._observers = tuple(observers)
         self._quorum = quorum
         # This controller's own observations as etcd holds them (the last exchange that
@@ -299,12 +299,24 @@ class EtcdCoordinator:
 
     # ---------------------------------------------------------- epochs claimed once
 
+    def _vouched_for(self, region: str) -> dict[str, float | None]:
+        """How far each observer vouched for `region`, as etcd holds it now."""
+        reports = {o.observer: o.last_ok_at for o in self._others.values() if o.target == region}
+        mine = self._mine_stored.get(region)
+        if mine is not None:
+            reports[self.me] = mine.last_ok_at
+        return reports
+
     def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:
-        claimed = self._claims.get(service, (0, ""))[0]
+        claimed = self.highest_claimed(service)
         void = frozenset(self._observers) | {self.me} if claimed > epoch else frozenset()
         return [*self._mine_stored.values(), *self._others.values()], void
 
-    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
+    def highest_claimed(self, service: str) -> int:
+        return self._claims.get(service, (0, "", ""))[0]
+
+    async def claim(self, service: str, epoch: int, target: str, writer: str,
+                    lease_ttl: float) -> Claim:
         key = self._claims_prefix + service
         try:
             async for attempt in AsyncRetrying(
@@ -314,13 +326,13 @@ class EtcdCoordinator:
                     read = await asyncio.to_thread(self._client.txn, [], [get(key)])
                     (stored,) = read.ranges[0] or (None,)
                     held = _parse_claim(stored.value) if stored is not None else None
-                    if held is not None and not may_promise(held, epoch, self.me):
+                    if held is not None and not may_promise(held[:2], epoch, self.me):
                         return Claim(service, epoch, self.me, False, math.inf,
                                      f"etcd holds epoch {held[0]} claimed by {held[1]}")
                     written = await asyncio.to_thread(
                         self._client.txn,
                         [modified_at(key, stored.mod_revision if stored is not None else 0)],
-                        [put(key, CLAIM.dump_json((epoch, self.me)))])
+                        [put(key, CLAIM.dump_json((epoch, self.me, target)))])
                     if not written.succeeded:
                         raise ConflictError(f"{key} changed while claiming epoch {epoch}")
             # A writer that renewed on a read from before the claim saw observations no
@@ -331,12 +343,14 @@ class EtcdCoordinator:
             self._unreachable(exc)
             return Claim(service, epoch, self.me, False, math.inf, f"etcd: {exc}")
         self._take_in(after)
-        reports = {o.observer: o.last_ok_at for o in self._others.values() if o.target == writer}
-        mine = self._mine_stored.get(writer)
-        if mine is not None:
-            reports[self.me] = mine.last_ok_at
-        ends_by = min(old_lease_ends_by(reports, {*self._observers, self.me}, self._quorum,
-                                        lease_ttl), committed_by + lease_ttl)
+        # Whoever may hold a lease: the writer this plan replaces, and the target of the
+        # lower epoch claimed before this one (it may have been promoted meanwhile).
+        holders = ({writer} | ({held[2]} if held is not None and held[0] < epoch else set())
+                   ) - {target}
+        ends_by = max((min(old_lease_ends_by(self._vouched_for(holder),
+                                             {*self._observers, self.me}, self._quorum,
+                                             lease_ttl), committed_by + lease_ttl)
+                       for holder in holders), default=-math.inf)
         return Claim(service, epoch, self.me, True, ends_by, f"epoch {epoch} claimed in etcd")
 
     def problem(self) -> str | None:

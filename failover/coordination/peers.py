@@ -45,7 +45,7 @@ from failover.errors import ConflictError
 
 EXCHANGE_PATH = "/v1/observations"
 CLAIM_PATH = "/v1/claim"
-PROMISES = TypeAdapter(dict[str, tuple[int, str]])  # service -> (epoch, claimant)
+PROMISES = TypeAdapter(dict[str, tuple[int, str, str]])  # service -> (epoch, claimant, target)
 EPOCHS = TypeAdapter(dict[str, int])
 
 
@@ -94,7 +94,7 @@ class PeerCoordinator:
         self._started_at = time.time()
         self._session: aiohttp.ClientSession | None = None
 
-    def _load_promises(self) -> dict[str, tuple[int, str]]:
+    def _load_promises(self) -> dict[str, tuple[int, str, str]]:
         try:
             return PROMISES.validate_json(self._promises_path.read_bytes())
         except FileNotFoundError:
@@ -129,7 +129,7 @@ class PeerCoordinator:
             "observer": self.me,
             "observations": OBSERVATIONS.dump_python(mine, mode="json"),
             "records": RECORDS.dump_python(list(self._records.values()), mode="json"),
-            "promises": {service: epoch for service, (epoch, _) in self._promises.items()},
+            "promises": {service: promise[0] for service, promise in self._promises.items()},
         }
 
     def ingest(self, payload: Any) -> bool:
@@ -206,21 +206,27 @@ class PeerCoordinator:
 
     # ---------------------------------------------------------- epochs claimed once
 
-    def promise(self, service: str, epoch: int, claimant: str, writer: str) -> dict[str, Any]:
-        """Answer a claim: promise `epoch` to `claimant` unless a higher epoch, or the same
-        one to someone else, was promised; report how far this controller vouched for the
-        current `writer` (its lease cannot outlast that by more than its TTL)."""
+    def promise(self, service: str, epoch: int, claimant: str, target: str) -> dict[str, Any]:
+        """Answer a claim: promise `epoch` to `claimant` (for `target`) unless a higher epoch,
+        or the same one to someone else, was promised. Report how far this controller vouched
+        for every region (a writer's lease cannot outlast that by more than its TTL), and the
+        target of the promise it held before: that region may have become a writer the
+        claimant has not heard of yet."""
         held = self._promises.get(service)
-        if held is not None and not may_promise(held, epoch, claimant):
+        if held is not None and not may_promise((held[0], held[1]), epoch, claimant):
             return {"granted": False, "promised": held[0], "claimant": held[1]}
-        if held != (epoch, claimant):
-            self._promises[service] = (epoch, claimant)
+        if held != (epoch, claimant, target):
+            self._promises[service] = (epoch, claimant, target)
             self._promises_path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(self._promises_path, PROMISES.dump_json(self._promises))
-        seen = self._latest.get((self.me, writer))
-        vouched = max(seen.last_ok_at if seen is not None and seen.last_ok_at is not None
-                      else -math.inf, self._started_at)
-        return {"granted": True, "vouched": vouched}
+        vouched = {}
+        for region in (self.me, *self._peers):
+            seen = self._latest.get((self.me, region))
+            ok = seen.last_ok_at if seen is not None and seen.last_ok_at is not None else None
+            # Anything it vouched for before a restart, it vouched for before it started.
+            vouched[region] = max(ok if ok is not None else -math.inf, self._started_at)
+        return {"granted": True, "vouched": vouched,
+                "previous": held[2] if held is not None and held[0] < epoch else None}
 
     async def _ask_promise(self, url: str, body: bytes) -> dict[str, Any] | None:
         assert self._session is not None, "start() first"
@@ -233,11 +239,12 @@ class PeerCoordinator:
             return None
         return answer if isinstance(answer, dict) else None
 
-    async def claim(self, service: str, epoch: int, writer: str, lease_ttl: float) -> Claim:
-        answers = {self.me: self.promise(service, epoch, self.me, writer)}
+    async def claim(self, service: str, epoch: int, target: str, writer: str,
+                    lease_ttl: float) -> Claim:
+        answers = {self.me: self.promise(service, epoch, self.me, target)}
         if answers[self.me]["granted"]:
             body = json.dumps({"service": service, "epoch": epoch, "claimant": self.me,
-                               "writer": writer}).encode()
+                               "target": target}).encode()
             names = sorted(self._peers)
             replies = await asyncio.gather(*(self._ask_promise(self._peers[name], body)
                                              for name in names))
@@ -250,14 +257,24 @@ class PeerCoordinator:
             return Claim(service, epoch, self.me, False, math.inf,
                          f"epoch {epoch}: {len(granted)} promise(s), {self._quorum} needed"
                          + (f" ({'; '.join(refusals)})" if refusals else ""))
-        reports = {name: _moment(a.get("vouched")) for name, a in granted.items()}
-        ends_by = old_lease_ends_by(reports, [self.me, *self._peers], self._quorum, lease_ttl)
+        # Whoever may hold a lease: the writer this plan replaces, and any region a
+        # lower epoch was promised for (it may have been promoted meanwhile).
+        holders = ({writer} | {a["previous"] for a in granted.values()
+                               if isinstance(a.get("previous"), str)}) - {target}
+        ends_by = max((old_lease_ends_by(
+            {name: _moment((a.get("vouched") or {}).get(holder)) for name, a in granted.items()},
+            [self.me, *self._peers], self._quorum, lease_ttl) for holder in holders),
+            default=-math.inf)
         return Claim(service, epoch, self.me, True, ends_by,
                      f"epoch {epoch} promised by {', '.join(sorted(granted))}")
 
+    def highest_claimed(self, service: str) -> int:
+        return max([self._promises.get(service, (0, "", ""))[0],
+                    *(by.get(service, 0) for by in self._promised_by.values())])
+
     def vouching(self, service: str, epoch: int) -> tuple[list[Observation], frozenset[str]]:
         promised = {name: by.get(service, 0) for name, by in self._promised_by.items()}
-        promised[self.me] = self._promises.get(service, (0, ""))[0]
+        promised[self.me] = self._promises.get(service, (0, "", ""))[0]
         return self.observations(), frozenset(n for n, e in promised.items() if e > epoch)
 
     def _heard(self, now: float) -> int:

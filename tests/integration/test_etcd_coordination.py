@@ -389,15 +389,19 @@ def test_an_epoch_is_claimed_once_and_voids_the_old_writers_vouchers(
             observations, void = a.vouching("svc", 1)
             assert void == frozenset() and len(observations) == 2
 
-            won = await a.claim("svc", 2, "c", ttl)
+            won = await a.claim("svc", 2, "a", "c", ttl)
             assert won.granted, won.reason
             # Both observers last vouched for c five seconds ago: its lease has ended.
             assert won.old_lease_ends_by == pytest.approx(vouched_at + ttl)
-            again = await a.claim("svc", 2, "c", ttl)  # a resumed plan
+            again = await a.claim("svc", 2, "a", "c", ttl)  # a resumed plan
             assert again.granted
-            lost = await b.claim("svc", 2, "c", ttl)
+            lost = await b.claim("svc", 2, "b", "c", ttl)
             assert not lost.granted and "claimed by a" in lost.reason
-            assert (await b.claim("svc", 3, "c", ttl)).granted
+            higher = await b.claim("svc", 3, "b", "c", ttl)
+            assert higher.granted and b.highest_claimed("svc") == 3
+            # a may have promoted itself at epoch 2 meanwhile: b's wait covers a's lease too,
+            # whose last vouching (a's own, written just now) is recent.
+            assert higher.old_lease_ends_by > time.time()
 
             await a.exchange([])
             _, void = a.vouching("svc", 2)

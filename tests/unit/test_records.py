@@ -9,6 +9,7 @@ from failover.controller.records import (
     adopt,
     after_plan,
     discover_writer,
+    planning_state,
     promoted,
     to_store,
     with_discovered,
@@ -132,3 +133,11 @@ def test_a_writer_record_that_differs_from_the_fleets_is_repaired_from_where_it_
     missing = writer_record_repair(record, None, ADDRESSES)
     assert missing is not None and "points at nothing" in missing.reason
     assert writer_record_repair(ServiceRecord("orders", None, 0), None, ADDRESSES) is None
+
+
+def test_the_engine_plans_above_an_epoch_a_stalled_claimant_holds() -> None:
+    records = {"orders": ServiceRecord("orders", "east", 3), "billing": ServiceRecord(
+        "billing", "west", 7)}
+    state = planning_state(records, {"orders": 5, "billing": 2}).by_service()
+    assert (state["orders"].writer, state["orders"].epoch) == ("east", 5)
+    assert state["billing"].epoch == 7
