@@ -107,7 +107,7 @@ class PlanRunner:
     async def run_actions(self, service: str, actions: Sequence[Action], decided_at: float,
                           *, plan_id: str | None = None,
                           executor: Executor | None = None) -> PlanOutcome:
-        plan_id = plan_id or self.journal.attempt_id(stable_plan_id(service, actions))
+        plan_id = plan_id or self._plan_id(service, actions, decided_at)
         epoch = max((a.epoch for a in actions), default=0)
         summary = plan_as_dict(actions, decided_at)
         try:
@@ -137,6 +137,16 @@ class PlanRunner:
         last_plan.update(outcome=outcome.outcome, ended_at=time.time(),
                          steps=[asdict(s) for s in outcome.steps])
         return outcome
+
+    def _plan_id(self, service: str, actions: Sequence[Action], decided_at: float) -> str:
+        """A promotion keeps its stable id once it ended ok, so that the same failover, decided
+        again before its record has spread, is seen done and never run twice. Any other plan
+        (fences, unfences, reader and DNS repairs) converges the world back to the record and
+        must run again when the world drifts again, though its actions look the same."""
+        stable = stable_plan_id(service, actions)
+        if any(isinstance(action, PromoteSubscriber) for action in actions):
+            return self.journal.attempt_id(stable)
+        return f"{stable}-{int(decided_at * 1000)}"
 
     async def _after_plan(self, service: str, actions: Sequence[Action], outcome: PlanOutcome,
                           records: dict[str, ServiceRecord], done: Plan | None) -> None:

@@ -200,6 +200,10 @@ class Controller:
     async def _decide_and_act(self) -> None:
         records = await self._records_with_defaults()
         now = time.time()
+        if self.last_decision is not None and now - self.last_decision.now > self._startup_grace:
+            # This process did not run for a while (SIGSTOP, a paused VM): it has not heard
+            # the fleet since, which is not isolation yet. Its lease lapsed on its own.
+            self._started_at = now
         claimed = {name: self.coordinator.highest_claimed(name) for name in self.topo.services}
         decision = decide(self.coordinator.observations(), planning_state(records, claimed),
                           self.policy, now, self.region,
