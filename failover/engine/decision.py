@@ -70,7 +70,8 @@ def decide(
     has_quorum = sees_quorum(fresh, policy, me)
     isolated = isolated_for(latest, policy, now, me)
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
-    positions = writer_positions(latest.values(), known_positions)
+    positions = writer_positions(latest.values(), ((s.writer, s.service) for s in state.services
+                                                   if s.writer is not None), known_positions)
     ctx = Context.build(now, verdicts, views, policy, positions)
     states = state.by_service()
     notes = list(ignored)

@@ -63,9 +63,13 @@ class Observation:
     # Built once here rather than on every evaluation: the planner looks up
     # services by name, and an observation outlives many evaluations.
     by_service: dict[str, Replication] = field(init=False, repr=False, compare=False)
+    # The services the target was seen an unfenced primary of: convergence looks only there.
+    primary_of: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_service", {r.service: r for r in self.services})
+        object.__setattr__(self, "primary_of", frozenset(
+            r.service for r in self.services if r.role is Role.PRIMARY and not r.fenced))
 
 
 @dataclass(frozen=True, slots=True)

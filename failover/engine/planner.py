@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from failover.engine.actions import (
     Action,
@@ -42,16 +41,22 @@ class ReplicationViews:
     breaks ties); the first that reports a role other than unknown wins.
     """
 
-    __slots__ = ("_ranked",)
+    __slots__ = ("_ranked", "primaries")
 
     def __init__(self, observations: Iterable[Observation], cutoff: float) -> None:
         ranked: dict[str, list[Observation]] = {}
+        # Regions some fresh observation saw as an unfenced primary of a service: the only
+        # candidates for a stale-primary fence, so that the check costs nothing otherwise.
+        primaries: set[tuple[str, str]] = set()
         for observation in observations:
             if observation.observed_at >= cutoff:
                 ranked.setdefault(observation.target, []).append(observation)
+                if observation.primary_of:
+                    primaries.update((observation.target, s) for s in observation.primary_of)
         for candidates in ranked.values():
             candidates.sort(key=lambda o: (-o.observed_at, o.observer))
         self._ranked = ranked
+        self.primaries = frozenset(primaries)
 
     def of(self, region: str, service: str) -> Replication | None:
         for observation in self._ranked.get(region, ()):
@@ -59,9 +64,6 @@ class ReplicationViews:
             if replication is not None and replication.role is not Role.UNKNOWN:
                 return replication
         return None
-
-
-Number = TypeVar("Number", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,26 +75,35 @@ class WriterPosition:
 Positions = dict[tuple[str, str], WriterPosition]  # (region, service) -> newest seen
 
 
-def writer_positions(observations: Iterable[Observation], known: Positions | None = None
-                     ) -> Positions:
-    """The newest position each primary was seen at, by any observer and however long ago:
-    what the fleet last knew of a writer that has since died. Observations keep only an
-    observer's latest view, which says nothing once the writer is unreachable, so the
-    controller passes back what earlier decisions knew (`Decision.positions`)."""
-    found: Positions = dict(known or {})
+def writer_positions(observations: Iterable[Observation], writers: Iterable[tuple[str, str]],
+                     known: Positions | None = None) -> Positions:
+    """The newest position each recorded writer (region, service) was seen at as primary,
+    by any observer and however long ago: what the fleet last knew of a writer that has
+    since died. Observations keep only an observer's latest view, which says nothing once
+    the writer is unreachable, so the controller passes back what earlier decisions knew
+    (`Decision.positions`)."""
+    wanted = set(writers)
+    found: Positions = {key: position for key, position in (known or {}).items()
+                        if key in wanted}
+    by_target: dict[str, list[Observation]] = {}
     for observation in observations:
-        for replication in observation.services:
-            if replication.role is not Role.PRIMARY:
+        by_target.setdefault(observation.target, []).append(observation)
+    for region, service in wanted:
+        held = found.get((region, service), WriterPosition())
+        lsn, beat = held.wal_lsn, held.heartbeat_at
+        for observation in by_target.get(region, ()):
+            replication = observation.by_service.get(service)
+            if replication is None or replication.role is not Role.PRIMARY:
                 continue
-            key = (observation.target, replication.service)
-            held = found.get(key, WriterPosition())
-            found[key] = WriterPosition(_newest(held.wal_lsn, replication.wal_lsn),
-                                        _newest(held.heartbeat_at, replication.heartbeat_at))
+            # Inline rather than a helper: this runs for every writer at every evaluation.
+            if replication.wal_lsn is not None and (lsn is None or replication.wal_lsn > lsn):
+                lsn = replication.wal_lsn
+            seen = replication.heartbeat_at
+            if seen is not None and (beat is None or seen > beat):
+                beat = seen
+        if (lsn, beat) != (held.wal_lsn, held.heartbeat_at):
+            found[(region, service)] = WriterPosition(lsn, beat)
     return found
-
-
-def _newest(a: Number | None, b: Number | None) -> Number | None:
-    return b if a is None else a if b is None else max(a, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +264,8 @@ def fence_stale(state: ServiceState, region: str, ctx: Context, *, epoch: int,
     """Fence `region`'s copy of the service if it is a stale primary, at `epoch` (the
     recorded one, or the one a failover in the same plan claims): the fence raises the
     database's own epoch to it, so a stale renewal or unfence is refused there."""
+    if (region, state.service) not in ctx.views.primaries:
+        return None
     replication = ctx.views.of(region, state.service)
     if not stale_primary(replication, region, state):
         return None
