@@ -2,7 +2,9 @@
 
 Every scenario breaks the lab the way production breaks and checks what users
 rely on: one plan executed once, no write accepted by two primaries, no
-duplicate key after a promotion, no failover where none is due. The lab runs
+duplicate key after a promotion, no failover where none is due. Safety is
+judged from outside: clients pinned to every region write through each scenario,
+and the checker (tests/chaos/safety.py) reads their logs and every database. The lab runs
 on fixed loopback addresses, so this file holds every scenario (xdist keeps a
 file on one worker). Rounds per scenario: FAILOVER_CHAOS_ROUNDS (default 3).
 """
@@ -22,10 +24,13 @@ from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
 from failover.lab import state as lab
 from failover.lab.build import service_view, start_controller, wait_healthy
-from failover.lab.drill import RoundResult, drill, rejoin
+from failover.lab.checker import SafetyWatch
+from failover.lab.drill import SETTLE, RoundResult, drill, rejoin
 from failover.lab.faults import fault, heal
 from failover.lab.unprivileged import region_user
+from failover.lab.writers import probe_writable
 from failover.topology import load_topology
+from tests.chaos.safety import QUIET_SETTLE, assert_safe
 from tests.support.lab import running_lab, say
 
 ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
@@ -79,7 +84,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 def assert_clean_failover(result: RoundResult) -> None:
     assert result.failed_over, f"{result.kind}: the writer did not move"
     assert result.rto_s is not None, "no write was acknowledged by the new writer"
-    assert result.split_brain_writes == 0
     assert result.duplicate_keys == 0
     assert not result.false_failover
 
@@ -100,6 +104,7 @@ def test_writer_failure_fails_over_once_without_split_brain(lab_dir: Path, kind:
         assert_fenced_before_writable(entries, rounds)
     if kind == "crash":
         assert_history_shows(lab.load(lab_dir), done)
+    assert_safe(*(result.checker for result in rounds))
 
 
 def assert_history_shows(state: lab.LabState, plans: list[str]) -> None:
@@ -156,25 +161,31 @@ def _quiet_round(lab_dir: Path, inject: Callable[[lab.LabState], None],
 
 
 def test_an_isolated_non_writer_region_causes_no_failover(lab_dir: Path) -> None:
-    for _ in range(ROUNDS):
-        writer = service_view(lab.load(lab_dir))["writer"]
-        other = next(r.name for r in lab.load(lab_dir).regions if r.name != writer)
-        _quiet_round(lab_dir, lambda s, o=other: say(fault(lab_dir, o, "isolate")),
-                     lambda s, o=other: say(heal(lab_dir, o)), watch=6.0)
-        wait_healthy(lab.load(lab_dir), 60.0, say)
+    with SafetyWatch(lab_dir) as watch:
+        for _ in range(ROUNDS):
+            writer = service_view(lab.load(lab_dir))["writer"]
+            other = next(r.name for r in lab.load(lab_dir).regions if r.name != writer)
+            _quiet_round(lab_dir, lambda s, o=other: say(fault(lab_dir, o, "isolate")),
+                         lambda s, o=other: say(heal(lab_dir, o)), watch=6.0)
+            wait_healthy(lab.load(lab_dir), 60.0, say)
+        watch.finish(QUIET_SETTLE)
+    assert_safe(watch.report())
 
 
 def test_a_blip_shorter_than_the_threshold_causes_no_failover(lab_dir: Path) -> None:
     # unhealthy_threshold 3 at a 1 s interval: a 1.2 s hang fails at most two probes.
-    for _ in range(ROUNDS):
-        writer = service_view(lab.load(lab_dir))["writer"]
+    with SafetyWatch(lab_dir) as watch:
+        for _ in range(ROUNDS):
+            writer = service_view(lab.load(lab_dir))["writer"]
 
-        def blip(state: lab.LabState, w: str = writer) -> None:
-            say(fault(lab_dir, w, "hang"))
-            time.sleep(1.2)
-            say(heal(lab_dir, w))
+            def blip(state: lab.LabState, w: str = writer) -> None:
+                say(fault(lab_dir, w, "hang"))
+                time.sleep(1.2)
+                say(heal(lab_dir, w))
 
-        _quiet_round(lab_dir, blip, lambda s: None, watch=4.0)
+            _quiet_round(lab_dir, blip, lambda s: None, watch=4.0)
+        watch.finish(QUIET_SETTLE)
+    assert_safe(watch.report())
 
 
 @pytest.mark.parametrize("kind", ["controller-crash", "dns-down"])
@@ -183,6 +194,7 @@ def test_faults_that_must_not_fail_over(lab_dir: Path, kind: str) -> None:
     for result in report["rounds"]:
         assert not result["failed_over"] and not result["false_failover"]
         assert result["lost"] == 0 and result["duplicate_keys"] == 0
+    assert_safe(*(result["checker"] for result in report["rounds"]))
 
 
 def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> None:
@@ -203,24 +215,27 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
     lab.save(state, lab_dir)
     wait_healthy(lab.load(lab_dir), 60.0, say)
     since = time.time()
-    say(fault(lab_dir, writer, "crash"))
-    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 90, "a new writer")
-    # The killed executor comes back and must not run the plan a second time.
-    state = lab.load(lab_dir)
-    state.region(executor).controller_pid = start_controller(
-        lab_dir, Path(state.topology), executor, region_user(executor))
-    lab.save(state, lab_dir)
-    time.sleep(4)
-    entries = journals(lab.load(lab_dir), since)
-    done = promotions_done(entries)
-    assert len(set(done)) == 1 and len(done) == 1, f"plans ended ok: {done}"
-    crashed = [e for e in entries if e["source"] == executor and e["kind"] == "step"
-               and e["step"] == "create the publication" and e["event"] == "end"]
-    assert crashed, "the executor never reached the step it was to die after: " + "; ".join(
-        f"{e['source']} {e['kind']} {e.get('step', '')} {e.get('event', '')}" for e in entries
-        if e["kind"] in ("plan", "step"))
-    say(heal(lab_dir, writer))
+    with SafetyWatch(lab_dir) as watch:
+        say(fault(lab_dir, writer, "crash"))
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 90, "a new writer")
+        # The killed executor comes back and must not run the plan a second time.
+        state = lab.load(lab_dir)
+        state.region(executor).controller_pid = start_controller(
+            lab_dir, Path(state.topology), executor, region_user(executor))
+        lab.save(state, lab_dir)
+        time.sleep(4)
+        entries = journals(lab.load(lab_dir), since)
+        done = promotions_done(entries)
+        assert len(set(done)) == 1 and len(done) == 1, f"plans ended ok: {done}"
+        crashed = [e for e in entries if e["source"] == executor and e["kind"] == "step"
+                   and e["step"] == "create the publication" and e["event"] == "end"]
+        assert crashed, "the executor never reached the step it was to die after: " + "; ".join(
+            f"{e['source']} {e['kind']} {e.get('step', '')} {e.get('event', '')}"
+            for e in entries if e["kind"] in ("plan", "step"))
+        say(heal(lab_dir, writer))
+        watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
 
 
 def _rejoin(lab_dir: Path, old: str) -> None:
@@ -230,28 +245,32 @@ def _rejoin(lab_dir: Path, old: str) -> None:
 def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
     writer = service_view(state)["writer"]
-    say(fault(lab_dir, writer, "dns-down"))
-    say(fault(lab_dir, writer, "crash"))
-    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the promotion")
-    # The promotion is recorded before the DNS step has failed: degraded follows within its retries.
-    wait_for(lambda: "writer record" in (service_view(lab.load(lab_dir))["degraded"] or ""), 30,
-             "status to show the writer record degraded")
-    new = service_view(lab.load(lab_dir))["writer"]
-    say(heal(lab_dir, writer, "dns-down"))
-    new_address = lab.load(lab_dir).region(new).address
-    server = Endpoint(state.dns.address, state.dns.port)
+    with SafetyWatch(lab_dir) as watch:
+        say(fault(lab_dir, writer, "dns-down"))
+        say(fault(lab_dir, writer, "crash"))
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the promotion")
+        # The promotion is recorded before the DNS step has failed: degraded follows within
+        # its retries.
+        wait_for(lambda: "writer record" in (service_view(lab.load(lab_dir))["degraded"] or ""),
+                 30, "status to show the writer record degraded")
+        new = service_view(lab.load(lab_dir))["writer"]
+        say(heal(lab_dir, writer, "dns-down"))
+        new_address = lab.load(lab_dir).region(new).address
+        server = Endpoint(state.dns.address, state.dns.port)
 
-    def dns_points_at_new() -> bool:
-        try:
-            found = answer(server, state.service.writer_record, "A", 1.0)
-            return found is not None and found[1] == frozenset({new_address})
-        except Exception:
-            return False
+        def dns_points_at_new() -> bool:
+            try:
+                found = answer(server, state.service.writer_record, "A", 1.0)
+                return found is not None and found[1] == frozenset({new_address})
+            except Exception:
+                return False
 
-    wait_for(dns_points_at_new, 30, f"the writer record to point at {new}")
-    wait_for(lambda: not service_view(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
-    say(heal(lab_dir, writer, "crash"))
+        wait_for(dns_points_at_new, 30, f"the writer record to point at {new}")
+        wait_for(lambda: not service_view(lab.load(lab_dir))["degraded"], 10, "degraded to clear")
+        say(heal(lab_dir, writer, "crash"))
+        watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
 
 
 def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path) -> None:
@@ -259,12 +278,22 @@ def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path
     for result in report["rounds"]:
         assert result["failed_over"], "the writer did not move"
         assert result["lost"] == 0, f"{result['lost']} acknowledged writes missing"
-        assert result["split_brain_writes"] == 0 and result["duplicate_keys"] == 0
+        assert result["duplicate_keys"] == 0
         say(f"switchover: write pause {result['write_pause_s']:.2f} s")
     # The controllers do not undo an operator's switchover.
     writer = service_view(lab.load(lab_dir))["writer"]
     time.sleep(3)
     assert service_view(lab.load(lab_dir))["writer"] == writer
+    assert_safe(*(result["checker"] for result in report["rounds"]))
+
+
+def test_an_application_session_cannot_write_where_the_writer_is_not(lab_dir: Path) -> None:
+    # A subscriber's database is read-only by default only; the session asks for a
+    # read-write transaction, as pgJDBC's setReadOnly(false) does.
+    state = lab.load(lab_dir)
+    writer = service_view(state)["writer"]
+    writable = probe_writable(state, int(time.time() * 1000), read_write=True)
+    assert [r for r, why in writable.items() if why is None] == [writer], writable
 
 
 def _fleet_key(state: lab.LabState) -> bytes:
@@ -309,17 +338,20 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
                 counts[reason] = float(line.rsplit(" ", 1)[1])
         return counts
 
-    before = rejected()
-    assert post({}) == 401
-    assert post(sign(b"not-the-fleet-key", "POST", "/v1/observations", body)) == 401
-    old = sign(_fleet_key(state), "POST", "/v1/observations", body, now=time.time() - 3600)
-    assert post(old) == 401
-    after = rejected()
-    for reason in ("unsigned", "bad-signature", "replayed"):
-        assert after.get(reason, 0) == before.get(reason, 0) + 1, (reason, before, after)
-    time.sleep(2)
-    verdicts = call(target.controller_url, "GET", "/v1/status", key=None).body["verdicts"]
-    assert verdicts[writer]["verdict"] == "UP", "a refused observation changed a verdict"
+    with SafetyWatch(lab_dir) as watch:
+        before = rejected()
+        assert post({}) == 401
+        assert post(sign(b"not-the-fleet-key", "POST", "/v1/observations", body)) == 401
+        old = sign(_fleet_key(state), "POST", "/v1/observations", body, now=time.time() - 3600)
+        assert post(old) == 401
+        after = rejected()
+        for reason in ("unsigned", "bad-signature", "replayed"):
+            assert after.get(reason, 0) == before.get(reason, 0) + 1, (reason, before, after)
+        time.sleep(2)
+        verdicts = call(target.controller_url, "GET", "/v1/status", key=None).body["verdicts"]
+        assert verdicts[writer]["verdict"] == "UP", "a refused observation changed a verdict"
+        watch.finish(QUIET_SETTLE)
+    assert_safe(watch.report())
 
 
 def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -330,19 +362,22 @@ def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str,
 def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
     writer = service_view(state)["writer"]
-    _operator(state, "pause", {"service": state.service.name, "by": "test"})
-    try:
-        wait_for(lambda: service_view(lab.load(lab_dir))["paused"], 5, "the pause to spread")
-        say(fault(lab_dir, writer, "crash"))
-        time.sleep(7)
-        now = service_view(lab.load(lab_dir))
-        assert now["writer"] == writer and now["paused"], "a paused service was failed over"
-    finally:
-        _operator(lab.load(lab_dir), "resume", {"service": state.service.name, "by": "test"})
-    # Resumed: the fleet fails it over now.
-    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the failover")
-    say(heal(lab_dir, writer))
+    with SafetyWatch(lab_dir) as watch:
+        _operator(state, "pause", {"service": state.service.name, "by": "test"})
+        try:
+            wait_for(lambda: service_view(lab.load(lab_dir))["paused"], 5, "the pause to spread")
+            say(fault(lab_dir, writer, "crash"))
+            time.sleep(7)
+            now = service_view(lab.load(lab_dir))
+            assert now["writer"] == writer and now["paused"], "a paused service was failed over"
+        finally:
+            _operator(lab.load(lab_dir), "resume", {"service": state.service.name, "by": "test"})
+        # Resumed: the fleet fails it over now.
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 40, "the failover")
+        say(heal(lab_dir, writer))
+        watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
 
 
 def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
@@ -359,26 +394,29 @@ def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
 
     fleet.write_text(original.replace('app_roles = [', 'pre_promote = ["sh", "-c", '
                                       '"echo not today >&2; exit 1"]\napp_roles = ['))
-    try:
-        restart_controllers()
-        wait_healthy(lab.load(lab_dir), 60.0, say)
-        # An operator's switchover runs the hook too, and is refused by it.
-        target = next(r.name for r in state.regions if r.name != writer)
-        with pytest.raises(FailoverError, match="pre_promote hook"):
-            _operator(lab.load(lab_dir), "switchover",
-                      {"service": state.service.name, "region": target, "by": "test"})
-        assert service_view(lab.load(lab_dir))["writer"] == writer
-        since = time.time()
-        say(fault(lab_dir, writer, "crash"))
-        wait_for(lambda: any(e["kind"] == "plan" and e["event"] == "end"
-                             and "pre_promote hook" in str(e.get("error"))
-                             for e in journals(lab.load(lab_dir), since)), 30,
-                 "the refused promotion in the journal")
-        now = service_view(lab.load(lab_dir))
-        assert (now["writer"], now["epoch"]) == (writer, before["epoch"])
-    finally:
-        fleet.write_text(original)
-        restart_controllers()
-    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
-    say(heal(lab_dir, writer))
+    with SafetyWatch(lab_dir) as watch:
+        try:
+            restart_controllers()
+            wait_healthy(lab.load(lab_dir), 60.0, say)
+            # An operator's switchover runs the hook too, and is refused by it.
+            target = next(r.name for r in state.regions if r.name != writer)
+            with pytest.raises(FailoverError, match="pre_promote hook"):
+                _operator(lab.load(lab_dir), "switchover",
+                          {"service": state.service.name, "region": target, "by": "test"})
+            assert service_view(lab.load(lab_dir))["writer"] == writer
+            since = time.time()
+            say(fault(lab_dir, writer, "crash"))
+            wait_for(lambda: any(e["kind"] == "plan" and e["event"] == "end"
+                                 and "pre_promote hook" in str(e.get("error"))
+                                 for e in journals(lab.load(lab_dir), since)), 30,
+                     "the refused promotion in the journal")
+            now = service_view(lab.load(lab_dir))
+            assert (now["writer"], now["epoch"]) == (writer, before["epoch"])
+        finally:
+            fleet.write_text(original)
+            restart_controllers()
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+        say(heal(lab_dir, writer))
+        watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())

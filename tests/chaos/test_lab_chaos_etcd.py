@@ -5,7 +5,7 @@ without split brain; an isolated non-writer, a blip, a controller crash, a DNS o
 and a paused service cause no failover; DNS down during a failover catches up; a
 refusing pre_promote hook stops promotions; a switchover under load loses nothing;
 and a failure of the coordination store itself (its leader killed during a failover)
-still ends with exactly one plan executed once.
+still ends with exactly one plan executed once. Every one is judged by the checker too.
 """
 
 from __future__ import annotations
@@ -19,22 +19,26 @@ import pytest
 
 from failover.lab import state as lab
 from failover.lab.build import service_view
-from failover.lab.drill import RoundResult, drill
-from failover.lab.faults import fault
+from failover.lab.checker import SafetyWatch
+from failover.lab.drill import SETTLE, RoundResult, drill
+from failover.lab.faults import fault, heal
 
 # The peer lab's scenarios are imported so that pytest collects them again here and runs
 # them on this module's etcd lab (it resolves `lab_dir` where a test is collected). Two
 # are not: forged observations concern the peer exchange only, and the killed-executor
 # scenario predicts the executor by the peers' rule while etcd elects its leader
 # (tests/integration/test_etcd_faults.py kills the elected one mid-plan).
+from tests.chaos.safety import assert_safe
 from tests.chaos.test_lab_chaos import (
     ROUNDS,
+    _rejoin,
     assert_clean_failover,
     journals,
     promotions_done,
     test_a_blip_shorter_than_the_threshold_causes_no_failover,  # noqa: F401
     test_a_failing_pre_promote_hook_aborts_the_promotion,  # noqa: F401
     test_a_paused_service_is_not_failed_over,  # noqa: F401
+    test_an_application_session_cannot_write_where_the_writer_is_not,  # noqa: F401
     test_an_isolated_non_writer_region_causes_no_failover,  # noqa: F401
     test_dns_down_during_a_failover_catches_up_and_shows_degraded,  # noqa: F401
     test_faults_that_must_not_fail_over,  # noqa: F401
@@ -56,11 +60,13 @@ def lab_dir() -> Iterator[Path]:
 def test_writer_failure_fails_over_once_on_etcd(lab_dir: Path, kind: str) -> None:
     since = time.time()
     report = drill(lab_dir, [kind], ROUNDS, say)
-    for result in (RoundResult(**r) for r in report["rounds"]):
+    rounds = [RoundResult(**r) for r in report["rounds"]]
+    for result in rounds:
         assert_clean_failover(result)
         say(f"etcd {kind}: RTO {result.rto_s:.2f} s")
     done = promotions_done(journals(lab.load(lab_dir), since))
     assert len(done) == ROUNDS, f"expected {ROUNDS} failover plans, journals say {done}"
+    assert_safe(*(result.checker for result in rounds))
 
 
 def test_etcd_leader_killed_during_a_failover_ends_with_one_plan(lab_dir: Path) -> None:
@@ -69,15 +75,20 @@ def test_etcd_leader_killed_during_a_failover_ends_with_one_plan(lab_dir: Path) 
     state = lab.load(lab_dir)
     writer = service_view(state)["writer"]
     since = time.time()
-    say(fault(lab_dir, writer, "crash"))
-    time.sleep(2.5)  # the fleet is about to decide: kill etcd's leader under it
-    leader = _etcd_leader(state)
-    os.kill(leader, 9)
-    say(f"etcd leader (pid {leader}) killed")
-    wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
-    time.sleep(3)
-    done = promotions_done(journals(lab.load(lab_dir), since))
-    assert len(done) == 1, f"plans ended ok: {done}"
+    with SafetyWatch(lab_dir) as watch:
+        say(fault(lab_dir, writer, "crash"))
+        time.sleep(2.5)  # the fleet is about to decide: kill etcd's leader under it
+        leader = _etcd_leader(state)
+        os.kill(leader, 9)
+        say(f"etcd leader (pid {leader}) killed")
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 60, "the failover")
+        time.sleep(3)
+        done = promotions_done(journals(lab.load(lab_dir), since))
+        assert len(done) == 1, f"plans ended ok: {done}"
+        say(heal(lab_dir, writer))
+        watch.finish(SETTLE)
+    _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
 
 
 def _etcd_leader(state: lab.LabState) -> int:
