@@ -229,7 +229,7 @@ def history(
 
 
 def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An operator's verb, run by the acting controller (see coordination.client)."""
+    """An operator's verb, run by the acting controller (see controller.client)."""
     try:
         return operator_request(_controllers(topo), lambda: fleet_key(topo), verb,
                                 {"by": "cli", **body})

@@ -41,7 +41,7 @@ def test_a_failing_pre_promote_hook_refuses_and_stops_the_plan(tmp_path: Path) -
             touched.write_text("yes")
             return "promoted"
 
-    journal = Journal(tmp_path / "journal.jsonl", source="us-west-2")
+    journal = Journal(tmp_path / "journal.db", source="us-west-2")
     outcome = Executor(journal).execute(PlanRun("p", 4, "app", [hook, Promote()]))
     assert outcome.outcome == "failed" and not touched.exists()
     [attempt] = [e for e in journal.entries() if e["kind"] == "step" and e["event"] == "start"]
