@@ -19,9 +19,9 @@
   the peer's connections to it still work (on loopback the answers go to 127.0.0.1
   and cannot be told apart), as behind a stateful firewall.
 
-A fault only injects and heal only removes what it injected: an old primary
-that comes back is fenced, rejoined or left alone by the controllers, never by
-the lab, or the lab would hide what the product fails to do.
+A fault only injects and heal only removes what it injected: whatever an old
+primary that comes back needs is the controllers' doing, never the lab's, or the
+lab would hide what the product fails to do.
 """
 
 from __future__ import annotations
