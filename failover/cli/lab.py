@@ -143,6 +143,9 @@ def drill(
                        "pause-controller | writer-partition (the writer cut off from one "
                        "region) | controller-crash | dns-down | switchover (repeatable); "
                        "default crash")] = None,
+    settle: Annotated[float, typer.Option(
+        "--settle", help="Seconds the fleet has after each fault's end before every region "
+                         "is asked whether it takes a write.")] = 20.0,
     json_out: JsonOption = False,
 ) -> None:
     """Inject faults into the writer region under a client workload; print what they cost."""
@@ -158,7 +161,8 @@ def drill(
                 + f", lost {result.lost}, split-brain writes {result.split_brain_writes}, "
                 f"duplicate keys {result.duplicate_keys}", highlight=False)
 
-    report = run_drill(lab_dir, kind or ["crash"], rounds, _progress, after_round=show_round)
+    report = run_drill(lab_dir, kind or ["crash"], rounds, _progress, after_round=show_round,
+                       settle=settle)
     # A long drill's figures must outlive a scrolled-away or squeezed terminal.
     saved = lab_dir / "drills" / f"drill-{time.strftime('%Y%m%dT%H%M%S')}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +184,9 @@ def _print_drill(report: dict[str, Any]) -> None:
 
     table = Table(title="failover lab drill (median / p99)")
     for column in ("kind", "rounds", "failovers", "detection", "RTO (TTL)", "DNS flip",
-                   "write pause", "acked", "lost", "split-brain", "dup keys", "false failovers"):
+                   "write pause", "acked", "lost (DNS client / checker)", "split-brain",
+                   "dup keys", "false failovers", "writable after", "DNS = record after end",
+                   "run twice"):
         table.add_column(column)
 
     def pair(figures: dict[str, float | None]) -> str:
@@ -189,8 +195,21 @@ def _print_drill(report: dict[str, Any]) -> None:
     for kind, k in report["kinds"].items():
         table.add_row(kind, str(k["rounds"]), str(k["failovers"]), pair(k["detection_s"]),
                       f"{pair(k['rto_s'])} (TTL {k['ttl_s']} s)", pair(k["dns_flip_s"]),
-                      pair(k["write_pause_s"]), str(k["acknowledged"]), str(k["lost"]),
+                      pair(k["write_pause_s"]), str(k["acknowledged"]),
+                      f"{k['lost']} / {_count(k['lost_acknowledged'])}",
                       str(k["split_brain_writes"]),
-                      str(k["duplicate_keys"]), str(k["false_failovers"]))
-    # Twelve columns: wider than a default 80-column pipe, and squeezed figures are unreadable.
-    Console(width=max(console.width, 170)).print(table)
+                      str(k["duplicate_keys"]), str(k["false_failovers"]),
+                      _span(k["writable_regions_after"]),
+                      f"{pair(k['dns_converged_s'])}, {k['dns_disagreeing_at_end']} not at the end",
+                      _count(k["plans_run_twice"]))
+    # Fifteen columns: wider than a default 80-column pipe, and squeezed figures are unreadable.
+    Console(width=max(console.width, 220)).print(table)
+
+
+def _count(value: int | None) -> str:
+    return "not measured" if value is None else str(value)
+
+
+def _span(figures: dict[str, int | None]) -> str:
+    low, high = figures["min"], figures["max"]
+    return "-" if low is None else str(low) if low == high else f"{low}-{high}"

@@ -22,7 +22,6 @@ a write at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import statistics
 import time
@@ -39,9 +38,10 @@ import psycopg
 from psycopg import errors as pgerrors
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from failover.controller.client import ControllerUnreachable, call, send_operator
+from failover.controller.client import send_operator
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
+from failover.lab.audit import DnsAgreement, journals, plans_run_twice
 from failover.lab.build import service_view, wait_healthy
 from failover.lab.checker import CheckReport, SafetyWatch
 from failover.lab.faults import fault, heal
@@ -166,17 +166,12 @@ def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
                   {"service": state.service.name, "region": target, "by": "drill"}, timeout=60)
 
 
-def _detection(state: lab.LabState, key: bytes, writer: str, since: float) -> float | None:
+def _detection(journals: dict[str, list[dict[str, Any]]], writer: str,
+               since: float) -> float | None:
     """The earliest DOWN verdict on `writer` after `since`, in any reachable journal."""
-    times = []
-    for region in state.regions:
-        with contextlib.suppress(ControllerUnreachable):
-            reply = call(region.controller_url, "GET", "/v1/journal", key=key,
-                         query=f"since={since}", timeout=5)
-            if isinstance(reply.body, dict):
-                times += [e["ts"] for e in reply.body.get("entries", [])
-                          if e.get("kind") == "verdict" and e.get("target") == writer
-                          and e.get("verdict") == "DOWN"]
+    times = [e["ts"] for entries in journals.values() for e in entries
+             if e.get("kind") == "verdict" and e.get("target") == writer
+             and e.get("verdict") == "DOWN"]
     return min(times) - since if times else None
 
 
@@ -204,6 +199,10 @@ class RoundResult:
     indeterminate: int | None = None
     writable_regions_after: int | None = None
     checker: dict[str, Any] | None = None  # its whole report
+    # From the fault's end to the last moment DNS answered other than the fleet record.
+    dns_converged_s: float | None = None
+    dns_agrees_at_end: bool | None = None
+    plans_run_twice: list[str] | None = None  # plans or epochs more than one controller ran
 
 
 def _longest_gap(log: WriteLog, since: float) -> float | None:
@@ -291,8 +290,14 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         for region, lab_kind, peer in injected:
             progress(f"round {round_no}: healing {lab_kind} of {region}")
             heal(lab_dir, region, lab_kind, peer=peer)
+        agreement = DnsAgreement(state)
+        agreement.start()
         progress(f"round {round_no}: {settle:g} s to settle, then a write to every region")
         watch.finish(settle)
+        dns = agreement.stop()
+    if dns.last_disagreement is not None:
+        progress(f"round {round_no}: DNS last disagreed with the fleet record "
+                 f"{dns.converged_s:.2f} s after the fault's end: {dns.last_disagreement}")
     after = service_view(lab.load(lab_dir))
     new_writer = after["writer"]
     failed_over = new_writer != old_writer
@@ -305,10 +310,14 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         rejoin(lab_dir, old_writer, new_writer, f"round-{round_no}", progress)
     check = watch.report()  # after the rejoin: it lists what the old writer set aside
     progress(f"round {round_no}: {_checked(check)}")
+    journal = journals(state, key, t0 - BASELINE)
+    twice = plans_run_twice(journal)
+    for line in twice:
+        progress(f"round {round_no}: run twice: {line}")
     return RoundResult(
         kind=kind, round=round_no, old_writer=old_writer,
         new_writer=new_writer if failed_over else None, failed_over=failed_over,
-        detection_s=_detection(state, key, old_writer, t0) if failed_over else None,
+        detection_s=_detection(journal, old_writer, t0) if failed_over else None,
         rto_s=(first_new - t0) if first_new is not None and failed_over else None,
         dns_flip_s=(dns_flip - t0) if dns_flip is not None else None,
         acknowledged=len(log.acks), lost=lost, split_brain_writes=check.split_brain_writes,
@@ -319,6 +328,8 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         write_pause_s=_longest_gap(log, t0),
         lost_acknowledged=check.lost_acknowledged, indeterminate=check.indeterminate,
         writable_regions_after=check.writable_regions_after, checker=check.to_dict(),
+        dns_converged_s=dns.converged_s, dns_agrees_at_end=dns.agrees_at_end,
+        plans_run_twice=twice,
     )
 
 
@@ -380,6 +391,11 @@ def summarise(results: list[RoundResult]) -> dict[str, Any]:
             "lost_acknowledged": _total([r.lost_acknowledged for r in rounds]),
             "indeterminate": _total([r.indeterminate for r in rounds]),
             "writable_regions_after": _range([r.writable_regions_after for r in rounds]),
+            "dns_converged_s": _stats([r.dns_converged_s for r in rounds
+                                       if r.dns_converged_s is not None]),
+            "dns_disagreeing_at_end": sum(r.dns_agrees_at_end is False for r in rounds),
+            "plans_run_twice": _total([None if r.plans_run_twice is None
+                                       else len(r.plans_run_twice) for r in rounds]),
         }
     return {"kinds": kinds, "rounds": [asdict(r) for r in results]}
 
@@ -392,6 +408,8 @@ def drill(lab_dir: Path, kinds: list[str], rounds: int, progress: Progress,
         raise UserError(f"--kind: {', '.join(unknown)}: use {', '.join(KINDS)}")
     if rounds < 1:
         raise UserError("--rounds: at least 1")
+    if not settle > 0:  # NaN too
+        raise UserError("--settle: a positive number of seconds (20 is the safety bar)")
     results = []
     number = int(time.time()) % 100_000 * 100  # distinct rounds across drills
     for kind in kinds:

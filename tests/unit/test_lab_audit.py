@@ -1,0 +1,34 @@
+"""The drill's audit of journals: a plan or an epoch carried out by two controllers."""
+
+from failover.lab.audit import plans_run_twice
+
+
+def _step(plan: str, step: str, epoch: int, outcome: str = "ok") -> dict[str, object]:
+    return {"kind": "step", "event": "end", "plan_id": plan, "step": step, "epoch": epoch,
+            "outcome": outcome}
+
+
+def test_one_executor_per_plan_and_epoch_is_clean() -> None:
+    journals = {
+        "us-west-2": [_step("app-e3-aa", "claim epoch 3 and wait until us-east-1 takes no writes", 3),
+                      _step("app-e3-aa", "record us-west-2 as the writer of app", 3)],
+        "eu-west-1": [_step("app-e3-fence-eu-west-1-1", "fence eu-west-1", 3)],
+        "us-east-1": [_step("app-e2-bb", "record us-east-1 as the writer of app", 2, "error")],
+    }
+    assert plans_run_twice(journals) == []
+
+
+def test_the_same_plan_finished_by_two_controllers_is_reported() -> None:
+    journals = {
+        "us-west-2": [_step("app-e3-aa", "point app.lab.test. at us-west-2", 3)],
+        "eu-west-1": [_step("app-e3-aa", "point app.lab.test. at us-west-2", 3)],
+    }
+    assert plans_run_twice(journals) == ["plan app-e3-aa: steps finished by eu-west-1, us-west-2"]
+
+
+def test_one_epoch_promoted_by_two_controllers_under_different_plans_is_reported() -> None:
+    journals = {
+        "us-west-2": [_step("app-e3-aa", "claim epoch 3 and wait until us-east-1 takes no writes", 3)],
+        "eu-west-1": [_step("app-e3-cc", "record eu-west-1 as the writer of app", 3)],
+    }
+    assert plans_run_twice(journals) == ["epoch 3: promoted by eu-west-1, us-west-2"]
