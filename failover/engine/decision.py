@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
-from failover.engine.model import ClusterState, Observation, Policy
+from failover.engine.model import ClusterState, Health, Observation, Policy
 from failover.engine.planner import (
     Context,
     Positions,
@@ -72,7 +72,11 @@ def decide(
     views = ReplicationViews(latest.values(), now - policy.observation_max_age)
     positions = writer_positions(latest.values(), ((s.writer, s.service) for s in state.services
                                                    if s.writer is not None), known_positions)
-    ctx = Context.build(now, verdicts, views, policy, positions)
+    cutoff = now - policy.observation_max_age
+    reached = frozenset(target for (observer, target), seen in latest.items()
+                        if observer == me and seen.health is Health.HEALTHY
+                        and seen.observed_at >= cutoff)
+    ctx = Context.build(now, verdicts, views, policy, positions, reached)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

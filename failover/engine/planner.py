@@ -121,6 +121,10 @@ class Context:
     views: ReplicationViews
     priority: dict[str, int]
     positions: Positions
+    # The regions the deciding controller's own latest fresh probe found healthy. Only it
+    # runs a promotion it plans, and it must reach the target's database to do so: a region
+    # UP by the quorum but cut off from it (a partial partition) is no target of its plans.
+    reached: frozenset[str]
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
 
@@ -129,13 +133,13 @@ class Context:
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              policy: Policy, positions: Positions) -> Context:
+              policy: Policy, positions: Positions, reached: frozenset[str]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
-            views=views, priority=policy.priority, positions=positions,
+            views=views, priority=policy.priority, positions=positions, reached=reached,
         )
 
 
@@ -204,13 +208,16 @@ def _failover(
     # ranked by applied position, then the freshest heartbeat, then
     # priority, then name.
     subscribers: list[str] = []
+    out_of_reach: list[str] = []
     best: tuple[tuple[float, float, int, str], Replication] | None = None
     for region in sorted(policy.regions - ctx.down - {writer}):
         replication = ctx.views.of(region, service)
         if replication is None or not _is_subscriber(replication):
             continue
         subscribers.append(region)
-        if region in ctx.up:
+        if region in ctx.up and region not in ctx.reached:
+            out_of_reach.append(region)
+        elif region in ctx.up:
             applied, lag_seconds = replication.applied_lsn, replication.lag_seconds
             rank = (-applied if applied is not None else math.inf,
                     lag_seconds if lag_seconds is not None else math.inf,
@@ -218,9 +225,11 @@ def _failover(
             if best is None or rank < best[0]:
                 best = (rank, replication)
     if best is None:
+        unreached = (f" that this controller reaches ({', '.join(out_of_reach)} cannot be "
+                     "reached from here)" if out_of_reach else "")
         return [NoOp(service, epoch,
-                     f"writer {writer} is DOWN but no UP region holds an unfenced subscriber; "
-                     f"{writer} keeps the writer role")], writer
+                     f"writer {writer} is DOWN but no UP region holds an unfenced subscriber"
+                     f"{unreached}; {writer} keeps the writer role")], writer
     target, replication = best[0][3], best[1]
     problems = _lag_problems(replication, policy, ctx.writer_position(writer, service))
     figures = _describe_lag(replication)

@@ -330,6 +330,39 @@ def test_equal_candidates_are_broken_by_name() -> None:
     assert isinstance(plan.actions[1], PromoteSubscriber) and plan.actions[1].region == "b"
 
 
+def test_the_target_is_one_the_executor_reaches_itself() -> None:
+    """A partial partition: south is UP by the quorum and holds the most data, but the
+    link between west (the executor) and south is cut. West cannot promote what it cannot
+    reach, so it promotes itself; south, planning from its own view, would pick itself."""
+    five = {"east": 50, "west": 40, "south": 30, "north": 20, "central": 10}
+    health = {"east": DOWN, "west": UP, "south": UP, "north": UP, "central": UP}
+    roles = {"east": [primary()], "west": [sub(lsn=900)], "south": [sub(lsn=1000)],
+             "north": [sub(lsn=800)], "central": [sub(lsn=800)]}
+    observations = [o for o in reports(health, roles, observers=five)
+                    if {o.observer, o.target} != {"west", "south"}]
+    observations += [Observation("west", "south", DOWN, 3, NOW - 1),
+                     Observation("south", "west", DOWN, 3, NOW - 1)]
+    policy = make_policy(five)
+    decision = decide(observations, one_service(readers=five), policy, NOW, "west")
+    assert decision.executes
+    promote = decision.plan.actions[1]
+    assert isinstance(promote, PromoteSubscriber) and promote.region == "west"
+    from_south = decide(observations, one_service(readers=five), policy, NOW, "south").plan
+    assert isinstance(from_south.actions[1], PromoteSubscriber)
+    assert from_south.actions[1].region == "south"
+
+
+def test_no_target_when_the_executor_reaches_no_up_subscriber() -> None:
+    roles = {"east": [primary()], "west": [sub(lsn=900)], "south": [sub(lsn=1000)]}
+    observations = [o for o in reports(EAST_DOWN, roles)
+                    if not (o.observer == "south" and o.target in ("west", "south"))]
+    observations += [Observation("south", "west", DOWN, 3, NOW - 1),
+                     Observation("south", "south", Health.UNKNOWN, 3, NOW - 1)]
+    plan = decide(observations, one_service(), make_policy(), NOW, "south").plan
+    assert kinds(plan)[0] == "NoOp"
+    assert "(south, west cannot be reached from here)" in plan.actions[0].reason
+
+
 def test_only_up_unfenced_subscribers_are_targets() -> None:
     health = {"east": DOWN, "west": UP, "south": UP}
     roles = {"west": [sub(fenced=True)], "south": [primary()]}  # south: a stray second primary
