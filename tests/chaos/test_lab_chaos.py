@@ -12,6 +12,8 @@ file on one worker). Rounds per scenario: FAILOVER_CHAOS_ROUNDS (default 3).
 from __future__ import annotations
 
 import os
+import pwd
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.checker import SafetyWatch
 from failover.lab.drill import SETTLE, RoundResult, drill, rejoin
 from failover.lab.faults import fault, heal
+from failover.lab.launch import region_server
 from failover.lab.unprivileged import region_user
 from failover.lab.writers import probe_writable
 from failover.topology import load_topology
@@ -293,6 +296,77 @@ def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path
     time.sleep(3)
     assert service_view(lab.load(lab_dir))["writer"] == writer
     assert_safe(*(result["checker"] for result in report["rounds"]))
+
+
+def _as_region_user(state: lab.LabState, region: str, *command: str) -> None:
+    """`command` as the region's PostgreSQL user, as its init system would run it."""
+    subprocess.run(["runuser", "-u", state.region(region).user, "--", *command], check=True,
+                   capture_output=True, text=True, timeout=90)
+
+
+def _supervisor_start(lab_dir: Path, region: str) -> None:
+    """`pg_ctl start` as the server's user, retried as systemd's Restart= would: it is
+    refused while the killed postmaster's PID still exists (a zombie not yet reaped)."""
+    state = lab.load(lab_dir)
+    server = region_server(state.region(region))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _as_region_user(state, region, str(server.bindir / "pg_ctl"), "start", "--wait",
+                            "-D", str(server.datadir), "-l", str(server.logfile))
+            break
+        except subprocess.CalledProcessError as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pg_ctl start kept failing: {exc.stderr}") from exc
+            time.sleep(1)
+    # The lab's own bookkeeping, so that later tests find the server it started.
+    current = lab.load(lab_dir)
+    current.region(region).postmaster_pid = int(
+        (server.datadir / "postmaster.pid").read_text().split()[0])
+    lab.save(current, lab_dir)
+
+
+def test_an_old_writer_started_again_by_its_supervisor_takes_no_writes(lab_dir: Path) -> None:
+    """The first case of the one-writer issue, with plain tools: the writer's PostgreSQL
+    is killed, the fleet fails over, and the old server is started again with `pg_ctl`
+    as its user, not through the lab. Its controller, and no lab verb, keeps it fenced."""
+    state = lab.load(lab_dir)
+    old = service_view(state)["writer"]
+    with SafetyWatch(lab_dir) as watch:
+        subprocess.run(["pkill", "-KILL", "-u", state.region(old).user, "-x", "postgres"],
+                       check=True, timeout=10)
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != old, 40, "the promotion")
+        _supervisor_start(lab_dir, old)
+        watch.finish(SETTLE)
+    status = service_view(lab.load(lab_dir))["replication"][old]
+    assert status["role"] != "primary" or status["fenced"], f"{old} shows as {status}"
+    _rejoin(lab_dir, old)
+    assert_safe(watch.report())
+
+
+def test_a_firewall_rule_on_the_writers_database_port_leaves_one_writer(lab_dir: Path) -> None:
+    """The second case, with plain iptables in the OUTPUT chain (not the lab's rules):
+    the writer's database port is cut off from the other regions' processes while its
+    controller is still heard; the rule is removed after the failover."""
+    state = lab.load(lab_dir)
+    old = service_view(state)["writer"]
+    writer = state.region(old)
+    rules = [["OUTPUT", "-d", writer.address, "-p", "tcp", "--dport", str(writer.pg_port),
+              "-m", "owner", "--gid-owner", str(pwd.getpwnam(other.user).pw_gid), "-j", "DROP"]
+             for other in state.regions if other.name != old]
+    with SafetyWatch(lab_dir) as watch:
+        try:
+            for rule in rules:
+                subprocess.run(["iptables", "-w", "5", "-I", *rule], check=True, timeout=10)
+            wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != old, 40,
+                     "the promotion")
+            time.sleep(5)  # the old writer's clients keep trying while the rule holds
+        finally:
+            for rule in rules:
+                subprocess.run(["iptables", "-w", "5", "-D", *rule], check=False, timeout=10)
+        watch.finish(SETTLE)
+    _rejoin(lab_dir, old)
+    assert_safe(watch.report())
 
 
 def test_an_application_session_cannot_write_where_the_writer_is_not(lab_dir: Path) -> None:
