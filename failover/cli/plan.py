@@ -16,6 +16,7 @@ from failover.cli.common import JsonOption, TopologyOption, console, print_json
 from failover.engine import (
     Action,
     AddReader,
+    ConfirmWriter,
     Decision,
     FenceRegion,
     PromoteSubscriber,
@@ -116,6 +117,6 @@ def _where(action: Action) -> str:
         return f"{', '.join(action.subscribers)} -> {action.publisher}"
     if isinstance(action, SetDnsWriter):
         return f"{action.from_region} -> {action.to_region}"
-    if isinstance(action, AddReader | RemoveReader | UnfenceWriter):
+    if isinstance(action, AddReader | RemoveReader | UnfenceWriter | ConfirmWriter):
         return action.region
     return "-"

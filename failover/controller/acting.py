@@ -26,8 +26,8 @@ from failover.engine import (
     FenceRegion,
     Observation,
     Plan,
-    PromoteSubscriber,
     SetDnsWriter,
+    WriterClaim,
 )
 from failover.engine.lease import lease_end
 from failover.engine.serialize import action_from_dict, plan_as_dict, stable_plan_id
@@ -139,12 +139,13 @@ class PlanRunner:
         return outcome
 
     def _plan_id(self, service: str, actions: Sequence[Action], decided_at: float) -> str:
-        """A promotion keeps its stable id once it ended ok, so that the same failover, decided
-        again before its record has spread, is seen done and never run twice. Any other plan
+        """A promotion (or a writer's confirmation) keeps its stable id once it ended ok, so
+        that the same failover, decided again before its record has spread, is seen done and
+        never run twice. Any other plan
         (fences, unfences, reader and DNS repairs) converges the world back to the record and
         must run again when the world drifts again, though its actions look the same."""
         stable = stable_plan_id(service, actions)
-        if any(isinstance(action, PromoteSubscriber) for action in actions):
+        if any(isinstance(action, WriterClaim) for action in actions):
             return self.journal.attempt_id(stable)
         return f"{stable}-{int(decided_at * 1000)}"
 
@@ -169,15 +170,19 @@ class PlanRunner:
 
     # PlanHooks: called by steps from the executor's thread.
 
-    def promoted(self, action: PromoteSubscriber, decided_at: float) -> str:
+    def promoted(self, action: WriterClaim, decided_at: float) -> str:
         """Record the new writer before DNS moves; a record that cannot be written stops the
         plan there, so that DNS never points at a writer the fleet does not record."""
         assert self._loop is not None
         held = self.coordinator.records().get(action.service)
         if held is not None and held.epoch > action.epoch:
             raise SafetyRefusal(f"the fleet records {held.writer} at epoch {held.epoch} already: "
-                                f"this promotion at epoch {action.epoch} is superseded")
-        record = to_store(held, promoted(held, action, decided_at))
+                                f"this plan at epoch {action.epoch} is superseded")
+        wanted = promoted(held, action, decided_at)
+        if wanted is None:
+            raise SafetyRefusal(f"the fleet records {held.writer if held else 'no writer'} now, "
+                                f"not {action.region}: its confirmation is superseded")
+        record = to_store(held, wanted)
         if record is not None:
             try:
                 asyncio.run_coroutine_threadsafe(self.coordinator.put_record(record),
@@ -193,7 +198,7 @@ class PlanRunner:
             await self.run_actions(fence.service, [fence], now, plan_id=(
                 f"{fence.service}-e{fence.epoch}-fence-{fence.region}-{int(now * 1000)}"))
 
-    def claim(self, action: PromoteSubscriber) -> Claim:
+    def claim(self, action: WriterClaim) -> Claim:
         assert self._loop is not None
         claim = asyncio.run_coroutine_threadsafe(
             self.coordinator.claim(action.service, action.epoch, action.region,
@@ -204,7 +209,7 @@ class PlanRunner:
                                 f"{claim.reason}")
         return claim
 
-    def first_lease(self, action: PromoteSubscriber) -> float:
+    def first_lease(self, action: WriterClaim) -> float:
         assert self._loop is not None
 
         async def vouching() -> tuple[list[Observation], frozenset[str]]:
@@ -284,7 +289,7 @@ class PlanRunner:
                 continue
             held = records.get(service)
             epoch = int(record.get("epoch") or 0)
-            if any(isinstance(a, PromoteSubscriber) for a in actions) and held is not None \
+            if any(isinstance(a, WriterClaim) for a in actions) and held is not None \
                     and held.epoch >= epoch:
                 # Another controller finished this failover while this one was down.
                 self.journal.append(PLAN, event="end", plan_id=progress.plan_id, epoch=epoch,

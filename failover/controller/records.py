@@ -14,11 +14,12 @@ from dataclasses import replace
 from failover.coordination.base import ServiceRecord, cluster_state
 from failover.engine import (
     ClusterState,
+    ConfirmWriter,
     Observation,
     Plan,
-    PromoteSubscriber,
     Role,
     SetDnsWriter,
+    WriterClaim,
     apply_plan,
 )
 
@@ -106,9 +107,15 @@ def writer_record_repair(record: ServiceRecord, seen: frozenset[str] | None,
                         f"records {record.writer} at epoch {record.epoch}: repair it")
 
 
-def promoted(held: ServiceRecord | None, action: PromoteSubscriber,
-             decided_at: float) -> ServiceRecord:
-    """The record once `action`'s target is writable: recorded at once, before DNS moves."""
+def promoted(held: ServiceRecord | None, action: WriterClaim,
+             decided_at: float) -> ServiceRecord | None:
+    """The record once `action`'s region is writable at its epoch: recorded at once, before
+    DNS moves. None for a confirmation of a writer the fleet no longer records (a promotion
+    finished meanwhile): the confirmation must not undo it."""
+    if isinstance(action, ConfirmWriter):
+        if held is None or held.writer != action.region:
+            return None
+        return replace(held, epoch=action.epoch)
     return ServiceRecord(action.service, action.region, action.epoch, decided_at,
                          held.paused if held is not None else False,
                          held.readers if held is not None else ())

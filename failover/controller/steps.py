@@ -27,6 +27,7 @@ from failover.dns.records import RecordKey, RecordSet, rtype_for_address
 from failover.engine import (
     Action,
     AddReader,
+    ConfirmWriter,
     FenceRegion,
     NoOp,
     PromoteSubscriber,
@@ -35,13 +36,14 @@ from failover.engine import (
     RepointSubscribers,
     SetDnsWriter,
     UnfenceWriter,
+    WriterClaim,
 )
 from failover.engine.serialize import plan_as_dict
-from failover.errors import ConflictError, SafetyRefusal
+from failover.errors import ConflictError, FailoverError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.lease import lease_state
-from failover.postgres.promote import promotion_steps, repoint_step
+from failover.postgres.promote import promotion_steps, repoint_step, take_writer_role_step
 from failover.postgres.rejoin import RejoinSteps, rejoin_steps
 from failover.postgres.steps import WriterChange
 from failover.postgres.switchover import switchover_steps
@@ -80,7 +82,7 @@ class BestEffort:
 class PlanHooks(Protocol):
     """What the controller does at two points of a plan."""
 
-    def promoted(self, action: PromoteSubscriber, decided_at: float) -> str:
+    def promoted(self, action: WriterClaim, decided_at: float) -> str:
         """The new writer is writable: record it with the fleet at once (heartbeats, status)."""
         ...
 
@@ -88,16 +90,16 @@ class PlanHooks(Protocol):
         """The writer record could not be moved now: keep retrying it after the plan."""
         ...
 
-    def claim(self, action: PromoteSubscriber) -> Claim:
+    def claim(self, action: WriterClaim) -> Claim:
         """Claim the promotion's epoch on a majority (SafetyRefusal when it is not granted)."""
         ...
 
-    def first_lease(self, action: PromoteSubscriber) -> float:
+    def first_lease(self, action: WriterClaim) -> float:
         """How far the quorum vouches for the new writer now: its first lease ends there."""
         ...
 
 
-def claim_step(action: PromoteSubscriber, db: ServiceDatabases, hooks: PlanHooks) -> Step:
+def claim_step(action: WriterClaim, db: ServiceDatabases, hooks: PlanHooks) -> Step:
     """Right before the target becomes writable: claim the epoch (again, for a resumed plan:
     the same claimant is granted it again) and wait until the old writer takes no writes,
     which its database confirms when reachable, or its lease's end proves."""
@@ -119,7 +121,9 @@ def claim_step(action: PromoteSubscriber, db: ServiceDatabases, hooks: PlanHooks
         time.sleep(max(0.0, left))
         return f"{claim.reason}; waited {max(0.0, left):.2f}s for {old}'s lease to end"
 
-    return CallStep(f"claim epoch {action.epoch} and wait until {old} takes no writes", run)
+    waited = ("any region a stalled claim named" if isinstance(action, ConfirmWriter)
+              else old)
+    return CallStep(f"claim epoch {action.epoch} and wait until {waited} takes no writes", run)
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,17 @@ class StepFactory:
                         if self.hooks is not None:
                             out.append(self._record_step(action, decided_at, self.hooks))
                         late += change.after
+                    case ConfirmWriter():
+                        if self.hooks is None:
+                            raise FailoverError("confirming the writer at a new epoch needs "
+                                                "the fleet's claim: only a controller does it")
+                        db = databases(action.service)
+                        out += [claim_step(action, db, self.hooks),
+                                take_writer_role_step(db, action.region, action.epoch,
+                                                      lease_ttl=UNFENCE_LEASE,
+                                                      lease_until=partial(
+                                                          self.hooks.first_lease, action)),
+                                self._record_step(action, decided_at, self.hooks)]
                     case RejoinRegion():
                         out += self._rejoin(databases(action.service), action).steps
                     case RepointSubscribers():
@@ -338,7 +353,7 @@ class StepFactory:
         return rejoin_steps(db, action.region, lost_file=lost_file)
 
     @staticmethod
-    def _record_step(action: PromoteSubscriber, decided_at: float, hooks: PlanHooks) -> Step:
+    def _record_step(action: WriterClaim, decided_at: float, hooks: PlanHooks) -> Step:
         return CallStep(f"record {action.region} as the writer of {action.service}",
                         lambda: hooks.promoted(action, decided_at))
 

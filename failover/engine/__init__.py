@@ -6,6 +6,7 @@ No I/O, no clock, no randomness: callers pass `now` and everything else.
 from failover.engine.actions import (
     Action,
     AddReader,
+    ConfirmWriter,
     FenceRegion,
     NoOp,
     Plan,
@@ -15,6 +16,7 @@ from failover.engine.actions import (
     RepointSubscribers,
     SetDnsWriter,
     UnfenceWriter,
+    WriterClaim,
 )
 from failover.engine.apply import StaleEpoch, apply_plan
 from failover.engine.decision import Decision, decide
@@ -36,6 +38,7 @@ __all__ = [
     "Action",
     "AddReader",
     "ClusterState",
+    "ConfirmWriter",
     "Decision",
     "FenceRegion",
     "Health",
@@ -58,6 +61,7 @@ __all__ = [
     "UnfenceWriter",
     "Verdict",
     "Vote",
+    "WriterClaim",
     "apply_plan",
     "choose_executor",
     "decide",

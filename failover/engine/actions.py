@@ -53,6 +53,27 @@ class PromoteSubscriber:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmWriter:
+    """Claim a new epoch for the writer the fleet records, which keeps its role.
+
+    A higher epoch was claimed for a promotion that never finished (its executor died
+    between the claim and the promotion, or the writer recovered first); the observers
+    that promised that epoch no longer vouch for the writer's lease, so it would take no
+    writes for good. Claimed and recorded at `epoch`, the writer is vouched for again."""
+
+    service: str
+    epoch: int
+    region: str
+    reason: str
+
+    @property
+    def previous_writer(self) -> str:
+        """Whose lease the claim waits out: the writer itself (and any region the stalled
+        claim named, which the acceptors report)."""
+        return self.region
+
+
+@dataclass(frozen=True, slots=True)
 class RejoinRegion:
     """Make the fenced former writer `region` a subscriber of the current writer again,
     listing the transactions it took that the fleet never received."""
@@ -109,10 +130,14 @@ class NoOp:
 
 
 Action = (
-    FenceRegion | UnfenceWriter | PromoteSubscriber | RejoinRegion | RepointSubscribers
+    FenceRegion | UnfenceWriter | PromoteSubscriber | ConfirmWriter | RejoinRegion
+    | RepointSubscribers
     | SetDnsWriter | AddReader | RemoveReader
     | NoOp
 )
+
+# The actions that claim an epoch for a writer on a majority before it takes writes at it.
+WriterClaim = PromoteSubscriber | ConfirmWriter
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from failover.engine.actions import (
     AddReader,
+    ConfirmWriter,
     NoOp,
     Plan,
     PromoteSubscriber,
@@ -29,12 +30,14 @@ def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
         if action.epoch < current.epoch:
             raise StaleEpoch(f"{type(action).__name__} for {action.service} carries epoch "
                              f"{action.epoch} < recorded {current.epoch}")
+        if isinstance(action, PromoteSubscriber | ConfirmWriter) and action.epoch == current.epoch:
+            raise StaleEpoch(f"{type(action).__name__} of {action.region} for {action.service} "
+                             f"reuses epoch {action.epoch}")
         if isinstance(action, PromoteSubscriber):
-            if action.epoch == current.epoch:
-                raise StaleEpoch(f"promotion of {action.region} for {action.service} reuses "
-                                 f"epoch {action.epoch}")
             current = replace(current, writer=action.region, epoch=action.epoch,
                               last_failover_at=plan.decided_at)
+        elif isinstance(action, ConfirmWriter):
+            current = replace(current, epoch=action.epoch)
         elif isinstance(action, SetDnsWriter):
             current = replace(current, writer=action.to_region)
         elif isinstance(action, AddReader):

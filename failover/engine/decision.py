@@ -76,7 +76,7 @@ def decide(
     reached = frozenset(target for (observer, target), seen in latest.items()
                         if observer == me and seen.health is Health.HEALTHY
                         and seen.observed_at >= cutoff)
-    ctx = Context.build(now, verdicts, views, policy, positions, reached)
+    ctx = Context.build(now, verdicts, views, policy, positions, reached=reached)
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from failover.engine.actions import (
     Action,
     AddReader,
+    ConfirmWriter,
     FenceRegion,
     NoOp,
     PromoteSubscriber,
@@ -133,7 +134,7 @@ class Context:
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              policy: Policy, positions: Positions, reached: frozenset[str]) -> Context:
+              policy: Policy, positions: Positions, *, reached: frozenset[str]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
@@ -353,13 +354,23 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
         actions, writer = _failover(policy, state, writer, ctx)
     elif verdict is Verdict.UP:
         own = ctx.views.of(writer, service)
-        if (own is not None and own.role is Role.PRIMARY and own.fenced
+        if (own is not None and own.role is Role.PRIMARY and own.epoch is not None
+                and own.epoch < epoch):
+            # `epoch` is raised to the highest epoch claimed: a promotion claimed it and
+            # never finished, and its acceptors no longer vouch for the writer at its own.
+            actions.append(ConfirmWriter(
+                service, epoch + 1, writer,
+                f"writer {writer} is UP at epoch {own.epoch} but epoch {epoch} was claimed "
+                "for a promotion that never finished: claim the next one for the writer, "
+                "so that its lease is vouched for again"))
+        elif (own is not None and own.role is Role.PRIMARY and own.fenced
                 and own.epoch == epoch):
             actions.append(UnfenceWriter(
                 service, epoch, writer,
                 f"writer {writer} is UP and fenced at the recorded epoch {epoch}, no other writer "
                 "was promoted: it fenced itself while cut off, and the fleet hears it again"))
-    plan_epoch = epoch + 1 if writer != state.writer else epoch
+    claims = writer != state.writer or any(isinstance(a, ConfirmWriter) for a in actions)
+    plan_epoch = epoch + 1 if claims else epoch
     fenced = {a.region for a in actions if isinstance(a, FenceRegion)}
     # Level-triggered: whatever left another primary behind (a crash between steps, a
     # server restarted by its supervisor), it is fenced on the next evaluation. Its own

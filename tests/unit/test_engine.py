@@ -16,6 +16,7 @@ import pytest
 from failover.engine import (
     AddReader,
     ClusterState,
+    ConfirmWriter,
     FenceRegion,
     Health,
     NoOp,
@@ -561,6 +562,27 @@ def test_a_self_fenced_writer_heard_again_is_unfenced_at_the_same_epoch() -> Non
                       NOW, "west")
     [unfence] = [a for a in decision.plan.actions if isinstance(a, UnfenceWriter)]
     assert (unfence.region, unfence.epoch) == ("east", 3)
+
+
+def test_a_writer_left_below_a_stalled_claim_is_confirmed_at_the_next_epoch() -> None:
+    """Epoch 4 was claimed for a promotion whose executor died before promoting (the state
+    the engine gets is raised to it); the writer east is UP at its own epoch 3."""
+    roles = {"east": [primary(epoch=3)], "west": [sub(epoch=3)], "south": [sub(epoch=3)]}
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service("east", epoch=4), make_policy(),
+                  NOW, "west").plan
+    [confirm] = [a for a in plan.actions if isinstance(a, ConfirmWriter)]
+    assert (confirm.region, confirm.epoch) == ("east", 5)
+    assert not any(isinstance(a, PromoteSubscriber | FenceRegion) for a in plan.actions)
+    assert all(a.epoch == 5 for a in plan.changes())
+
+
+@pytest.mark.parametrize("case", ["writer down", "same epoch", "paused"])
+def test_no_confirmation_without_a_stalled_claim_under_an_up_writer(case: str) -> None:
+    health = EAST_DOWN if case == "writer down" else HEALTHY_FLEET
+    state = one_service("east", epoch=3 if case == "same epoch" else 4, paused=case == "paused")
+    roles = {"east": [primary(epoch=3)], "west": [sub(epoch=3)], "south": [sub(epoch=3)]}
+    plan = decide(reports(health, roles), state, make_policy(), NOW, "west").plan
+    assert not any(isinstance(a, ConfirmWriter) for a in plan.actions)
 
 
 @pytest.mark.parametrize("case", ["newer epoch elsewhere", "paused", "not a primary"])

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from failover.engine import (
     ClusterState,
+    ConfirmWriter,
     Decision,
     FenceRegion,
     Health,
@@ -95,6 +96,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         for service in services
     )
     writers = {s.service: s.writer for s in states}
+    epochs = {s.service: s.epoch for s in states}
 
     # Per scenario how often a vote is stale (from a healthy fleet to a
     # partition), and per region whether it is alive and keeps up.
@@ -120,7 +122,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     role = rng.choice(list(Role))
                 lag_ok = keeps_up[target] or rng.random() < 0.2
                 replications.append(Replication(
-                    service, role, fenced=rng.random() < 0.05, epoch=None,
+                    service, role, fenced=rng.random() < 0.05,
+                    # Below the state's epoch: a claim above the writer's own never finished.
+                    epoch=rng.choice([None, epochs[service], epochs[service],
+                                      max(0, epochs[service] - 1)]),
                     applied_lsn=rng.choice([None, 0, 1, 2, 3]),
                     lag_bytes=rng.choice(LAG_BYTES_OK if lag_ok else LAG_BYTES_BAD),
                     lag_seconds=rng.choice(LAG_SECONDS_OK if lag_ok else LAG_SECONDS_BAD),
@@ -225,6 +230,9 @@ def test_c_the_writer_moves_only_on_a_quorum_down_verdict(scenario: Scenario) ->
 def test_d_the_target_is_up_an_unfenced_subscriber_and_within_max_lag(scenario: Scenario) -> None:
     for service, promotion in _promotions(scenario.decide()).items():
         assert _fresh_votes(scenario, promotion.region, Health.HEALTHY) >= scenario.policy.quorum
+        # The executor promotes only what its own probe reaches.
+        assert any(o.observer == scenario.me and o.target == promotion.region
+                   and o.health is Health.HEALTHY and _fresh(o) for o in scenario.observations)
         view = _view(scenario, promotion.region, service)
         assert view is not None and view.role is Role.SUBSCRIBER and not view.fenced
         assert promotion.region in scenario.policy.service[service].regions
@@ -303,10 +311,11 @@ def test_h_epochs_strictly_increase(scenario: Scenario) -> None:
         assert promotion.epoch == before[service].epoch + 1
         assert all(a.epoch == promotion.epoch for a in decision.plan.actions
                    if a.service == service)
+    confirmed = {a.service for a in decision.plan.actions if isinstance(a, ConfirmWriter)}
     after = apply_plan(scenario.state, decision.plan).by_service()
     for service, state in before.items():
         grew = after[service].epoch > state.epoch
-        assert grew is (service in promotions)
+        assert grew is (service in promotions or service in confirmed)
 
 
 def _stale_primaries(scenario: Scenario) -> set[tuple[str, str]]:
@@ -358,3 +367,31 @@ def test_j_the_recorded_writer_is_fenced_only_when_the_plan_replaces_it(
             # Either a failover replaces it, or it fences itself while cut off.
             assert action.service in promotions or (
                 not decision.has_quorum and action.region == scenario.me)
+
+
+def _confirmation_due(scenario: Scenario, state: ServiceState) -> bool:
+    """The oracle: the recorded writer is UP by a quorum and its freshest view is a primary
+    at an epoch below the state's (a higher one was claimed and never became a writer)."""
+    if state.writer is None or state.paused:
+        return False
+    view = _view(scenario, state.writer, state.service)
+    return (_fresh_votes(scenario, state.writer, Health.HEALTHY) >= scenario.policy.quorum
+            and view is not None and view.role is Role.PRIMARY and view.epoch is not None
+            and view.epoch < state.epoch)
+
+
+@PROPERTY
+@given(scenarios())
+def test_k_a_writer_left_below_a_stalled_claim_is_confirmed_at_the_next_epoch(
+        scenario: Scenario) -> None:
+    decision = scenario.decide()
+    promotions = _promotions(decision)
+    confirmations = [a for a in decision.plan.actions if isinstance(a, ConfirmWriter)]
+    for state in scenario.state.services:
+        mine = [a for a in confirmations if a.service == state.service]
+        if decision.has_quorum and _confirmation_due(scenario, state):
+            assert [(a.region, a.epoch) for a in mine] == [(state.writer, state.epoch + 1)]
+        else:
+            assert mine == []
+        # One claim a plan: never a confirmation beside a promotion of the same service.
+        assert not (mine and state.service in promotions)

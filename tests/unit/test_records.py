@@ -18,6 +18,7 @@ from failover.controller.records import (
 from failover.coordination.base import ServiceRecord
 from failover.engine import (
     AddReader,
+    ConfirmWriter,
     Health,
     Observation,
     Plan,
@@ -93,6 +94,17 @@ def test_promoted_keeps_pause_and_readers() -> None:
     action = PromoteSubscriber("orders", 4, "west", "east", "operator switchover")
     assert promoted(held, action, 10.0) == ServiceRecord("orders", "west", 4, 10.0, True,
                                                          ("south",))
+
+
+def test_a_confirmation_raises_only_the_epoch_of_the_writer_it_names() -> None:
+    held = ServiceRecord("orders", "east", 3, 50.0, paused=False, readers=("south",), version=2)
+    confirm = ConfirmWriter("orders", 5, "east", "a claim of epoch 4 stalled")
+    assert promoted(held, confirm, 99.0) == ServiceRecord("orders", "east", 5, 50.0, False,
+                                                          ("south",), version=2)
+    # A promotion finished meanwhile: the confirmation must not put the old writer back.
+    moved = ServiceRecord("orders", "west", 4, 60.0)
+    assert promoted(moved, confirm, 99.0) is None
+    assert promoted(None, confirm, 99.0) is None
 
 
 @given(st.lists(st.tuples(st.sampled_from(REGIONS), st.sampled_from(list(Role)),
