@@ -4,7 +4,8 @@ Every check of every region runs on the probe scheduler; every exchange
 interval the controller shares its observations with the fleet, asks the
 engine for a decision, journals what changed, and, when the engine names it
 the executor, runs the plan through the journaled executor. It also writes
-the lease and the heartbeat of every service whose writer is its own region.
+the lease and the heartbeat of every service whose writer is its own region
+and, as the executor, of writers whose own controller has gone silent.
 
 SIGTERM: the step in flight finishes, the plan stays unfinished in the
 journal, scheduling stops, exit 0. SIGKILL at any instant is safe: a plan is
@@ -32,7 +33,7 @@ from failover.controller.acting import PlanRunner
 from failover.controller.api import build_app
 from failover.controller.gate import LocalFacts, MoveKind, next_move
 from failover.controller.journal import OPERATOR, Journal
-from failover.controller.local import LocalDatabases
+from failover.controller.local import WriterLeases
 from failover.controller.metrics import Metrics
 from failover.controller.observing import observe_region
 from failover.controller.operator import (
@@ -110,8 +111,8 @@ class Controller:
         self.report = DecisionReport(self.journal, self.metrics, topo)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: ProbeScheduler | None = None
-        self.local = LocalDatabases(topo, self.region, quorum=topo.quorum,
-                                    lease_ttl=self.policy.lease_ttl)
+        self.leases = WriterLeases(topo, self.coordinator, self.region,
+                                   lease_ttl=self.policy.lease_ttl)
         self._busy = asyncio.Lock()
         self._rerun = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -234,13 +235,11 @@ class Controller:
             else:
                 await self.plans.execute(decision.plan, records)
 
-    async def _keep_writing(self) -> None:
-        """Not under the decision lock: a long plan must not let the writer's lease lapse.
-        What the quorum vouches for is read here, on the loop that updates it."""
-        records = self.coordinator.records()
-        vouching = {name: self.coordinator.vouching(name, record.epoch)
-                    for name, record in records.items() if record.writer == self.region}
-        await asyncio.to_thread(self.local.keep_writing, records, vouching)
+    async def _stand_in(self) -> None:
+        """The executor renews the lease of writers whose own controller is silent."""
+        decision = self.last_decision
+        if decision is not None and decision.executes and decision.has_quorum:
+            await self.leases.stand_in()
 
     # ------------------------------------------------------------ API view
 
@@ -348,8 +347,11 @@ class Controller:
                          coalesce=True, misfire_grace_time=1, id="exchange")
             jobs.add_job(self.decide_and_act, "interval", seconds=interval, max_instances=1,
                          coalesce=True, misfire_grace_time=1, id="decide")
-            jobs.add_job(self._keep_writing, "interval", seconds=interval, max_instances=1,
+            # Not under the decision lock: a long plan must not let the writer's lease lapse.
+            jobs.add_job(self.leases.keep_own, "interval", seconds=interval, max_instances=1,
                          coalesce=True, misfire_grace_time=1, id="lease")
+            jobs.add_job(self._stand_in, "interval", seconds=interval, max_instances=1,
+                         coalesce=True, misfire_grace_time=1, id="lease-stand-in")
             jobs.start()
             self._started_at = time.time()
             # Everything allocated so far lives as long as the process: keep the garbage
@@ -367,7 +369,7 @@ class Controller:
                 await self._probes.stop()
                 await runner.cleanup()
                 await self.coordinator.close()
-                self.local.close()
+                self.leases.close()
                 log.info("controller of %s stopped", self.region)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from failover.controller.executor import Executor, PlanRun
+from failover.controller.hooks import HookStep, hook_env
 from failover.controller.journal import Journal
-from failover.controller.steps import HookStep, hook_env
 from failover.engine import PromoteSubscriber
 from failover.errors import SafetyRefusal
 

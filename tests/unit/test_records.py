@@ -153,3 +153,4 @@ def test_the_engine_plans_above_an_epoch_a_stalled_claimant_holds() -> None:
     state = planning_state(records, {"orders": 5, "billing": 2}).by_service()
     assert (state["orders"].writer, state["orders"].epoch) == ("east", 5)
     assert state["billing"].epoch == 7
+
