@@ -24,6 +24,7 @@ import pytest
 from failover.controller.client import ControllerUnreachable, call, send_operator
 from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
+from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.checker import SafetyWatch
@@ -309,6 +310,9 @@ def _supervisor_start(lab_dir: Path, region: str) -> None:
     refused while the killed postmaster's PID still exists (a zombie not yet reaped)."""
     state = lab.load(lab_dir)
     server = region_server(state.region(region))
+    # A supervisor reaps the server it ran; here the lab (maybe this process) started it.
+    killed = state.region(region).postmaster_pid
+    wait_for(lambda: not processes.alive(killed), 30, "the killed postmaster to be reaped")
     deadline = time.monotonic() + 60
     while True:
         try:
