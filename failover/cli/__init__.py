@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 
+from failover import installed_version
 from failover.cli.common import console_err
 from failover.errors import FailoverError, UserError
 
@@ -23,8 +25,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"failover {installed_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the installed version and exit.")] = False,
+) -> None:
     """Multi-region failover controller for PostgreSQL logical-replication services."""
     # A callback keeps `failover VERB` a group even when only VERB's module is loaded
     # (Typer would otherwise run a lone command without its name).
@@ -44,6 +56,8 @@ VERB_MODULES = {
 
 def _register(argv: list[str]) -> None:
     verb = next((arg for arg in argv if not arg.startswith("-")), None)
+    if verb is None and "--version" in argv:
+        return  # answered by the root callback: no verb's module is needed
     every = sorted({name for names in VERB_MODULES.values() for name in names})
     for name in VERB_MODULES.get(verb or "", every):
         importlib.import_module(f"failover.cli.{name}")

@@ -134,6 +134,10 @@ class PlanRunner:
                 await asyncio.to_thread(built.close)
             log.info("plan %s", outcome.outcome)
         self.metrics.failovers.labels(service=service, outcome=outcome.outcome).inc()
+        for step in outcome.steps:
+            if step.outcome != "skipped":  # skipped: it ended in an earlier run
+                self.metrics.step_duration.labels(kind=built.steps[step.index].kind,
+                                                  outcome=step.outcome).observe(step.duration)
         last_plan.update(outcome=outcome.outcome, ended_at=time.time(),
                          steps=[asdict(s) for s in outcome.steps])
         return outcome
@@ -272,9 +276,6 @@ class PlanRunner:
             return False
 
     def _step_progress(self, event: str, index: int, name: str, fields: dict[str, Any]) -> None:
-        if event in ("ok", "error"):
-            self.metrics.step_duration.labels(step=name, outcome=event).observe(
-                float(fields.get("duration", 0.0)))
         log.info("step %d %s: %s", index, name, event, extra={"step": name, **fields})
 
     async def resume_unfinished(self) -> None:

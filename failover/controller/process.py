@@ -108,7 +108,7 @@ class Controller:
                                 self.runtime, quorum=topo.quorum,
                                 lease_ttl=self.policy.lease_ttl)
         self.last_decision: Decision | None = None
-        self.report = DecisionReport(self.journal, self.metrics, topo)
+        self.report = DecisionReport(self.journal, self.metrics, topo, self.runtime)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._probes: ProbeScheduler | None = None
         self.leases = WriterLeases(topo, self.coordinator, self.region,
@@ -211,7 +211,8 @@ class Controller:
                           known_positions=self.last_decision.positions if self.last_decision
                           else None)
         self.last_decision = decision
-        self.report.decision(decision, records)
+        self.report.decision(decision, records, self.coordinator.observations(),
+                             self.coordinator.problem())
         if decision.executes and decision.has_quorum and self.coordinator.problem() is None:
             await self.plans.check_writer_records(
                 records, {name: region.address for name, region in self.topo.regions.items()})

@@ -8,26 +8,78 @@ timeline. Gauges are set every decision.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 
 from failover.controller.journal import DECISION, THRESHOLD, VERDICT, Journal
-from failover.controller.metrics import VERDICT_VALUES, Metrics
+from failover.controller.metrics import DegradedReason, Metrics, SubscriberLag
+from failover.controller.status import ServiceRuntime
 from failover.coordination.base import ServiceRecord
-from failover.engine import Decision, NoOp
+from failover.engine import Decision, NoOp, Observation, Role, Verdict
+from failover.engine.planner import Positions, WriterPosition, subscriber_lag
 from failover.health.scheduler import Transition
+from failover.health.thresholds import HealthState
 from failover.topology import Topology
 
 log = logging.getLogger("failover.controller")
 
 
+def subscriber_lags(me: str, observations: Iterable[Observation],
+                    records: Mapping[str, ServiceRecord],
+                    positions: Positions) -> list[SubscriberLag]:
+    """The lag of every subscriber this controller's own checks see, measured as the engine
+    measures a failover target's: against the recorded writer's last known position too."""
+    lags = []
+    for observation in observations:
+        if observation.observer != me:
+            continue
+        for replication in observation.services:
+            if replication.role is not Role.SUBSCRIBER:
+                continue
+            record = records.get(replication.service)
+            writer = positions.get((record.writer, replication.service), WriterPosition()) \
+                if record is not None and record.writer is not None else WriterPosition()
+            lag_bytes, lag_seconds = subscriber_lag(replication, writer)
+            lags.append(SubscriberLag(replication.service, observation.target,
+                                      lag_bytes, lag_seconds))
+    return lags
+
+
+def degraded_reasons(decision: Decision, records: Mapping[str, ServiceRecord],
+                     services: Iterable[str], runtime: Mapping[str, ServiceRuntime],
+                     coordination_problem: str | None) -> set[DegradedReason]:
+    """What keeps the fleet from serving every service a writer, or this controller from
+    acting: the same facts `failover status` shows as NO quorum, "no automatic action",
+    DEGRADED (a writer record awaiting repair), and a writer that is missing or DOWN."""
+    reasons = set()
+    if not decision.has_quorum:
+        reasons.add(DegradedReason.NO_QUORUM)
+    if coordination_problem is not None:
+        reasons.add(DegradedReason.COORDINATION)
+    if any(state.degraded is not None for state in runtime.values()):
+        reasons.add(DegradedReason.WRITER_RECORD)
+    down = {v.region for v in decision.verdicts if v.verdict is Verdict.DOWN}
+    for service in services:
+        record = records.get(service)
+        if record is None or record.writer is None or record.writer in down:
+            reasons.add(DegradedReason.NO_WRITER)
+    return reasons
+
+
 class DecisionReport:
-    def __init__(self, journal: Journal, metrics: Metrics, topo: Topology) -> None:
+    def __init__(self, journal: Journal, metrics: Metrics, topo: Topology,
+                 runtime: Mapping[str, ServiceRuntime]) -> None:
         self.journal = journal
         self.metrics = metrics
         self.topo = topo
+        self.runtime = runtime
         self._verdicts: dict[str, str] = {}
         self._idle_reasons: dict[str, str] = {}
+        # Every check starts unknown (the scheduler's first state), reported before the
+        # first threshold crossing so that a check that never settles is visible too.
+        for name, region in topo.regions.items():
+            for check in region.checks:
+                metrics.set_probe_state(name, check.name, HealthState.UNKNOWN)
 
     def threshold(self, change: Transition) -> None:
         self.journal.append(THRESHOLD, target=change.region, check=change.check,
@@ -36,14 +88,18 @@ class DecisionReport:
                             reason=change.result.reason, latency=change.result.latency_s)
         log.info("check %s/%s: %s -> %s (%s)", change.region, change.check,
                  change.previous.value, change.current.value, change.result.reason)
-        self.metrics.probe_state.labels(target=change.region, check=change.check).set(
-            {"healthy": 1, "unhealthy": 0}.get(change.current.value, -1))
+        self.metrics.set_probe_state(change.region, change.check, change.current)
 
-    def decision(self, decision: Decision, records: Mapping[str, ServiceRecord]) -> None:
+    def decision(self, decision: Decision, records: Mapping[str, ServiceRecord],
+                 observations: Iterable[Observation], coordination_problem: str | None) -> None:
         self.metrics.has_quorum.set(1 if decision.has_quorum else 0)
+        self.metrics.set_degraded(degraded_reasons(decision, records, self.topo.services,
+                                                   self.runtime, coordination_problem))
+        self.metrics.set_lags(subscriber_lags(decision.me, observations, records,
+                                              decision.positions))
         for verdict in decision.verdicts:
-            value = verdict.verdict.value.upper()
-            self.metrics.region_verdict.labels(target=verdict.region).set(VERDICT_VALUES[value])
+            value = verdict.verdict.name
+            self.metrics.set_verdict(verdict.region, verdict.verdict)
             if self._verdicts.get(verdict.region) != value:
                 self._verdicts[verdict.region] = value
                 self.journal.append(VERDICT, target=verdict.region, verdict=value,
@@ -68,3 +124,6 @@ class DecisionReport:
             for region in self.topo.regions:
                 self.metrics.writer.labels(service=record.service, writer=region).set(
                     int(region == record.writer))
+            if record.last_failover_at is not None:
+                self.metrics.last_failover.labels(service=record.service).set(
+                    record.last_failover_at)

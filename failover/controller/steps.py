@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +46,31 @@ from failover.postgres.rejoin import RejoinSteps, rejoin_steps
 from failover.postgres.steps import WriterChange
 from failover.postgres.switchover import switchover_steps
 from failover.topology import Topology
+
+
+class StepKind(StrEnum):
+    """What a step does, without the regions, records and epochs its name holds: the
+    label of the step duration metric, whose values must stay few."""
+
+    FENCE = "fence"
+    UNFENCE = "unfence"
+    PROMOTE = "promote"  # the SQL of an unplanned promotion
+    SWITCHOVER = "switchover"  # the SQL of a planned one
+    CONFIRM = "confirm"  # raise the recorded writer's epoch above a stalled claim
+    CLAIM = "claim"  # claim the epoch, wait for the old writer's lease to end
+    RECORD_WRITER = "record_writer"
+    DNS_WRITER = "dns_writer"
+    DNS_READER = "dns_reader"
+    REPOINT = "repoint"
+    REJOIN = "rejoin"
+    HOOK = "hook"
+
+
+KindedSteps = list[tuple[StepKind, Step]]
+
+
+def of_kind(kind: StepKind, steps: Iterable[Step]) -> KindedSteps:
+    return [(kind, step) for step in steps]
 
 
 @dataclass(frozen=True)
@@ -151,9 +177,11 @@ UNFENCE_LEASE = 0.1  # seconds: a lifted fence's first lease, until the renewal 
 @dataclass(frozen=True)
 class Bounded:
     """A step that may not overrun `deadline`: past it, every database session of the plan
-    is hung up, so that a query stuck on a server that hangs fails now and can be retried."""
+    is hung up, so that a query stuck on a server that hangs fails now and can be retried.
+    Every step of a built plan is one, carrying its kind."""
 
     inner: Step
+    kind: StepKind
     deadline: float
     hang_up: Callable[[], None]
 
@@ -175,7 +203,7 @@ class Bounded:
 class BuiltPlan:
     """The steps of one plan and the database sessions they share, closed after the plan."""
 
-    steps: list[Step]
+    steps: list[Bounded]
     databases: dict[str, ServiceDatabases] = field(default_factory=dict)
 
     def hang_up(self) -> None:
@@ -212,9 +240,9 @@ class StepFactory:
             return built.databases[service]
 
         promoted = {a.service for a in actions if isinstance(a, PromoteSubscriber)}
-        late: list[Step] = []
-        out: list[Step] = []
-        last: list[Step] = []
+        late: KindedSteps = []
+        out: KindedSteps = []
+        last: KindedSteps = []
         try:
             for action in actions:
                 match action:
@@ -225,16 +253,20 @@ class StepFactory:
                     case FenceRegion():
                         fence = fence_steps(databases(action.service), action.region,
                                             epoch=action.epoch)
-                        out += [BestEffort(s) for s in fence] if action.best_effort else fence
+                        out += of_kind(StepKind.FENCE, [BestEffort(s) for s in fence]
+                                       if action.best_effort else fence)
                     case UnfenceWriter():
                         # The region's controller renews the lease as far as the quorum
                         # vouches at its next tick; a longer first lease would outlast that.
-                        out += unfence_steps(databases(action.service), action.region,
-                                             epoch=action.epoch, lease_ttl=UNFENCE_LEASE)
+                        out += of_kind(StepKind.UNFENCE, unfence_steps(
+                            databases(action.service), action.region, epoch=action.epoch,
+                            lease_ttl=UNFENCE_LEASE))
                     case PromoteSubscriber():
                         before, after = self.hook_steps(action, hook_input(actions, decided_at))
-                        out += before
-                        last += after
+                        out += of_kind(StepKind.HOOK, before)
+                        last += of_kind(StepKind.HOOK, after)
+                        kind = (StepKind.PROMOTE if action.switchover_timeout is None
+                                else StepKind.SWITCHOVER)
                         db = databases(action.service)
                         first_lease = (partial(self.hooks.first_lease, action)
                                        if self.hooks is not None else None)
@@ -247,41 +279,45 @@ class StepFactory:
                                 db, action.region, epoch=action.epoch,
                                 allow_data_loss=self.allow_data_loss or action.allow_data_loss,
                                 repoint=False, after_writable=True, lease_until=first_lease))
-                        out += change.prepare
+                        out += of_kind(kind, change.prepare)
                         if self.hooks is not None:
-                            out.append(claim_step(action, db, self.hooks))
-                        out.append(change.become_writable)
+                            out.append((StepKind.CLAIM, claim_step(action, db, self.hooks)))
+                        out.append((kind, change.become_writable))
                         if self.hooks is not None:
-                            out.append(self._record_step(action, decided_at, self.hooks))
-                        late += change.after
+                            out.append((StepKind.RECORD_WRITER,
+                                        self._record_step(action, decided_at, self.hooks)))
+                        late += of_kind(kind, change.after)
                     case ConfirmWriter():
                         if self.hooks is None:
                             raise FailoverError("confirming the writer at a new epoch needs "
                                                 "the fleet's claim: only a controller does it")
                         db = databases(action.service)
-                        out += [claim_step(action, db, self.hooks),
-                                take_writer_role_step(db, action.region, action.epoch,
-                                                      lease_ttl=UNFENCE_LEASE,
-                                                      lease_until=partial(
-                                                          self.hooks.first_lease, action)),
-                                self._record_step(action, decided_at, self.hooks)]
+                        out += [(StepKind.CLAIM, claim_step(action, db, self.hooks)),
+                                (StepKind.CONFIRM, take_writer_role_step(
+                                    db, action.region, action.epoch, lease_ttl=UNFENCE_LEASE,
+                                    lease_until=partial(self.hooks.first_lease, action))),
+                                (StepKind.RECORD_WRITER,
+                                 self._record_step(action, decided_at, self.hooks))]
                     case RejoinRegion():
-                        out += self._rejoin(databases(action.service), action).steps
+                        out += of_kind(StepKind.REJOIN,
+                                       self._rejoin(databases(action.service), action).steps)
                     case RepointSubscribers():
                         db = databases(action.service)
-                        late += [repoint_step(db, region, action.publisher, None, action.epoch)
-                                 for region in action.subscribers]
+                        late += of_kind(StepKind.REPOINT, [
+                            repoint_step(db, region, action.publisher, None, action.epoch)
+                            for region in action.subscribers])
                     case SetDnsWriter() if self.hooks is not None and action.service in promoted:
-                        out.append(Deferred(self.dns_writer_step(action), action, self.hooks))
+                        out.append((StepKind.DNS_WRITER,
+                                    Deferred(self.dns_writer_step(action), action, self.hooks)))
                     case SetDnsWriter():
-                        out.append(self.dns_writer_step(action))
+                        out.append((StepKind.DNS_WRITER, self.dns_writer_step(action)))
                     case AddReader() | RemoveReader():
-                        late.append(self._dns_reader_step(action))
+                        late.append((StepKind.DNS_READER, self._dns_reader_step(action)))
         except BaseException:
             built.close()
             raise
-        built.steps = [Bounded(step, self.step_deadline, built.hang_up)
-                       for step in out + late + last]
+        built.steps = [Bounded(step, kind, self.step_deadline, built.hang_up)
+                       for kind, step in out + late + last]
         return built
 
     def hook_steps(self, action: PromoteSubscriber, plan: str) -> tuple[list[Step], list[Step]]:

@@ -168,15 +168,24 @@ def _behind(own: float | None, writer_side: float | None) -> float | None:
     return own if writer_side is None else max(own, writer_side)
 
 
-def _lag_problems(replication: Replication, policy: ServicePolicy,
-                  writer: WriterPosition) -> list[str]:
-    # Unknown lag counts as too much: the promise to users is a known RPO.
-    problems = []
+def subscriber_lag(replication: Replication,
+                   writer: WriterPosition) -> tuple[float | None, float | None]:
+    """A subscriber's lag in bytes and in seconds (None: unknown), measured against the
+    writer's last known position as well as by the subscriber itself: what a failover to
+    it would lose, and what the controller reports."""
     lag_bytes = _behind(replication.lag_bytes, None if replication.applied_lsn is None
                         or writer.wal_lsn is None else writer.wal_lsn - replication.applied_lsn)
     lag_seconds = _behind(replication.lag_seconds, None if replication.heartbeat_at is None
                           or writer.heartbeat_at is None
                           else writer.heartbeat_at - replication.heartbeat_at)
+    return lag_bytes, lag_seconds
+
+
+def _lag_problems(replication: Replication, policy: ServicePolicy,
+                  writer: WriterPosition) -> list[str]:
+    # Unknown lag counts as too much: the promise to users is a known RPO.
+    problems = []
+    lag_bytes, lag_seconds = subscriber_lag(replication, writer)
     if lag_bytes is None:
         problems.append("lag in bytes unknown")
     elif lag_bytes > policy.max_lag_bytes:

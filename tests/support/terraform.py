@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from tests.support.skipping import skip_loudly
 
 REPO_TERRAFORM = Path(__file__).resolve().parents[2] / "terraform"
 _PROVIDER_GLOB = "registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*"
@@ -63,21 +61,16 @@ class Terraform:
         self.run(folder, "init", "-backend=false", timeout=300)
 
 
-def skip_loudly(reason: str) -> NoReturn:
-    warnings.warn(f"Terraform tests SKIPPED: {reason}", UserWarning, stacklevel=2)
-    pytest.skip(reason)
-
-
 def require_terraform(workdir: Path) -> Terraform:
     """A Terraform runner on a copy of terraform/ under `workdir`, or a loud skip."""
     binary = shutil.which("terraform")
     if binary is None:
-        skip_loudly("terraform is not on PATH: the modules under terraform/ were NOT validated "
-                    "or applied (install terraform >= 1.5)")
+        skip_loudly("Terraform tests", "terraform is not on PATH: the modules under terraform/ "
+                    "were NOT validated or applied (install terraform >= 1.5)")
     mirror = find_plugin_mirror()
     if mirror is None:
-        skip_loudly("no hashicorp/aws provider mirror (terraform-provider-aws* under "
-                    "registry.terraform.io/hashicorp/aws/ in /opt, /usr/share, ~/.terraform.d "
+        skip_loudly("Terraform tests", "no hashicorp/aws provider mirror (terraform-provider-aws* "
+                    "under registry.terraform.io/hashicorp/aws/ in /opt, /usr/share, ~/.terraform.d "
                     "or $FAILOVER_TF_PLUGIN_MIRROR): the modules under terraform/ were NOT "
                     "validated or applied")
     root = workdir / "terraform"

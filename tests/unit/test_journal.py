@@ -23,8 +23,8 @@ from failover.controller import journal as journal_module
 from failover.controller.api import build_app
 from failover.controller.executor import Executor, PlanRun
 from failover.controller.journal import PLAN, STEP, THRESHOLD, Journal, PlanProgress
-from failover.controller.metrics import Metrics
 from failover.coordination.signing import Verifier, sign
+from tests.support.api import View
 
 
 def test_entries_survive_a_reopen(tmp_path: Path) -> None:
@@ -336,28 +336,6 @@ def test_a_json_lines_journal_in_its_place_is_moved_aside_and_imported(tmp_path:
         assert [p.plan_id for p in journal.unfinished_plans()] == ["p"]
     assert path.read_bytes().startswith(b"SQLite format 3\x00")
     assert (tmp_path / "journal.jsonl.legacy").exists()
-
-
-class View:
-    def __init__(self, journal: Journal) -> None:
-        self.region = "us-east-1"
-        self.metrics = Metrics(self.region)
-        self.journal = journal
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def exchange_payload(self) -> dict[str, Any]:
-        return {}
-
-    def ingest_peer(self, payload: Any) -> None:
-        pass
-
-    def local_role(self, service: str) -> str | None:
-        return None
-
-    async def operator(self, verb: str, args: dict[str, Any]) -> dict[str, Any]:
-        return {}
 
 
 def test_the_api_serves_since_and_limit(tmp_path: Path) -> None:
