@@ -36,6 +36,10 @@ def up(
     = "peers",
     regions: Annotated[int, typer.Option(
         "--regions", help="3 (default) or 5 regions (quorum: a majority).")] = 3,
+    rejoin: Annotated[str, typer.Option(
+        "--rejoin", help="auto (default): the fleet rejoins a returning old writer; manual: "
+                         "it stays fenced until `failover rejoin` (the drill runs it).")]
+    = "auto",
     json_out: JsonOption = False,
 ) -> None:
     """Start the regions and return when the fleet is healthy."""
@@ -44,7 +48,8 @@ def up(
 
     if coordination not in ("peers", "etcd"):
         raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
-    state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress)
+    state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress,
+                     rejoin=rejoin)
     if json_out:
         print_json(state.model_dump(mode="json"))
         return

@@ -299,8 +299,12 @@ class StepFactory:
                                 (StepKind.RECORD_WRITER,
                                  self._record_step(action, decided_at, self.hooks))]
                     case RejoinRegion():
-                        out += of_kind(StepKind.REJOIN,
-                                       self._rejoin(databases(action.service), action).steps)
+                        db = databases(action.service)
+                        rejoin = self._rejoin(db, action)
+                        out += of_kind(StepKind.REJOIN, rejoin.steps)
+                        if action.serve_after:  # at the epoch the rejoin's fence raised it to
+                            out += of_kind(StepKind.UNFENCE, unfence_steps(
+                                db, action.region, epoch=rejoin.epoch))
                     case RepointSubscribers():
                         db = databases(action.service)
                         late += of_kind(StepKind.REPOINT, [

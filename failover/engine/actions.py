@@ -76,12 +76,15 @@ class ConfirmWriter:
 @dataclass(frozen=True, slots=True)
 class RejoinRegion:
     """Make the fenced former writer `region` a subscriber of the current writer again,
-    listing the transactions it took that the fleet never received."""
+    listing the transactions it took that the fleet never received. With `serve_after`
+    its fence is lifted once it subscribes (an automatic rejoin); without, it stays fenced
+    until an operator has reconciled them."""
 
     service: str
     epoch: int
     region: str
     reason: str
+    serve_after: bool = False
 
 
 @dataclass(frozen=True, slots=True)

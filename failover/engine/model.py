@@ -108,6 +108,8 @@ class ServicePolicy:
     # Operator override: fail over even when the target lags or is not ready,
     # accepting the data loss. Never bypasses the quorum or the cooldown.
     force: bool = False
+    # A fenced former writer that is UP again is rejoined without an operator.
+    auto_rejoin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

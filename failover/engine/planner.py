@@ -18,6 +18,7 @@ from failover.engine.actions import (
     FenceRegion,
     NoOp,
     PromoteSubscriber,
+    RejoinRegion,
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
@@ -337,13 +338,34 @@ def _readers(
     for region in missing:
         if region == writer:
             actions.append(AddReader(service, epoch, region, f"{region} is UP and the writer"))
-        elif _is_subscriber(ctx.views.of(region, service)):
+        elif _is_subscriber(replication := ctx.views.of(region, service)) and (
+                replication is not None and replication.ready):
             actions.append(AddReader(service, epoch, region,
-                                     f"{region} is UP and an unfenced subscriber"))
+                                     f"{region} is UP and an unfenced subscriber, caught up"))
     if leaving and len(actions) == len(leaving) == len(state.readers):
         gone = ", ".join(sorted(state.readers))
         return [NoOp(service, epoch, f"keeping {gone} in the reader record: removing them would "
                                      "leave it empty")]
+    return actions
+
+
+def _rejoins(policy: ServicePolicy, state: ServiceState, epoch: int, ctx: Context
+             ) -> list[Action]:
+    """Rejoin every fenced former writer that is UP again, while the writer is UP, when
+    this controller reaches both (only the executor runs the plan, from where it is)."""
+    writer = state.writer
+    if writer is None or writer not in ctx.up or writer not in ctx.reached:
+        return []
+    actions: list[Action] = []
+    for region in sorted(policy.regions - {writer}):
+        replication = ctx.views.of(region, state.service)
+        if (replication is not None and replication.role is Role.PRIMARY
+                and replication.fenced and region in ctx.up and region in ctx.reached):
+            actions.append(RejoinRegion(
+                state.service, epoch, region,
+                f"{region} is a fenced former writer and UP again: list what it took that "
+                f"{writer} never received, re-copy it from {writer}, let it serve reads",
+                serve_after=True))
     return actions
 
 
@@ -388,6 +410,8 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
         stale = fence_stale(state, region, ctx, epoch=plan_epoch, best_effort=True)
         if stale is not None:
             actions.append(stale)
+    if writer == state.writer and policy.auto_rejoin:
+        actions += _rejoins(policy, state, plan_epoch, ctx)
     actions += _readers(policy, state, writer, plan_epoch, ctx)
     if not actions:
         actions.append(NoOp(service, epoch,

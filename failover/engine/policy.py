@@ -18,6 +18,7 @@ def policy_from_topology(topo: Topology, *, force: bool = False) -> Policy:
                 max_lag_seconds=service.max_lag_seconds,
                 cooldown=service.cooldown,
                 force=force,
+                auto_rejoin=service.rejoin == "auto",
             )
             for service in topo.services.values()
         ),

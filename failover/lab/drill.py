@@ -46,6 +46,7 @@ from failover.lab.build import service_view, wait_healthy
 from failover.lab.checker import CheckReport, SafetyWatch
 from failover.lab.faults import fault, heal
 from failover.lab.writers import WRITE_TIMEOUT, NotSent, Session, describe, paced
+from failover.postgres.inspect import NodeStatus
 from failover.topology import load_topology
 
 # crash-partition: the writer's database crashes and the link between the next two
@@ -203,6 +204,9 @@ class RoundResult:
     dns_converged_s: float | None = None
     dns_agrees_at_end: bool | None = None
     plans_run_twice: list[str] | None = None  # plans or epochs more than one controller ran
+    # After a failover in a lab whose service rejoins automatically: whether the fleet had
+    # the old writer serving as a subscriber again in time (None: manual rejoin, or none due).
+    rejoined_by_fleet: bool | None = None
 
 
 def _longest_gap(log: WriteLog, since: float) -> float | None:
@@ -306,8 +310,9 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
                     default=None)
     present = _present(new_address, state.service.database, round_no)
     lost = len(_expected_on_writer(log, old_address, new_address, first_new) - present)
+    by_fleet = None
     if failed_over and kind not in PLANNED_KINDS:
-        rejoin(lab_dir, old_writer, new_writer, f"round-{round_no}", progress)
+        by_fleet = back_in_service(lab_dir, old_writer, new_writer, f"round-{round_no}", progress)
     check = watch.report()  # after the rejoin: it lists what the old writer set aside
     progress(f"round {round_no}: {_checked(check)}")
     journal = journals(state, key, t0 - BASELINE)
@@ -329,7 +334,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         lost_acknowledged=check.lost_acknowledged, indeterminate=check.indeterminate,
         writable_regions_after=check.writable_regions_after, checker=check.to_dict(),
         dns_converged_s=dns.converged_s, dns_agrees_at_end=dns.agrees_at_end,
-        plans_run_twice=twice,
+        plans_run_twice=twice, rejoined_by_fleet=by_fleet,
     )
 
 
@@ -396,6 +401,8 @@ def summarise(results: list[RoundResult]) -> dict[str, Any]:
             "dns_disagreeing_at_end": sum(r.dns_agrees_at_end is False for r in rounds),
             "plans_run_twice": _total([None if r.plans_run_twice is None
                                        else len(r.plans_run_twice) for r in rounds]),
+            "rejoined_by_fleet": sum(r.rejoined_by_fleet is True for r in rounds),
+            "not_rejoined_by_fleet": sum(r.rejoined_by_fleet is False for r in rounds),
         }
     return {"kinds": kinds, "rounds": [asdict(r) for r in results]}
 
@@ -448,6 +455,51 @@ def rejoin(lab_dir: Path, region: str, writer: str, label: str, progress: Progre
             run_steps(unfence_steps(db, region))
 
 
+AUTO_REJOIN_DEADLINE = 60.0  # seconds after the settle for the fleet's own rejoin
+
+
+def _subscribed(node: NodeStatus, writer_address: str) -> bool:
+    """An unfenced subscriber of the writer."""
+    return (node.role == "subscriber" and not node.fenced
+            and (node.publisher or "").startswith(f"{writer_address}:"))
+
+
+def serving_subscriber(lab_dir: Path, region: str, writer: str) -> bool:
+    from failover.postgres.connection import ServiceDatabases
+    from failover.postgres.inspect import inspect_node
+
+    state = lab.load(lab_dir)
+    topo = load_topology(Path(state.topology))
+    try:
+        with ServiceDatabases.from_topology(topo, state.service.name).opened() as db:
+            node = inspect_node(db.conn(region), state.service.name)
+    except (FailoverError, psycopg.Error):
+        return False
+    # Done with its initial copy: it applies the writer's heartbeat, so its lag is known.
+    return _subscribed(node, state.region(writer).address) and node.lag_seconds is not None
+
+
+def back_in_service(lab_dir: Path, region: str, writer: str, label: str,
+                    progress: Progress) -> bool | None:
+    """Have `region`, a failed-over old writer, serve as a subscriber of `writer` again.
+
+    When the lab's service rejoins automatically, that is the fleet's job: wait for it
+    (bounded) and say whether it happened; if not, rejoin as an operator would, so that the
+    next round starts whole. Otherwise the operator's rejoin (None)."""
+    if lab.load(lab_dir).service.rejoin != "auto":
+        rejoin(lab_dir, region, writer, label, progress)
+        return None
+    deadline = time.monotonic() + AUTO_REJOIN_DEADLINE
+    while time.monotonic() < deadline:
+        if serving_subscriber(lab_dir, region, writer):
+            return True
+        time.sleep(0.5)
+    progress(f"the fleet did not rejoin {region} within {AUTO_REJOIN_DEADLINE:g} s: "
+             "rejoining it as an operator would")
+    rejoin(lab_dir, region, writer, label, progress)
+    return False
+
+
 def rejoin_strays(lab_dir: Path, progress: Progress) -> list[str]:
     """Rejoin every region that is not a serving subscriber of the writer (an interrupted round)."""
     from failover.postgres.connection import ServiceDatabases
@@ -463,9 +515,8 @@ def rejoin_strays(lab_dir: Path, progress: Progress) -> list[str]:
             if region.name == writer:
                 continue
             node = inspect_node(db.conn(region.name), state.service.name)
-            if (node.role != "subscriber" or node.fenced
-                    or not (node.publisher or "").startswith(f"{writer_address}:")):
+            if not _subscribed(node, writer_address):
                 strays.append(region.name)
     for region_name in strays:
-        rejoin(lab_dir, region_name, writer, f"stray-{int(time.time())}", progress)
+        back_in_service(lab_dir, region_name, writer, f"stray-{int(time.time())}", progress)
     return strays

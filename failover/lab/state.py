@@ -66,6 +66,9 @@ class DnsState(BaseModel):
     pid: int | None
 
 
+REJOIN_MODES = ("auto", "manual")
+
+
 class ServiceState(BaseModel):
     name: str
     database: str
@@ -73,6 +76,9 @@ class ServiceState(BaseModel):
     reader_record: str
     ttl: int
     app_role: str
+    # What the service's `rejoin` says: "auto", the fleet rejoins a returning old writer;
+    # "manual", the drill and the tests do, as an operator would.
+    rejoin: str = "manual"
 
 
 class EtcdMember(BaseModel):

@@ -212,6 +212,10 @@ class Service(_Model):
     app_roles: list[str] = Field(default_factory=list)
     pre_promote: list[str] | None = None
     post_failover: list[str] | None = None
+    # "auto": a former writer that comes back is rejoined by the fleet (its divergent
+    # transactions listed in a reconciliation file, re-copied from the writer, then serving
+    # reads again); "manual": it stays fenced until an operator runs `failover rejoin`.
+    rejoin: Literal["auto", "manual"] = "manual"
 
     @field_validator("writer_record", "reader_record")
     @classmethod

@@ -28,7 +28,7 @@ from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.checker import SafetyWatch
-from failover.lab.drill import SETTLE, RoundResult, drill, rejoin
+from failover.lab.drill import SETTLE, RoundResult, back_in_service, drill
 from failover.lab.faults import fault, heal
 from failover.lab.launch import region_server
 from failover.lab.unprivileged import region_user
@@ -90,6 +90,8 @@ def assert_clean_failover(result: RoundResult) -> None:
     assert result.rto_s is not None, "no write was acknowledged by the new writer"
     assert result.duplicate_keys == 0
     assert not result.false_failover
+    assert result.rejoined_by_fleet is not False, (
+        f"the fleet did not rejoin {result.old_writer} in time (the drill did it instead)")
 
 
 @pytest.mark.parametrize("kind", ["crash", "hang", "isolate"])
@@ -243,7 +245,11 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
 
 
 def _rejoin(lab_dir: Path, old: str) -> None:
-    rejoin(lab_dir, old, service_view(lab.load(lab_dir))["writer"], "chaos", say)
+    """The old writer serving again: the fleet's doing in a lab whose service rejoins
+    automatically (the chaos labs do), the operator's otherwise."""
+    writer = service_view(lab.load(lab_dir))["writer"]
+    by_fleet = back_in_service(lab_dir, old, writer, "chaos", say)
+    assert by_fleet is not False, f"the fleet did not rejoin {old} as a subscriber of {writer}"
 
 
 # Not strict: 2 runs of about 8 lost one or two writes. A write acknowledged by the old

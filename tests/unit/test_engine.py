@@ -24,6 +24,7 @@ from failover.engine import (
     Policy,
     PromoteSubscriber,
     RegionPolicy,
+    RejoinRegion,
     RemoveReader,
     Replication,
     RepointSubscribers,
@@ -583,6 +584,43 @@ def test_no_confirmation_without_a_stalled_claim_under_an_up_writer(case: str) -
     roles = {"east": [primary(epoch=3)], "west": [sub(epoch=3)], "south": [sub(epoch=3)]}
     plan = decide(reports(health, roles), state, make_policy(), NOW, "west").plan
     assert not any(isinstance(a, ConfirmWriter) for a in plan.actions)
+
+
+def test_a_fenced_former_writer_up_again_is_rejoined_when_the_service_says_auto() -> None:
+    roles = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
+             "south": [sub(epoch=2)]}
+    policy = make_policy()
+    auto = replace(policy, services=tuple(replace(s, auto_rejoin=True) for s in policy.services))
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), auto, NOW,
+                  "west").plan
+    [rejoin] = [a for a in plan.actions if isinstance(a, RejoinRegion)]
+    assert (rejoin.region, rejoin.epoch, rejoin.serve_after) == ("east", 2, True)
+    manual = decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), policy, NOW,
+                    "west").plan
+    assert not any(isinstance(a, RejoinRegion) for a in manual.actions)
+
+
+def test_no_rejoin_while_the_writer_is_down_or_the_former_writer_is_not_reached() -> None:
+    roles = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
+             "south": [sub(epoch=2)]}
+    policy = make_policy()
+    auto = replace(policy, services=tuple(replace(s, auto_rejoin=True) for s in policy.services))
+    west_down = {"east": UP, "west": DOWN, "south": UP}
+    plan = decide(reports(west_down, roles), one_service("west", epoch=2, last_failover_at=NOW),
+                  auto, NOW, "south").plan
+    assert not any(isinstance(a, RejoinRegion) for a in plan.actions)
+    unreached = [o for o in reports(HEALTHY_FLEET, roles)
+                 if not (o.observer == "west" and o.target == "east")]
+    unreached.append(Observation("west", "east", DOWN, 3, NOW - 1))
+    plan = decide(unreached, one_service("west", epoch=2), auto, NOW, "west").plan
+    assert not any(isinstance(a, RejoinRegion) for a in plan.actions)
+
+
+def test_a_subscriber_still_copying_is_not_added_to_the_readers() -> None:
+    roles = {"east": [primary()], "west": [sub(ready=False)], "south": [sub()]}
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service(readers=["east"]), make_policy(),
+                  NOW, "west").plan
+    assert {a.region for a in plan.actions if isinstance(a, AddReader)} == {"south"}
 
 
 @pytest.mark.parametrize("case", ["newer epoch elsewhere", "paused", "not a primary"])

@@ -26,6 +26,7 @@ from failover.engine import (
     Policy,
     PromoteSubscriber,
     RegionPolicy,
+    RejoinRegion,
     Replication,
     Role,
     ServicePolicy,
@@ -77,7 +78,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         regions=tuple(RegionPolicy(name, rng.randint(0, 2)) for name in names),  # ties on purpose
         services=tuple(
             ServicePolicy(service, members[service], MAX_LAG_BYTES, MAX_LAG_SECONDS,
-                          cooldown=rng.choice([0.0, 60.0]), force=rng.random() < 0.3)
+                          cooldown=rng.choice([0.0, 60.0]), force=rng.random() < 0.3,
+                          auto_rejoin=rng.random() < 0.5)
             for service in services
         ),
         quorum=quorum,
@@ -395,3 +397,22 @@ def test_k_a_writer_left_below_a_stalled_claim_is_confirmed_at_the_next_epoch(
             assert mine == []
         # One claim a plan: never a confirmation beside a promotion of the same service.
         assert not (mine and state.service in promotions)
+
+
+@PROPERTY
+@given(scenarios())
+def test_l_only_fenced_former_writers_are_rejoined_and_only_when_asked(scenario: Scenario) -> None:
+    decision = scenario.decide()
+    promotions = _promotions(decision)
+    states = scenario.state.by_service()
+    for action in decision.plan.actions:
+        if not isinstance(action, RejoinRegion):
+            continue
+        state = states[action.service]
+        view = _view(scenario, action.region, action.service)
+        assert scenario.policy.service[action.service].auto_rejoin
+        assert action.region != state.writer and action.service not in promotions
+        assert view is not None and view.role is Role.PRIMARY and view.fenced
+        assert _fresh_votes(scenario, action.region, Health.HEALTHY) >= scenario.policy.quorum
+        assert state.writer is not None
+        assert _fresh_votes(scenario, state.writer, Health.HEALTHY) >= scenario.policy.quorum
