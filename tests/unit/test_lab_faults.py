@@ -96,8 +96,10 @@ def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) ->
     tsig = tmp_path / "tsig.key"
     tsig.write_text('key "lab-key" { algorithm hmac-sha256; secret "AAAA"; };\n')
     topo = load_topology(_write_topology(tmp_path, lab.lab_regions(5), key_file=key, tsig_file=tsig,
-                                         tsig_name="lab-key", coordination={"backend": "peers"}))
+                                         tsig_name="lab-key", coordination={"backend": "peers"},
+                                         rejoin="auto"))
     assert sorted(topo.regions) == sorted(lab.FIVE_REGIONS)
+    assert topo.services["app"].rejoin == "auto"
     assert topo.quorum == 3
     assert [r for r in lab.FIVE_REGIONS if r in lab.REGIONS] == list(lab.REGIONS)  # 3 stays as it was
     with pytest.raises(UserError, match="--regions"):
