@@ -30,7 +30,7 @@ chaos_log=$(mktemp /tmp/failover-chaos.XXXXXX.log)
 # has the checker read every database, and three rounds took 27 minutes.
 # FAILOVER_CHAOS_ROUNDS=3 (or 20) runs more.
 FAILOVER_CHAOS_ROUNDS="${FAILOVER_CHAOS_ROUNDS:-1}" \
-  .venv/bin/pytest -m chaos tests/chaos -p no:cacheprovider -rA >"$chaos_log" 2>&1 &
+  .venv/bin/pytest -m chaos tests/chaos -p no:cacheprovider -rA --durations=40 >"$chaos_log" 2>&1 &
 chaos_pid=$!
 rest=0
 .venv/bin/pytest "${workers[@]}" -m "not chaos" || rest=$?
