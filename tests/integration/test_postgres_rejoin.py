@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from failover.controller.steps import StepFactory
+from failover.engine import RejoinRegion
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import promotion_steps
 from failover.postgres.rejoin import decode_lost, rejoin_steps
 from failover.postgres.steps import run_steps
-from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows
+from failover.topology import load_topology
+from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows, write_topology
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,36 @@ def test_decoded_changes_keep_new_rows_nulls_and_quotes_and_skip_bookkeeping() -
     ]
     assert lost[0].committed_at == "2026-11-27 01:00:00.1+00"
     assert decode_lost(rows, after=0x20) == []  # committed at or before the cutoff
+
+
+def test_an_automatic_rejoin_leaves_a_serving_subscriber_that_takes_no_writes(
+        replicated: ServiceDb, tmp_path: Path) -> None:
+    """The steps the controller builds for the engine's RejoinRegion(serve_after=True)."""
+    write_rows(replicated, "alpha", 2, "seen")
+    replicated.wait_same("alpha", "bravo")
+    probe(replicated, "bravo")
+    replicated.server("alpha").kill()
+    run_steps(promotion_steps(replicated.db, "bravo", allow_data_loss=True).steps)
+    replicated.start_heartbeat("bravo")
+    replicated.server("alpha").start()
+
+    topo = load_topology(write_topology(replicated, tmp_path / "topology"))
+    epoch = inspect_node(replicated.db.conn("bravo"), SERVICE).epoch
+    factory = StepFactory(topo, None, reconciliation_dir=tmp_path / "reconciliation")
+    built = factory.build([RejoinRegion(SERVICE, epoch, "alpha", "test", serve_after=True)])
+    try:
+        for step in built.steps:
+            step.run()
+    finally:
+        built.close()
+    assert (tmp_path / "reconciliation" / f"{SERVICE}-alpha-e{epoch}.json").exists()
+
+    replicated.wait_synced("alpha")
+    write_rows(replicated, "bravo", 2, "after")
+    replicated.wait_same("bravo", "alpha")
+    with replicated.admin("alpha") as conn:
+        alpha = inspect_node(conn, SERVICE)
+    assert (alpha.role, alpha.fenced, alpha.epoch) == ("subscriber", False, epoch)
+    with pytest.raises(psycopg.Error) as refused:  # serves reads, takes no application write
+        write_rows(replicated, "alpha", 1, "stray")
+    assert refused.value.sqlstate in ("FO003", "25006")
