@@ -38,10 +38,11 @@ def topology_with_a_running_controller(tmp_path: Path) -> Iterator[Path]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     folder = tmp_path / "topology"
     shutil.copytree(TOPOLOGY, folder)
-    # Only west's controller runs (this server); east's and south's point at a closed port,
-    # away from the lab's addresses, which a lab running beside the tests may answer on.
+    # Only west's controller runs (this server); east's and south's point at a closed port
+    # (each its own: controller URLs are unique), away from the lab's addresses, which a lab
+    # running beside the tests may answer on.
     urls = {"west": f"http://127.0.0.1:{server.server_address[1]}",
-            "east": "http://127.0.0.1:9", "south": "http://127.0.0.1:9"}
+            "east": "http://127.0.0.1:9", "south": "http://127.0.0.2:9"}
     for region, url in urls.items():
         path = folder / f"{region}.toml"
         lines = [f'controller_url = "{url}"' if line.startswith("controller_url") else line
