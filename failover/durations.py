@@ -20,28 +20,28 @@ _PATTERN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 EXAMPLES = "5, \"500ms\", \"5s\", \"2m\" or \"1h\""
 
 
-def _refused(message: str) -> PydanticCustomError:
-    # A ValueError whose message pydantic (and so Typer, which parses flags with pydantic)
-    # shows as it is, without a "Value error, " in front.
-    return PydanticCustomError("duration", message)
+def input_error(message: str) -> ValueError:
+    """A ValueError whose message pydantic (and so Typer, which parses flags with pydantic)
+    shows as it is, without a "Value error, " in front."""
+    return PydanticCustomError("input", message)
 
 
 def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     """Seconds from a number or a string with a unit; the ValueError says what is accepted."""
     if isinstance(value, bool):
-        raise _refused(f"expected a duration such as {EXAMPLES}, not a boolean")
+        raise input_error(f"expected a duration such as {EXAMPLES}, not a boolean")
     if isinstance(value, int | float):
         seconds = float(value) if abs(value) < 1e300 else math.inf  # float(10**400) raises
     elif isinstance(value, str) and (match := _PATTERN.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
-        raise _refused(f"expected a duration such as {EXAMPLES}, got {value!r}")
+        raise input_error(f"expected a duration such as {EXAMPLES}, got {value!r}")
     if not math.isfinite(seconds):
-        raise _refused(f"expected a finite duration such as {EXAMPLES}, got {value!r}")
+        raise input_error(f"expected a finite duration such as {EXAMPLES}, got {value!r}")
     if seconds < 0:
-        raise _refused(f"a duration cannot be negative, got {value!r}")
+        raise input_error(f"a duration cannot be negative, got {value!r}")
     if seconds == 0 and not allow_zero:
-        raise _refused(f"must be longer than 0 (a duration such as {EXAMPLES}), got {value!r}")
+        raise input_error(f"must be longer than 0 (a duration such as {EXAMPLES}), got {value!r}")
     return seconds
 
 

@@ -25,7 +25,7 @@ from failover.controller.client import (
     require_an_answer,
 )
 from failover.controller.client import send_operator as operator_request
-from failover.durations import parse_duration
+from failover.durations import input_error, parse_duration
 from failover.errors import FailoverError, UserError
 from failover.logs import LOG_LEVELS
 from failover.topology import Topology, load_topology
@@ -125,9 +125,9 @@ def status(
 ) -> None:
     """The fleet as the controllers see it: verdicts and votes, writers, epochs, lag, plans.
 
-    Exit 1 when no controller answers (--watch keeps waiting for one)."""
+    Exit 1 when no controller answers (the table of --watch keeps waiting for one)."""
     topo = load_topology(topology)
-    if not watch:
+    if json_out or not watch:
         statuses = _statuses(topo)
         require_an_answer(statuses)
         if json_out:
@@ -153,7 +153,7 @@ def _since(value: str) -> float:
     else:
         if math.isfinite(epoch) and epoch >= 0:
             return epoch
-        raise ValueError(f"{value!r} is not a time: epoch seconds are a number from 0")
+        raise input_error(f"{value!r} is not a time: epoch seconds are a number from 0")
     try:
         return dt.datetime.fromisoformat(value).timestamp()
     except (ValueError, OverflowError):
@@ -161,7 +161,7 @@ def _since(value: str) -> float:
     try:
         return time.time() - parse_duration(value, allow_zero=True)
     except ValueError:
-        raise ValueError(f"{value!r} is neither a duration (\"10m\"), an ISO time "
+        raise input_error(f"{value!r} is neither a duration (\"10m\"), an ISO time "
                          "(2025-01-31T12:00) nor epoch seconds") from None
 
 
@@ -270,7 +270,7 @@ def _automation_command(verb: str, done: str, help_text: str) -> None:
         result = send_operator(
             topo, verb, {"service": service},
             without_controllers=f"while none runs, nothing acts on {service} automatically: "
-                                f"run `failover {verb}` again once one does "
+                                f"run `failover {verb} {service}` again once one does "
                                 "(`failover controller run`)")
         print_json(result) if json_out else console.print(f"{service}: {done} (via {result['via']})")
 
