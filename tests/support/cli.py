@@ -9,10 +9,14 @@ the lab's fixed addresses, which a lab running beside the tests may answer on.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
+import json
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -70,3 +74,40 @@ def quiet_topology(folder: Path) -> Path:
                 lines.append(replaced.get(key, line))
         path.write_text("\n".join(lines) + "\n")
     return folder
+
+
+class _StatusOnly(http.server.BaseHTTPRequestHandler):
+    """Answers /v1/status the way a running controller of `region` does, and nothing else."""
+
+    region = ""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"region": self.region, "has_quorum": True,
+                           "executor": self.region}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@contextlib.contextmanager
+def controller_answering(folder: Path, region: str) -> Iterator[None]:
+    """While inside, `region`'s controller answers /v1/status (and only that): a server on
+    a free port, which `region`'s file in the topology `folder` names as its controller."""
+    handler = type("StatusOf" + region.capitalize(), (_StatusOnly,), {"region": region})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = folder / f"{region}.toml"
+    path.write_text("\n".join(
+        f'controller_url = "http://127.0.0.1:{server.server_address[1]}"'
+        if line.startswith("controller_url") else line
+        for line in path.read_text().splitlines()) + "\n")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
