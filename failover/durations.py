@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # The sign is matched only to say that a negative duration is refused, rather than unreadable.
 _PATTERN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-EXAMPLES = "5, \"500ms\", \"5s\", \"2m\" or \"1h\""
+_EXAMPLES = "5, \"500ms\", \"5s\", \"2m\" or \"1h\""
 
 
 def input_error(message: str) -> ValueError:
@@ -29,19 +29,19 @@ def input_error(message: str) -> ValueError:
 def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     """Seconds from a number or a string with a unit; the ValueError says what is accepted."""
     if isinstance(value, bool):
-        raise input_error(f"expected a duration such as {EXAMPLES}, not a boolean")
+        raise input_error(f"expected a duration such as {_EXAMPLES}, not a boolean")
     if isinstance(value, int | float):
         seconds = float(value) if abs(value) < 1e300 else math.inf  # float(10**400) raises
     elif isinstance(value, str) and (match := _PATTERN.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
-        raise input_error(f"expected a duration such as {EXAMPLES}, got {value!r}")
+        raise input_error(f"expected a duration such as {_EXAMPLES}, got {value!r}")
     if not math.isfinite(seconds):
-        raise input_error(f"expected a finite duration such as {EXAMPLES}, got {value!r}")
+        raise input_error(f"expected a finite duration such as {_EXAMPLES}, got {value!r}")
     if seconds < 0:
         raise input_error(f"a duration cannot be negative, got {value!r}")
     if seconds == 0 and not allow_zero:
-        raise input_error(f"must be longer than 0 (a duration such as {EXAMPLES}), got {value!r}")
+        raise input_error(f"must be longer than 0 (a duration such as {_EXAMPLES}), got {value!r}")
     return seconds
 
 

@@ -25,7 +25,7 @@ def _read_file(path: Path, *, field: str) -> None:
         raise UserError(f"{field}: cannot read {path}: {exc.strerror}") from None
 
 
-def secret_problems(topo: Topology) -> list[str]:
+def _secret_problems(topo: Topology) -> list[str]:
     """What a controller would fail to read when it first needs it: every key file is
     opened and every environment variable the topology names looked up, as the
     controller reads them. Nothing is sent anywhere; each problem names its field."""
@@ -66,7 +66,7 @@ def validate(
 ) -> None:
     """Check a topology folder; exit 2 with one line per problem."""
     topo = load_topology(path, flag="PATH")
-    if strict and (problems := secret_problems(topo)):
+    if strict and (problems := _secret_problems(topo)):
         raise UserError(f"{topo.path}: {len(problems)} secret(s) cannot be read", problems)
     summary = {
         "topology": str(topo.path),
