@@ -9,6 +9,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal, get_args
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 plan_context: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "plan_context", default=None)
@@ -38,12 +42,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(region: str, level: str = "INFO") -> None:
+def configure(region: str, level: LogLevel = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(region))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level)
     # APScheduler logs every job run at INFO: one line a probe would drown the log.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 

@@ -4,11 +4,17 @@ file, overridden by command-line flags. Everything about the fleet is in the top
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from failover.errors import UserError
+from failover.logs import LogLevel
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
 
 
 class ControllerSettings(BaseSettings):
@@ -18,14 +24,22 @@ class ControllerSettings(BaseSettings):
     topology: Path | None = None
     region: str | None = None
     state_dir: Path = Path("/var/lib/failover")
-    log_level: str = "INFO"
+    # Any case: `info` is INFO, as the logging module itself would read it.
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
 
 
 def controller_settings(**flags: object) -> ControllerSettings:
-    """Settings from the environment and failover.env, with the flags given (not None) on top."""
+    """Settings from the environment and failover.env, with the flags given (not None) on top.
+
+    A bad value is named where it came from: the flag if one was given, else the variable."""
+    given = {name: value for name, value in flags.items() if value is not None}
     try:
-        return ControllerSettings.model_validate(
-            {k: v for k, v in flags.items() if v is not None})
+        return ControllerSettings.model_validate(given)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        raise UserError(f"FAILOVER_{str(error['loc'][0]).upper()}: {error['msg']}") from None
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0])
+            source = (f"--{field.replace('_', '-')}" if field in given
+                      else f"FAILOVER_{field.upper()} (environment or failover.env)")
+            problems.append(f"{source}: {error['input']!r} is not valid: {error['msg']}")
+        raise UserError(problems[0], problems) from None

@@ -27,9 +27,15 @@ DryRunOption = Annotated[
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def print_json(data: Any) -> None:
-    """One JSON document on stdout; datetimes and paths become strings."""
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+# The shape of every --json document (answers and errors alike): a reader checks it
+# before it trusts a field. Raise it when a field changes meaning or goes away.
+JSON_VERSION = 1
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """One JSON document on stdout, with its `version`; datetimes and paths become strings."""
+    document = {"version": JSON_VERSION, **data}
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def confirm_or_abort(question: str, *, yes: bool) -> None:

@@ -20,6 +20,7 @@ from failover.cli.common import (
 )
 from failover.dns.factory import provider_from_topology
 from failover.dns.records import RecordKey, RecordSet, rtype_for_address
+from failover.durations import parse_duration
 from failover.errors import UserError
 from failover.topology import Service, Topology, load_topology
 
@@ -90,8 +91,9 @@ def set_writer(
     topology: TopologyOption,
     to: Annotated[str, typer.Option("--to", help="The region whose address becomes the writer.")],
     timeout: Annotated[float, typer.Option(
-        "--timeout", min=0.1,
-        help="Seconds to wait until every authoritative server (or Route 53) serves it.")] = 120.0,
+        "--timeout", parser=parse_duration, metavar="DURATION", show_default="2m",
+        help="How long to wait until every authoritative server (or Route 53) serves it, "
+             "e.g. 90s or 2m.")] = 120.0,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     json_out: JsonOption = False,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from failover.cli import app
@@ -20,34 +22,32 @@ from failover.controller.client import (
     acting_view,
     call,
     fleet_statuses,
+    require_an_answer,
 )
 from failover.controller.client import send_operator as operator_request
+from failover.durations import input_error, parse_duration
 from failover.errors import FailoverError, UserError
+from failover.logs import LOG_LEVELS
 from failover.topology import Topology, load_topology
 
 controller_app = typer.Typer(help="The per-region controller process.", no_args_is_help=True)
 app.add_typer(controller_app, name="controller")
 
 
-def fleet_key(topo: Topology) -> bytes:
-    secret = topo.fleet_key()
-    if secret is None:
-        raise UserError(f"{topo.path / 'fleet.toml'}: coordination: no fleet key; set key_file "
-                        "or key_env (and that variable) so that controllers can sign requests")
-    return secret.get_secret_value().encode()
-
-
+# Help is Rich markup: escaped, "[env FAILOVER_X; default]" is shown instead of swallowed.
 @controller_app.command("run")
 def run(
     topology: Annotated[Path | None, typer.Option(
-        "--topology", "-t", help="Topology folder [env FAILOVER_TOPOLOGY]")] = None,
+        "--topology", "-t", help=escape("Topology folder [env FAILOVER_TOPOLOGY]"))] = None,
     region: Annotated[str | None, typer.Option(
-        "--region", help="The region this controller runs in [env FAILOVER_REGION]")] = None,
-    state_dir: Annotated[Path | None, typer.Option(
-        "--state-dir", help="Journal and records [env FAILOVER_STATE_DIR; /var/lib/failover]")]
+        "--region", help=escape("The region this controller runs in [env FAILOVER_REGION]"))]
     = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir",
+        help=escape("Journal and records [env FAILOVER_STATE_DIR; /var/lib/failover]"))] = None,
     log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="[env FAILOVER_LOG_LEVEL; INFO]")] = None,
+        "--log-level", help=escape(f"{', '.join(LOG_LEVELS)}, in any case "
+                                   "[env FAILOVER_LOG_LEVEL; INFO]"))] = None,
 ) -> None:
     """Run the controller of a region until SIGTERM (JSON logs on stderr)."""
     from failover import logs
@@ -64,7 +64,7 @@ def run(
     topo.region(settings.region)
     logs.configure(settings.region, settings.log_level)
     run_forever(Controller(topo, settings.region, state_dir=settings.state_dir,
-                           key=fleet_key(topo)))
+                           key=topo.signing_key()))
 
 
 def _controllers(topo: Topology) -> dict[str, str]:
@@ -73,6 +73,14 @@ def _controllers(topo: Topology) -> dict[str, str]:
 
 def _statuses(topo: Topology) -> Statuses:
     return fleet_statuses(_controllers(topo))
+
+
+def _status_document(topo: Topology, statuses: Statuses) -> dict[str, Any]:
+    """`status --json`: every controller in one shape, whether it answered or not."""
+    return {"fleet": topo.fleet.name, "controllers": {
+        name: {"answered": True, "status": status, "error": None} if isinstance(status, dict)
+        else {"answered": False, "status": None, "error": status}
+        for name, status in statuses.items()}}
 
 
 def _status_table(topo: Topology, statuses: Statuses) -> Table:
@@ -115,13 +123,17 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")]
     = False,
 ) -> None:
-    """The fleet as the controllers see it: verdicts and votes, writers, epochs, lag, plans."""
+    """The fleet as the controllers see it: verdicts and votes, writers, epochs, lag, plans.
+
+    Exit 1 when no controller answers (the table of --watch keeps waiting for one)."""
     topo = load_topology(topology)
-    if json_out:
-        print_json({"fleet": topo.fleet.name, "controllers": _statuses(topo)})
-        return
-    if not watch:
-        console.print(_status_table(topo, _statuses(topo)))
+    if json_out or not watch:
+        statuses = _statuses(topo)
+        require_an_answer(statuses)
+        if json_out:
+            print_json(_status_document(topo, statuses))
+        else:
+            console.print(_status_table(topo, statuses))
         return
     with Live(_status_table(topo, _statuses(topo)), console=console, auto_refresh=False) as live:
         try:
@@ -132,24 +144,25 @@ def status(
             pass
 
 
-def _parse_since(value: str | None) -> float | None:
-    if value is None:
-        return None
+def _since(value: str) -> float:
+    """The flag parser of --since: epoch seconds, an ISO time, or a duration back from now."""
     try:
-        return float(value)
+        epoch = float(value)
     except ValueError:
         pass
+    else:
+        if math.isfinite(epoch) and epoch >= 0:
+            return epoch
+        raise input_error(f"{value!r} is not a time: epoch seconds are a number from 0")
     try:
         return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
-    from failover.durations import parse_duration
-
     try:
-        return time.time() - parse_duration(value)
+        return time.time() - parse_duration(value, allow_zero=True)
     except ValueError:
-        raise UserError(f"--since: {value!r} is neither a duration (\"10m\"), an ISO time nor "
-                        "epoch seconds") from None
+        raise input_error(f"{value!r} is neither a duration (\"10m\"), an ISO time "
+                         "(2025-01-31T12:00) nor epoch seconds") from None
 
 
 def _describe(entry: dict[str, Any]) -> str:
@@ -181,18 +194,20 @@ def _describe(entry: dict[str, Any]) -> str:
 def history(
     topology: TopologyOption,
     json_out: JsonOption = False,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="Only entries after this: a duration (\"10m\"), ISO time or epoch.")]
-    = None,
+    since: Annotated[float | None, typer.Option(
+        "--since", parser=_since, metavar="WHEN",
+        help="Only entries after this: a duration back from now (\"10m\"), an ISO time or "
+             "epoch seconds.")] = None,
     limit: Annotated[int, typer.Option(
         "--limit", min=1, max=100_000, help="At most this many entries from each controller, "
         "the newest.")] = 5_000,
 ) -> None:
-    """One timeline from the journals of every reachable controller: a postmortem view."""
+    """One timeline from the journals of every reachable controller: a postmortem view.
+
+    Exit 1 when no controller's journal can be read."""
     topo = load_topology(topology)
-    key = fleet_key(topo)
-    since_ts = _parse_since(since)
-    query = f"limit={limit}" + (f"&since={since_ts}" if since_ts is not None else "")
+    key = topo.signing_key()
+    query = f"limit={limit}" + (f"&since={since}" if since is not None else "")
     entries: list[dict[str, Any]] = []
     missing: dict[str, str] = {}
     clipped: list[str] = []
@@ -210,6 +225,9 @@ def history(
         if len(got) >= limit:
             clipped.append(name)
         entries += got
+    if len(missing) == len(topo.regions):
+        raise FailoverError("no controller's journal could be read (" + "; ".join(
+            f"{name}: {why}" for name, why in missing.items()) + ")")
     entries.sort(key=lambda e: (e.get("ts", 0), e.get("source", "")))
     if json_out:
         print_json({"entries": entries, "unreachable": missing, "limit_reached": clipped})
@@ -228,14 +246,15 @@ def history(
                       f"raise --limit for older ones[/yellow]")
 
 
-def send_operator(topo: Topology, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An operator's verb, run by the acting controller (see controller.client)."""
+def send_operator(topo: Topology, verb: str, body: dict[str, Any], *,
+                  without_controllers: str) -> dict[str, Any]:
+    """An operator's verb, run by the acting controller (see controller.client);
+    `without_controllers` says what the operator can do when none answers."""
     try:
-        return operator_request(_controllers(topo), lambda: fleet_key(topo), verb,
+        return operator_request(_controllers(topo), topo.signing_key, verb,
                                 {"by": "cli", **body})
     except NoControllerAnswered as exc:
-        raise FailoverError(f"{exc}; with none running, act on the databases directly "
-                            "with --direct") from None
+        raise FailoverError(f"{exc}; {without_controllers}") from None
 
 
 ServiceArg = Annotated[str, typer.Argument(help="The service.")]
@@ -248,7 +267,11 @@ def _automation_command(verb: str, done: str, help_text: str) -> None:
     def command(service: ServiceArg, topology: TopologyOption, json_out: JsonOption = False) -> None:
         topo = load_topology(topology)
         topo.service(service)
-        result = send_operator(topo, verb, {"service": service})
+        result = send_operator(
+            topo, verb, {"service": service},
+            without_controllers=f"while none runs, nothing acts on {service} automatically: "
+                                f"run `failover {verb} {service}` again once one does "
+                                "(`failover controller run`)")
         print_json(result) if json_out else console.print(f"{service}: {done} (via {result['via']})")
 
 

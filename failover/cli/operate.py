@@ -88,7 +88,8 @@ def via_fleet(topology: Path, verb: str, body: dict[str, Any], *, question: str,
 
     topo = load_topology(topology)
     confirm_or_abort(question, yes=yes)
-    result = send_operator(topo, verb, body)
+    result = send_operator(topo, verb, body, without_controllers="with none running, act on "
+                           "the databases directly with --direct")
     if json_out:
         print_json(result)
         return
@@ -176,9 +177,11 @@ def switchover(
     *,
     topology: TopologyOption,
     epoch: EpochOption = None,
-    timeout: Annotated[str, typer.Option(
-        "--timeout", help="How long the target may take to catch up, e.g. 30s; after that "
-        "the old primary is unfenced and nothing else changes.")] = f"{DEFAULT_TIMEOUT:g}s",
+    timeout: Annotated[float, typer.Option(
+        "--timeout", parser=parse_duration, metavar="DURATION",
+        show_default=f"{DEFAULT_TIMEOUT:g}s",
+        help="How long the target may take to catch up, e.g. 30s or 2m; after that the old "
+             "primary is unfenced and nothing else changes.")] = DEFAULT_TIMEOUT,
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
@@ -186,21 +189,15 @@ def switchover(
     force: ForceOption = False,
 ) -> None:
     """Planned, zero-loss move of SERVICE's primary to REGION."""
-    try:
-        seconds = parse_duration(timeout)
-    except ValueError as exc:
-        raise UserError(f"--timeout: {exc}") from None
-    if seconds <= 0:
-        raise UserError("--timeout: must be greater than 0")
 
     def act(db: ServiceDatabases) -> None:
-        plan = switchover_steps(db, region, epoch=epoch, timeout=seconds)
+        plan = switchover_steps(db, region, epoch=epoch, timeout=timeout)
         execute_steps(plan.steps, dry_run=dry_run, json_out=json_out, yes=yes,
                       summary={"action": "switchover", "service": service, "target": region,
                                "old_primary": plan.old_primary, "epoch": plan.epoch},
                       question=f"Switch {service} over from {plan.old_primary} to {region} "
                                f"(writes pause until it is done)?")
-    _act_on_service(topology, service, "switchover", {"region": region, "timeout": seconds},
+    _act_on_service(topology, service, "switchover", {"region": region, "timeout": timeout},
                     question=f"Switch {service} over to {region} (writes pause until it is done)?",
                     act=act, direct=direct, force=force, dry_run=dry_run, json_out=json_out,
                     yes=yes)

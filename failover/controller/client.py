@@ -77,6 +77,13 @@ class NoControllerAnswered(FailoverError):
     pass
 
 
+def require_an_answer(statuses: Statuses) -> None:
+    """NoControllerAnswered, saying why of each, unless one of `statuses` is an answer."""
+    if not any(isinstance(status, dict) for status in statuses.values()):
+        raise NoControllerAnswered("no controller answered (" + "; ".join(
+            f"{name}: {status}" for name, status in statuses.items()) + ")")
+
+
 def send_operator(controllers: dict[str, str], key: Callable[[], bytes], verb: str,
                   body: dict[str, Any], *, timeout: float = 300.0) -> dict[str, Any]:
     """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
@@ -84,9 +91,7 @@ def send_operator(controllers: dict[str, str], key: Callable[[], bytes], verb: s
     The answer carries `via`: the region whose controller ran it. `key` is read only once
     a controller answered: with none running, that is what the operator needs to hear."""
     statuses = fleet_statuses(controllers)
-    if not any(isinstance(status, dict) for status in statuses.values()):
-        raise NoControllerAnswered("no controller answered (" + "; ".join(
-            f"{name}: {status}" for name, status in statuses.items()) + ")")
+    require_an_answer(statuses)
     secret = key()
     acting = acting_view(statuses)
     order = sorted(controllers, key=lambda name: name != (acting or {}).get("region"))

@@ -90,7 +90,8 @@ def request_timeout(lease_ttl: float) -> float:
     return min(2.0, max(0.5, lease_ttl / 4))
 
 
-def _password(settings: EtcdSettings, where: str) -> SecretStr | None:
+def etcd_password(settings: EtcdSettings, where: str) -> SecretStr | None:
+    """The etcd password from `password_env`; `where` is the fleet file, for the message."""
     if settings.password_env is None:
         return None
     value = os.environ.get(settings.password_env)
@@ -117,7 +118,7 @@ class EtcdCoordinator:
             ca_file=str(settings.ca_file) if settings.ca_file else None,
             cert_file=str(settings.cert_file) if settings.cert_file else None,
             key_file=str(settings.key_file) if settings.key_file else None,
-            user=settings.user, password=_password(settings, where),
+            user=settings.user, password=etcd_password(settings, where),
         )
         prefix = settings.prefix.rstrip("/")
         self._observations_prefix = f"{prefix}/observations/"

@@ -5,10 +5,22 @@ from __future__ import annotations
 from failover.dns.provider import DnsProvider
 from failover.dns.rfc2136 import Rfc2136Provider
 from failover.dns.route53 import Route53Provider
-from failover.dns.tsig import key_from_env, load_key_file
+from failover.dns.tsig import TsigKey, key_from_env, load_key_file
 from failover.dns.wire import Endpoint
 from failover.errors import UserError
-from failover.topology import FLEET_FILE, Topology
+from failover.topology import FLEET_FILE, Rfc2136Settings, Topology
+
+
+def tsig_key(rfc: Rfc2136Settings, *, where: str) -> TsigKey:
+    """The key that signs updates: from key_file, else key_secret_env (`where`: [dns])."""
+    if rfc.key_file is not None:
+        return load_key_file(rfc.key_file, key_name=rfc.key_name, algorithm=rfc.algorithm,
+                             field=f"{where}.rfc2136")
+    if rfc.key_secret_env is not None:
+        return key_from_env(rfc.key_secret_env, rfc.key_name, rfc.algorithm,
+                            field=f"{where}.rfc2136")
+    raise UserError(f"{where}.rfc2136: no TSIG key: set key_file (a tsig-keygen file) "
+                    "or key_secret_env and key_name")
 
 
 def provider_from_topology(topo: Topology) -> DnsProvider:
@@ -24,13 +36,7 @@ def provider_from_topology(topo: Topology) -> DnsProvider:
                         "provider = \"rfc2136\" or \"route53\" with a zone to use DNS verbs")
     if settings.provider == "rfc2136" and settings.rfc2136 is not None:
         rfc = settings.rfc2136
-        if rfc.key_file is not None:
-            key = load_key_file(rfc.key_file, key_name=rfc.key_name, algorithm=rfc.algorithm)
-        elif rfc.key_secret_env is not None:
-            key = key_from_env(rfc.key_secret_env, rfc.key_name, rfc.algorithm)
-        else:
-            raise UserError(f"{where}.rfc2136: no TSIG key: set key_file (a tsig-keygen file) "
-                            "or key_secret_env and key_name")
+        key = tsig_key(rfc, where=where)
         server = Endpoint.parse(rfc.server, default_port=rfc.port,
                                 field_name=f"{where}.rfc2136.server")
         authoritative = [Endpoint.parse(entry, default_port=rfc.port,

@@ -89,17 +89,21 @@ def _checked(name: str, algorithm: str, secret: str, *, source: str,
 
 
 def load_key_file(path: Path, *, key_name: str | None = None,
-                  algorithm: str | None = None) -> TsigKey:
-    """The key named `key_name` (or the only key) in a BIND-style key file."""
+                  algorithm: str | None = None, field: str = "dns.rfc2136") -> TsigKey:
+    """The key named `key_name` (or the only key) in a BIND-style key file; messages name
+    the topology's fields under `field`."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(
-            f"dns.rfc2136.key_file: {path} does not exist; create it with "
+            f"{field}.key_file: {path} does not exist; create it with "
             "`tsig-keygen -a hmac-sha256 <name> > <file>` or fix the path"
         ) from None
     except OSError as exc:
-        raise UserError(f"dns.rfc2136.key_file: cannot read {path}: {exc.strerror}") from None
+        raise UserError(f"{field}.key_file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{field}.key_file: {path} is not UTF-8 text (byte {exc.start}); "
+                        "expected a key file as tsig-keygen writes it") from None
     blocks = {_absolute(name): body for name, body in _KEY_BLOCK.findall(text)}
     if not blocks:
         raise UserError(f"{path}: no `key \"name\" {{ algorithm ...; secret \"...\"; }};` found")
@@ -107,7 +111,7 @@ def load_key_file(path: Path, *, key_name: str | None = None,
         if len(blocks) > 1:
             raise UserError(
                 f"{path}: holds keys {', '.join(sorted(blocks))}; "
-                "say which one in dns.rfc2136.key_name"
+                f"say which one in {field}.key_name"
             )
         name, body = next(iter(blocks.items()))
     else:
@@ -115,7 +119,7 @@ def load_key_file(path: Path, *, key_name: str | None = None,
         if name not in blocks:
             raise UserError(
                 f"{path}: has no key {key_name!r} (it has {', '.join(sorted(blocks))}); "
-                "fix dns.rfc2136.key_name"
+                f"fix {field}.key_name"
             )
         body = blocks[name]
     found_algorithm = _ALGORITHM.search(body)
@@ -126,17 +130,19 @@ def load_key_file(path: Path, *, key_name: str | None = None,
                     expected_algorithm=algorithm)
 
 
-def key_from_env(env: str, key_name: str | None, algorithm: str) -> TsigKey:
-    """The key whose base64 secret is in the environment variable `env`."""
+def key_from_env(env: str, key_name: str | None, algorithm: str, *,
+                 field: str = "dns.rfc2136") -> TsigKey:
+    """The key whose base64 secret is in the environment variable `env`; messages name the
+    topology's fields under `field`."""
     if not key_name:
         raise UserError(
-            f"dns.rfc2136.key_name: needed with key_secret_env = {env!r} "
+            f"{field}.key_name: needed with key_secret_env = {env!r} "
             "(the name the server knows the key by)"
         )
     secret = os.environ.get(env)
     if not secret:
         raise UserError(
-            f"dns.rfc2136.key_secret_env: the environment variable {env} is not set or empty; "
+            f"{field}.key_secret_env: the environment variable {env} is not set or empty; "
             "set it to the base64 secret of the key (as tsig-keygen prints it)"
         )
     return _checked(key_name, algorithm, secret.strip(), source=f"${env}",

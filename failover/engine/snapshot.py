@@ -44,7 +44,8 @@ Lsn = Annotated[int, BeforeValidator(_lsn), Field(ge=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # JSON has no NaN or infinity, and a time or a lag that is one means nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Replication(_Model):
@@ -57,7 +58,7 @@ class _Replication(_Model):
     lag_seconds: float | None = Field(default=None, ge=0)
     ready: bool = False
     wal_lsn: Lsn | None = None
-    heartbeat_at: float | None = Field(default=None, allow_inf_nan=False)
+    heartbeat_at: float | None = None
     subscription_enabled: bool | None = None
 
 

@@ -26,6 +26,9 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: malformed TOML: {exc}")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path}: not UTF-8 text (byte {exc.start}); TOML files must be UTF-8: "
+                        "save it again as UTF-8")
     except OSError as exc:
         problems.append(f"{path}: cannot read: {exc.strerror}")
     return None
@@ -102,17 +105,70 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
             if isinstance(check, PostgresCheck) and check.service not in region.postgres:
                 problems.append(f"{files[name]}: checks[{index}].service: region {name!r} has no "
                                 f"postgres.{check.service} endpoint to check")
-    detection = [check.detection_time for region in regions.values()
-                 for check in region.liveness_checks]
-    if detection and fleet.self_fence_after >= min(detection):
-        problems.append(
-            f"{fleet_path}: self_fence_after: {fleet.self_fence_after:g} s must be shorter than the "
-            f"{min(detection):g} s the fleet needs to declare a region DOWN (interval x "
-            "unhealthy_threshold of the fastest liveness check), or the old primary could still "
-            "take writes when the new one starts"
-        )
+    problems += _timing_problems(fleet_path, fleet, regions)
+    problems += _shared_values(regions, files, "address", "DNS would send the clients of one "
+                               "region to the database of the other")
+    problems += _shared_values(regions, files, "controller_url", "one controller would answer "
+                               "for two regions")
     if not regions and all_regions_loaded:
         problems.append(f"{fleet_path.parent}: no <region>.toml files; a fleet needs regions")
+    return problems
+
+
+def _timing_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, Region]) -> list[str]:
+    """Timings that cannot work together; each message says what would go wrong."""
+    problems: list[str] = []
+    max_age = fleet.observation_max_age
+    exchange = fleet.coordination.exchange_interval
+    if max_age <= exchange:
+        problems.append(
+            f"{fleet_path}: observation_max_age: {max_age:g} s must be longer than "
+            f"coordination.exchange_interval ({exchange:g} s): observations arrive once an "
+            "exchange, so each would be stale before the next came, no controller would keep a "
+            "quorum and every writer would fence itself")
+    liveness = [check for region in regions.values() for check in region.liveness_checks]
+    if not liveness:
+        return problems
+    detection = min(check.detection_time for check in liveness)
+    if fleet.self_fence_after >= detection:
+        problems.append(
+            f"{fleet_path}: self_fence_after: {fleet.self_fence_after:g} s must be shorter than the "
+            f"{detection:g} s the fleet needs to declare a region DOWN (interval x "
+            "unhealthy_threshold of the fastest liveness check), or the old primary could still "
+            "take writes when the new one starts")
+    if max_age > detection:
+        problems.append(
+            f"{fleet_path}: observation_max_age: {max_age:g} s must be at most the {detection:g} s "
+            "the fleet needs to declare a region DOWN (interval x unhealthy_threshold of the "
+            "fastest liveness check): a cut-off writer starts counting self_fence_after only "
+            "once what it heard is that old, and a controller that died stays heard (and can "
+            "stay the executor, so that nobody acts) for that long")
+    # The writer's lease reaches only self_fence_after + self_fence_duration past the start
+    # of the last healthy probe the others report (engine/lease.py): it must outlast the
+    # wait for the next probe and the exchange that brings its result.
+    lease = fleet.self_fence_after + fleet.self_fence_duration
+    slowest = max(check.interval for check in liveness)
+    if lease <= slowest + exchange:
+        problems.append(
+            f"{fleet_path}: self_fence_after: the writer's lease, self_fence_after + "
+            f"self_fence_duration = {lease:g} s, must be longer than the slowest liveness "
+            f"check's interval plus coordination.exchange_interval ({slowest:g} s + {exchange:g} "
+            "s), or it runs out between two probes and the writer refuses writes every cycle")
+    return problems
+
+
+def _shared_values(regions: dict[str, Region], files: dict[str, Path], field: str,
+                   consequence: str) -> list[str]:
+    """A region's `field` that another region already has: each must have its own."""
+    problems = []
+    owner: dict[str, str] = {}
+    for name, region in regions.items():
+        value = str(getattr(region, field))
+        first = owner.setdefault(value.lower(), name)
+        if first != name:
+            problems.append(f"{files[name]}: {field}: {value} is also the {field} of region "
+                            f"{first!r} ({files[first]}); give each region its own, or "
+                            f"{consequence}")
     return problems
 
 

@@ -22,29 +22,49 @@ from pydantic import (
     model_validator,
 )
 
-from failover.durations import Duration
+from failover.durations import Duration, DurationOrZero
 from failover.errors import UserError
 
 FLEET_FILE = "fleet.toml"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are valid TOML floats, but no field means anything by them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _secret_from(env: str | None, file: Path | None, *, what: str, where: str) -> SecretStr | None:
-    """Read a secret from an env var or a file; the error names where it was configured."""
+def _secret_from(env: str | None, file: Path | None, *, what: str, where: str,
+                 fields: tuple[str, str]) -> SecretStr | None:
+    """Read a secret from an env var or a file; the error names the file and the field
+    (`fields`: the names of the env and the file fields) that configured it."""
+    env_field, file_field = fields
     if env:
         value = os.environ.get(env)
         if value is None:
-            raise UserError(f"{where}: {what} comes from the environment variable {env}, which is not set")
+            raise UserError(f"{where}.{env_field}: {what} comes from the environment variable "
+                            f"{env}, which is not set; set it or fix the name")
         return SecretStr(value)
     if file is not None:
         try:
-            return SecretStr(file.read_text().strip())
+            return SecretStr(file.read_text(encoding="utf-8").strip())
         except OSError as exc:
-            raise UserError(f"{where}: cannot read {what} from {file}: {exc.strerror}") from exc
+            raise UserError(f"{where}.{file_field}: cannot read {what} from {file}: "
+                            f"{exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{where}.{file_field}: {file} is not UTF-8 text (byte {exc.start}); "
+                            f"it must hold {what} as text") from exc
     return None
+
+
+def _refuse_bad_port(url: str) -> None:
+    """A URL's port must be 1..65535: urlsplit leaves that check to whoever reads `.port`,
+    which would raise far from the file (a probe's traceback in `failover check`)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        raise ValueError(f"the port of {url!r} is not a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"the port of {url!r} is 0; use a port from 1 to 65535")
 
 
 def _http_url_with_host(value: str) -> str:
@@ -52,6 +72,7 @@ def _http_url_with_host(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    _refuse_bad_port(value)
     return value
 
 
@@ -71,10 +92,6 @@ class _CheckBase(_Model):
 
     @model_validator(mode="after")
     def _timeout_shorter_than_interval(self) -> _CheckBase:
-        if self.interval <= 0:
-            raise ValueError("interval must be greater than 0")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than 0")
         if self.timeout >= self.interval:
             raise ValueError(
                 f"timeout ({self.timeout:g} s) must be shorter than interval ({self.interval:g} s), "
@@ -146,7 +163,8 @@ class PostgresEndpoint(_Model):
 
     def password(self) -> SecretStr | None:
         return _secret_from(self.password_env, self.password_file,
-                            what="the PostgreSQL password", where=self.source)
+                            what="the PostgreSQL password", where=self.source,
+                            fields=("password_env", "password_file"))
 
     def conninfo(self, **overrides: str | int) -> str:
         """A libpq keyword/value string, password included; never log it."""
@@ -206,8 +224,8 @@ class Service(_Model):
     reader_record: str | None = None
     ttl: int = Field(default=30, ge=1, le=86400)
     max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
-    max_lag_seconds: Duration = 30.0
-    cooldown: Duration = 300.0
+    max_lag_seconds: DurationOrZero = 30.0  # 0: only a subscriber that is fully caught up
+    cooldown: DurationOrZero = 300.0  # 0: no wait between two failovers
     regions: list[str] | None = None  # None: every region
     app_roles: list[str] = Field(default_factory=list)
     pre_promote: list[str] | None = None
@@ -232,12 +250,19 @@ class EtcdSettings(_Model):
     prefix: str = "/failover"
     lease_ttl: Duration = 5.0
     # How often the others' observations are read between exchanges: the delay news waits.
-    poll_interval: Duration = Field(default=0.1, gt=0)
+    poll_interval: Duration = 0.1
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     user: str | None = None
     password_env: str | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoint_urls(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            _http_url_with_host(endpoint)
+        return value
 
 
 class CoordinationSettings(_Model):
@@ -256,7 +281,7 @@ class CoordinationSettings(_Model):
 
     def fleet_key(self, where: str) -> SecretStr | None:
         return _secret_from(self.key_env if self.key_file is None else None, self.key_file,
-                            what="the fleet key", where=where)
+                            what="the fleet key", where=where, fields=("key_env", "key_file"))
 
 
 class Rfc2136Settings(_Model):
@@ -308,7 +333,9 @@ class Fleet(_Model):
     quorum: int | None = Field(default=None, ge=1)
     observation_max_age: Duration = 10.0
     self_fence_after: Duration = 5.0
-    self_fence_duration: Duration = 1.0  # how long fencing one's own database may take
+    # How long fencing one's own database may take. With self_fence_after, the writer's
+    # lease; 2 s lets the defaults (5 s checks, 1 s exchanges) renew it before it runs out.
+    self_fence_duration: Duration = 2.0
     coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
     services: list[Service] = Field(default_factory=list)
@@ -372,3 +399,11 @@ class Topology:
 
     def fleet_key(self) -> SecretStr | None:
         return self.fleet.coordination.fleet_key(f"{self.path / FLEET_FILE}: coordination")
+
+    def signing_key(self) -> bytes:
+        """The fleet key that signs requests between controllers and from the CLI."""
+        secret = self.fleet_key()
+        if secret is None:
+            raise UserError(f"{self.path / FLEET_FILE}: coordination: no fleet key; set key_file "
+                            "or key_env (and that variable) so that controllers can sign requests")
+        return secret.get_secret_value().encode()

@@ -22,9 +22,12 @@ pytestmark = pytest.mark.integration
 
 FAILOVER = str(Path(sys.executable).with_name("failover"))
 
+# Timings the checks below (every 2 s, unhealthy after 3) can work with: observations
+# valid at most the 6 s detection time, a lease (2 s + 2 s) longer than 2 s + a 1 s exchange.
 FLEET = """
 name = "probe-test"
-self_fence_after = "500ms"
+observation_max_age = "3s"
+self_fence_after = "2s"
 """
 
 

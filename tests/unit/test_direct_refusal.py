@@ -3,54 +3,23 @@ would race them (a second promotion, a fence lifted under them)."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-TOPOLOGY = Path(__file__).resolve().parents[1] / "data" / "observations" / "topology"
-
-
-class StatusOnly(http.server.BaseHTTPRequestHandler):
-    """Answers /v1/status the way a running controller does, and nothing else."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"region": "west", "has_quorum": True, "executor": "west"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+from tests.support.cli import controller_answering, quiet_topology
 
 
 @pytest.fixture
 def topology_with_a_running_controller(tmp_path: Path) -> Iterator[Path]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StatusOnly)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    folder = tmp_path / "topology"
-    shutil.copytree(TOPOLOGY, folder)
-    # Only west's controller runs (this server); east's and south's point at a closed port,
-    # away from the lab's addresses, which a lab running beside the tests may answer on.
-    urls = {"west": f"http://127.0.0.1:{server.server_address[1]}",
-            "east": "http://127.0.0.1:9", "south": "http://127.0.0.1:9"}
-    for region, url in urls.items():
-        path = folder / f"{region}.toml"
-        lines = [f'controller_url = "{url}"' if line.startswith("controller_url") else line
-                 for line in path.read_text().splitlines()]
-        path.write_text("\n".join(lines) + "\n")
-    try:
+    """Only west's controller runs; the others' controllers and every database are closed
+    ports, away from the lab's addresses, which a lab running beside the tests may answer on."""
+    folder = quiet_topology(tmp_path / "topology")
+    with controller_answering(folder, "west"):
         yield folder
-    finally:
-        server.shutdown()
 
 
 def failover(*args: str) -> subprocess.CompletedProcess[str]:

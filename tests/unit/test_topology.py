@@ -129,8 +129,8 @@ def test_missing_password_env_names_the_field(monkeypatch: pytest.MonkeyPatch) -
     endpoint = load_topology(EXAMPLE).endpoint("us-east-1", "app")
     with pytest.raises(UserError) as info:
         endpoint.conninfo()
-    assert "us-east-1.toml: postgres.app: the PostgreSQL password comes from the environment " \
-           "variable FAILOVER_PG_PASSWORD, which is not set" in str(info.value)
+    assert "us-east-1.toml: postgres.app.password_env: the PostgreSQL password comes from the " \
+           "environment variable FAILOVER_PG_PASSWORD, which is not set" in str(info.value)
     monkeypatch.setenv("FAILOVER_PG_PASSWORD", "s3cret")
     assert "password=s3cret" in endpoint.conninfo()
     assert "s3cret" not in repr(endpoint) and "s3cret" not in endpoint.describe()
