@@ -2,7 +2,8 @@
 
 - `DnsAgreement` watches, from the end of a fault, whether the writer and reader
   records answer what the fleet records (the writer's address; the readers'
-  addresses), and tells how long after the fault's end they last disagreed;
+  addresses), and tells how long after the fault's end they last disagreed on two
+  looks in a row (POLL apart);
 - `plans_run_twice` reads every controller's journal and finds a plan, or a
   promotion's epoch, that more than one controller carried out.
 """
@@ -94,11 +95,15 @@ class DnsAgreement:
         self._thread.start()
 
     def _watch(self) -> None:
+        before: str | None = None
         while not self._stop.is_set():
             looked_at = time.monotonic()
             why = disagreement(self.state)
-            if why is not None:
+            # A plan moves DNS first and stores the record after it, so one look can catch
+            # DNS a few milliseconds ahead: only a disagreement seen twice in a row counts.
+            if why is not None and before is not None:
                 self._last_bad = (looked_at, why)
+            before = why
             self._agrees_now = why is None
             self._stop.wait(POLL)
 
