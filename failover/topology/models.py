@@ -30,7 +30,11 @@ FLEET_FILE = "fleet.toml"
 
 class _Model(BaseModel):
     # NaN and infinity are valid TOML floats, but no field means anything by them.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Every field is documented by the docstring under it (or Field(description=...)):
+    # scripts/topology_reference.py writes docs/reference/topology.md from them, and a
+    # unit test fails while a field has none.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 def _secret_from(env: str | None, file: Path | None, *, what: str, where: str,
@@ -80,15 +84,28 @@ def _http_url_with_host(value: str) -> str:
 
 
 class _CheckBase(_Model):
+    """What every check has, whatever its kind. Every controller runs every check of every
+    region, so a check's target must be reachable from every region's controller host."""
+
     name: str = Field(min_length=1)
+    """Shown by `failover check`, `status`, `history` and in metrics (label `check`)."""
     interval: Duration = 5.0
+    """How often each controller runs the check."""
     timeout: Duration = 2.0
+    """How long one probe may take before it counts as a failure; shorter than `interval`,
+    or probes would overlap."""
     healthy_threshold: int = Field(default=2, ge=1)
+    """Successes in a row that make the check healthy."""
     unhealthy_threshold: int = Field(default=3, ge=1)
-    # Liveness says the region is alive; readiness says it could take the
-    # writer role now; info is shown but never drives a verdict. Only
-    # liveness checks make a region DOWN.
+    """Failures in a row that make the check unhealthy. `interval x unhealthy_threshold` of
+    the fastest liveness check is the fleet's detection time, which bounds
+    `self_fence_after` and `observation_max_age` (see the rules at the top)."""
     purpose: Literal["liveness", "readiness", "info"] = "liveness"
+    """`liveness`: the region is alive; any unhealthy liveness check makes this controller's
+    observation of the region unhealthy, and only liveness checks make a region DOWN.
+    `readiness`: the region could take the writer role now (a `postgres` readiness check
+    also fails while the copy is fenced or lags beyond the service's limits). `info`: shown,
+    never used in a verdict."""
 
     @model_validator(mode="after")
     def _timeout_shorter_than_interval(self) -> _CheckBase:
@@ -106,10 +123,17 @@ class _CheckBase(_Model):
 
 
 class HttpCheck(_CheckBase):
+    """An HTTP GET; redirects are not followed. `https` URLs verify the server's certificate
+    against the system's CA store."""
+
     kind: Literal["http"]
+    """The check's kind."""
     url: str
-    expect_status: list[int] | None = None  # None: any 2xx or 3xx
+    """What to GET: an `http://` or `https://` URL with a host; the port, if given, 1 to 65535."""
+    expect_status: list[int] | None = None
+    """The status codes that count as a success; not set: any 2xx or 3xx."""
     body_contains: str | None = None
+    """Text the body must contain, searched in its first 64 KiB."""
 
     @field_validator("url")
     @classmethod
@@ -118,28 +142,52 @@ class HttpCheck(_CheckBase):
 
 
 class TcpCheck(_CheckBase):
+    """A TCP connection: healthy when the port accepts it."""
+
     kind: Literal["tcp"]
+    """The check's kind."""
     host: str = Field(min_length=1)
+    """The host name or address to connect to."""
     port: int = Field(ge=1, le=65535)
+    """The port to connect to."""
 
 
 class PostgresCheck(_CheckBase):
+    """One query, `failover.node_status`, on the region's database of a service. It also
+    reports the role, fence, epoch, applied position and lag that the engine plans with."""
+
     kind: Literal["postgres"]
+    """The check's kind."""
     service: str
+    """The service whose database to query, through this region's `postgres.<service>`
+    endpoint (which must exist). A database without the failover schema still counts as
+    alive for liveness and info checks."""
 
 
 class DnsCheck(_CheckBase):
+    """A DNS query, asked again on every probe (no cache)."""
+
     kind: Literal["dns"]
-    query: str = Field(min_length=1, description="the name to resolve")
+    """The check's kind."""
+    query: str = Field(min_length=1, description="The name to resolve.")
     record_type: str = "A"
+    """The record type to ask for."""
     expect: list[str] | None = None
-    server: str | None = None  # None: the system resolver
+    """The exact set of values the answer must hold; not set: any answer."""
+    server: str | None = None
+    """The server to ask; not set: the system's resolver (`/etc/resolv.conf`)."""
     port: int = Field(default=53, ge=1, le=65535)
+    """The port of `server`."""
 
 
 class CommandCheck(_CheckBase):
+    """A program run by the controller: exit 0 is healthy. It runs in its own process
+    group, which is killed when the probe times out."""
+
     kind: Literal["command"]
+    """The check's kind."""
     argv: list[str] = Field(min_length=1)
+    """The program and its arguments, run without a shell."""
 
 
 Check = Annotated[
@@ -151,15 +199,34 @@ CHECK_KINDS = ("http", "tcp", "postgres", "dns", "command")
 
 
 class PostgresEndpoint(_Model):
+    """How to reach this region's database of one service, as the controller's role. The
+    same connection string, password included, is what the other regions' servers use to
+    subscribe to this one when it is the writer: it is stored in their `pg_subscription`.
+    There are no TLS settings yet: libpq's defaults apply."""
+
     host: str = Field(min_length=1)
+    """Host name or address of the server, as libpq takes it. Every controller host and
+    every other region's database server must reach it."""
     port: int = Field(default=5432, ge=1, le=65535)
+    """The server's port."""
     dbname: str = Field(min_length=1)
+    """The service's database on this server (one service per database)."""
     user: str = Field(min_length=1)
+    """The controller's role; also the role the other regions' subscriptions log in as
+    (see docs/operator-guide.md for its privileges)."""
     password_env: str | None = None
+    """An environment variable holding the password. Wins over `password_file` when both
+    are set; when it is set in the file but not in the environment, the controller refuses
+    to start."""
     password_file: Path | None = None
+    """A file holding the password (surrounding whitespace is dropped); relative to the
+    topology folder. Neither set: no password is sent (libpq may still find one, e.g. in
+    `~/.pgpass`)."""
     connect_timeout: Duration = 3.0
-    # Filled by the loader: where this endpoint was configured, for messages.
+    """libpq's `connect_timeout`, rounded to whole seconds (at least 1)."""
     source: str = Field(default="", exclude=True)
+    """Not for the file: the loader sets it to where the endpoint was configured, for
+    messages, replacing any value written here."""
 
     def password(self) -> SecretStr | None:
         return _secret_from(self.password_env, self.password_file,
@@ -187,12 +254,28 @@ class PostgresEndpoint(_Model):
 
 
 class Region(_Model):
+    """One region: a `<region>.toml` file in the topology folder (any name but
+    `fleet.toml`)."""
+
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """The region's name, unique in the fleet; `--region` and every verb use it."""
     priority: int = 0
+    """Higher wins: the executor is the highest-priority controller that is heard and
+    outside a DOWN region, and among equally good failover targets the higher priority is
+    promoted."""
     controller_url: str
+    """Where this region's controller listens and the others reach it: an `http://` URL
+    with a host (a trailing `/` is dropped), unique in the fleet. The controller listens on
+    this URL's host and port in plain HTTP whatever the scheme, so `https://` does not work
+    yet."""
     address: str
+    """The IPv4 or IPv6 address that DNS publishes for this region (an `A` or `AAAA`
+    record): the writer record points at the writer region's address, the reader record
+    holds the readers' addresses. Unique in the fleet."""
     postgres: dict[str, PostgresEndpoint] = Field(default_factory=dict)
+    """One endpoint per service this region holds a copy of, keyed by service name."""
     checks: list[Check] = Field(default_factory=list)
+    """The checks every controller runs against this region."""
 
     @field_validator("controller_url")
     @classmethod
@@ -218,22 +301,55 @@ class Region(_Model):
 
 
 class Service(_Model):
+    """A database replicated to several regions, with one writer at a time."""
+
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    """The service's name, unique in the fleet. Publication, subscription and slot names
+    derive from it (`failover_<name>`, `failover_<name>_<region>`)."""
     database: str = Field(min_length=1)
+    """The database's name. Only `topology from-terraform` reads it: the controller
+    connects to each region's `postgres.<service>.dbname`."""
     writer_record: str
+    """The DNS name that points at the writer region's `address`; inside `dns.zone`. Made
+    absolute (a trailing `.`) and lower-case."""
     reader_record: str | None = None
+    """A DNS name that holds the address of every region serving reads (the writer and
+    caught-up, unfenced subscribers); not set: no reader record is managed."""
     ttl: int = Field(default=30, ge=1, le=86400)
+    """TTL in seconds of the records the controllers write. Clients may keep the old writer
+    address this long after a failover."""
     max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
-    max_lag_seconds: DurationOrZero = 30.0  # 0: only a subscriber that is fully caught up
-    cooldown: DurationOrZero = 300.0  # 0: no wait between two failovers
-    regions: list[str] | None = None  # None: every region
+    """The most WAL, in bytes, a subscriber may be behind and still be promoted or counted
+    ready; beyond it an automatic failover is refused, and `failover promote` needs
+    `--allow-data-loss`."""
+    max_lag_seconds: DurationOrZero = 30.0
+    """The same limit as an age: how old the newest heartbeat a subscriber applied may be.
+    0: only a subscriber that is fully caught up."""
+    cooldown: DurationOrZero = 300.0
+    """No automatic failover within this long of the service's last one. 0: no wait."""
+    regions: list[str] | None = None
+    """The regions that hold a copy, at least two; each needs a `postgres.<service>`
+    endpoint. Not set: every region."""
     app_roles: list[str] = Field(default_factory=list)
+    """The application's login roles: a fence makes them `NOLOGIN`, a promotion and an
+    unfence `LOGIN` again. They must exist on every server of the service, or the fence
+    step fails."""
     pre_promote: list[str] | None = None
+    """A command (program and arguments, no shell) that the controller running a promotion
+    or switchover runs first. It reads the plan as JSON on stdin, gets `FAILOVER_SERVICE`,
+    `FAILOVER_TARGET`, `FAILOVER_OLD_WRITER` and `FAILOVER_EPOCH`, and has 30 s: a non-zero
+    exit or a timeout refuses the promotion before anything changed. `--direct` verbs run
+    no hooks."""
     post_failover: list[str] | None = None
-    # "auto": a former writer that comes back is rejoined by the fleet (its divergent
-    # transactions listed in a reconciliation file, re-copied from the writer, then serving
-    # reads again); "manual": it stays fenced until an operator runs `failover rejoin`.
+    """A command run as the last step of a promotion or switchover, with the same input as
+    `pre_promote`; best effort: its failure does not fail the plan. `--direct` verbs run no
+    hooks."""
     rejoin: Literal["auto", "manual"] = "manual"
+    """`auto`: a fenced former writer that is UP again is rejoined by the fleet: the
+    transactions it took that the writer never received are written to a reconciliation
+    file in the executor's state folder, it is emptied, copied again from the writer and
+    unfenced, and serves reads once caught up. `manual`: it stays fenced until an operator
+    runs `failover rejoin` and then `failover unfence`."""
 
     @field_validator("writer_record", "reader_record")
     @classmethod
@@ -246,16 +362,34 @@ class Service(_Model):
 
 
 class EtcdSettings(_Model):
+    """The etcd cluster that `backend = "etcd"` coordinates through (etcd 3.4 or later:
+    its gRPC gateway's JSON API)."""
+
     endpoints: list[str] = Field(min_length=1)
+    """The cluster's members as `http://` or `https://` URLs; a call moves on to the next
+    when one does not answer in time."""
     prefix: str = "/failover"
+    """Every key the fleet writes lives under it: one prefix per fleet."""
     lease_ttl: Duration = 5.0
-    # How often the others' observations are read between exchanges: the delay news waits.
+    """The etcd lease of each controller, rounded up to whole seconds: a dead controller's
+    observations and leader key vanish this long after its last renewal."""
     poll_interval: Duration = 0.1
+    """How often the other controllers' observations are read between exchanges: how long
+    news waits."""
     ca_file: Path | None = None
+    """CA certificates (PEM) that verify the members of `https://` endpoints; relative to
+    the topology folder. Not set: the CA bundle of Python's `requests` (certifi); the
+    environment's `REQUESTS_CA_BUNDLE` is ignored."""
     cert_file: Path | None = None
+    """Client certificate (PEM), with `key_file`; relative to the topology folder. It must
+    carry no common name: etcd's gateway refuses one that does."""
     key_file: Path | None = None
+    """The client certificate's private key (PEM), with `cert_file`; relative to the
+    topology folder."""
     user: str | None = None
+    """etcd user name, with `password_env`."""
     password_env: str | None = None
+    """An environment variable holding the etcd user's password, with `user`."""
 
     @field_validator("endpoints")
     @classmethod
@@ -266,12 +400,27 @@ class EtcdSettings(_Model):
 
 
 class CoordinationSettings(_Model):
+    """How controllers share what they see and agree on who acts, and the fleet key."""
+
     backend: Literal["peers", "etcd"] = "peers"
+    """`peers`: controllers exchange signed observations over HTTP and claim epochs from a
+    majority of each other. `etcd`: through an etcd cluster (needs `[coordination.etcd]`);
+    losing etcd's quorum stops automatic action."""
     key_env: str | None = "FAILOVER_FLEET_KEY"
+    """An environment variable holding the fleet key: the HMAC-SHA256 key that signs every
+    request between controllers and from the CLI. Used when `key_file` is not set."""
     key_file: Path | None = None
+    """A file holding the fleet key (surrounding whitespace is dropped); relative to the
+    topology folder. Wins over `key_env`."""
     exchange_interval: Duration = 1.0
-    request_window: Duration = 30.0  # signed requests older or newer than this are replays
+    """How often each controller exchanges observations, decides, and renews its writers'
+    leases."""
+    request_window: Duration = 30.0
+    """A signed request whose timestamp is further than this from the receiver's clock is
+    refused as a replay (so are exact repeats within it): controller clocks must agree
+    within it."""
     etcd: EtcdSettings | None = None
+    """The etcd cluster; required with `backend = "etcd"`, ignored otherwise."""
 
     @model_validator(mode="after")
     def _etcd_needs_settings(self) -> CoordinationSettings:
@@ -285,30 +434,65 @@ class CoordinationSettings(_Model):
 
 
 class Rfc2136Settings(_Model):
+    """Dynamic DNS updates (RFC 2136) signed with TSIG, sent over TCP to the zone's primary
+    server; each change is one compare-and-set UPDATE."""
+
     server: str
+    """The address of the server that takes updates: `address`, `address:port` or
+    `[v6]:port`."""
     port: int = Field(default=53, ge=1, le=65535)
+    """The port of `server` (and of the authoritative servers found from the zone's NS
+    records) when it names none."""
     key_file: Path | None = None
+    """A BIND key file as `tsig-keygen` writes it; relative to the topology folder. Wins
+    over `key_secret_env`."""
     key_name: str | None = None
+    """The TSIG key's name: which key of `key_file` to use (needed when it holds several),
+    or the name of the key in `key_secret_env`."""
     key_secret_env: str | None = None
+    """An environment variable holding the key's base64 secret, with `key_name`; used when
+    `key_file` is not set."""
     algorithm: str = "hmac-sha256"
-    # "host:port" of every server clients ask; empty: the zone's NS records, on `port`.
+    """`hmac-sha1`, `hmac-sha224`, `hmac-sha256`, `hmac-sha384` or `hmac-sha512`; must match
+    the algorithm in `key_file`."""
     authoritative: list[str] = Field(default_factory=list)
+    """`host:port` of every server clients ask; a change counts as done once each of them
+    serves it. Empty: the servers of the zone's NS records, on `port`."""
     timeout: Duration = 2.0
+    """The time limit of each DNS query and update."""
 
 
 class Route53Settings(_Model):
+    """Amazon Route 53, through boto3 with the standard AWS credential chain; each change is
+    one all-or-nothing DELETE(old) + CREATE(new) batch, polled until `INSYNC`."""
+
     hosted_zone_id: str = Field(min_length=1)
+    """The hosted zone's id (`Z...`; a leading `/hostedzone/` is dropped)."""
     endpoint_url: str | None = None
+    """Another endpoint than AWS's (an emulator or a proxy). With it, the record is read
+    first and then replaced in one UPSERT: not atomic, unlike the batch AWS checks itself."""
     region_name: str = "us-east-1"
+    """The AWS region the client signs requests for."""
     requests_per_second: float = Field(default=5.0, gt=0)
+    """The pace of this process's Route 53 requests, retries included (a client-side token
+    bucket), to stay under the account's API rate."""
     timeout: Duration = 5.0
+    """Connect and read timeout of each request."""
 
 
 class DnsSettings(_Model):
+    """The DNS zone that holds the services' writer and reader records."""
+
     provider: Literal["rfc2136", "route53", "none"] = "none"
+    """Who serves the zone. `none`: failover changes no DNS record, and the `dns` verbs
+    refuse to run."""
     zone: str | None = None
+    """The zone, e.g. `example.com.` (made absolute and lower-case); required unless
+    `provider = "none"`. Every service's records must be inside it."""
     rfc2136: Rfc2136Settings | None = None
+    """Required with `provider = "rfc2136"`."""
     route53: Route53Settings | None = None
+    """Required with `provider = "route53"`."""
 
     @field_validator("zone")
     @classmethod
@@ -329,16 +513,32 @@ class DnsSettings(_Model):
 
 
 class Fleet(_Model):
+    """`fleet.toml`: what every region shares."""
+
     name: str = Field(min_length=1)
+    """The fleet's name, shown by `status`, `history` and `topology validate`."""
     quorum: int | None = Field(default=None, ge=1)
+    """Controllers needed for a verdict and for acting. Not set: a strict majority of the
+    regions. Must be a strict majority and at most the number of regions."""
     observation_max_age: Duration = 10.0
+    """An observation older than this does not count. Longer than
+    `coordination.exchange_interval`, and at most the fleet's detection time."""
     self_fence_after: Duration = 5.0
-    # How long fencing one's own database may take. With self_fence_after, the writer's
-    # lease; 2 s lets the defaults (5 s checks, 1 s exchanges) renew it before it runs out.
+    """How long the writer's controller may hear no quorum before it fences its own
+    database. Shorter than the fleet's detection time."""
+    # 2 s lets the defaults (5 s checks, 1 s exchanges) renew the lease before it runs out.
     self_fence_duration: Duration = 2.0
+    """How long fencing one's own database may take. `self_fence_after +
+    self_fence_duration` is the writer's lease: how far past the last healthy probe a
+    quorum reports the writer may keep taking writes, and what a promotion waits out. It
+    must be longer than the slowest liveness check's interval plus
+    `coordination.exchange_interval`."""
     coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
+    """How controllers exchange observations and agree (`[coordination]`)."""
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    """The DNS provider and zone (`[dns]`)."""
     services: list[Service] = Field(default_factory=list)
+    """The replicated services (`[[services]]`)."""
 
 
 # ---------------------------------------------------------------- the whole
