@@ -42,7 +42,7 @@ from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import fence_steps, unfence_steps
 from failover.postgres.lease import lease_state
 from failover.postgres.promote import promotion_steps, repoint_step, take_writer_role_step
-from failover.postgres.rejoin import RejoinSteps, rejoin_steps
+from failover.postgres.rejoin import DECODE_TIMEOUT_SECONDS, RejoinSteps, rejoin_steps
 from failover.postgres.steps import WriterChange
 from failover.postgres.switchover import switchover_steps
 from failover.topology import Topology
@@ -243,6 +243,9 @@ class StepFactory:
         late: KindedSteps = []
         out: KindedSteps = []
         last: KindedSteps = []
+        # Steps that wait by design get that long on top of the deadline: a switchover's
+        # drain its timeout, a rejoin's decoding of an orphaned slot its own bound.
+        waits: dict[StepKind, float] = {StepKind.REJOIN: DECODE_TIMEOUT_SECONDS}
         try:
             for action in actions:
                 match action:
@@ -267,6 +270,8 @@ class StepFactory:
                         last += of_kind(StepKind.HOOK, after)
                         kind = (StepKind.PROMOTE if action.switchover_timeout is None
                                 else StepKind.SWITCHOVER)
+                        if action.switchover_timeout is not None:
+                            waits[kind] = max(waits.get(kind, 0.0), action.switchover_timeout)
                         db = databases(action.service)
                         first_lease = (partial(self.hooks.first_lease, action)
                                        if self.hooks is not None else None)
@@ -320,7 +325,8 @@ class StepFactory:
         except BaseException:
             built.close()
             raise
-        built.steps = [Bounded(step, kind, self.step_deadline, built.hang_up)
+        built.steps = [Bounded(step, kind, self.step_deadline + waits.get(kind, 0.0),
+                               built.hang_up)
                        for kind, step in out + late + last]
         return built
 

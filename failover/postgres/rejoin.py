@@ -40,7 +40,8 @@ from failover.postgres.replication import (
 from failover.postgres.state import record_role
 from failover.postgres.steps import SqlStep
 
-_DECODE_TIMEOUT = "5min"  # decoding a long-orphaned slot reads all the WAL it kept
+# Decoding a long-orphaned slot reads all the WAL it kept.
+DECODE_TIMEOUT_SECONDS = 300
 _CHANGE = re.compile(r"^table (?P<table>[^:]+): (?P<operation>[A-Z]+): (?P<rest>.*)$")
 _COLUMN = re.compile(r"(?P<name>[^\s\[]+)\[(?P<type>[^\]]+)\]:(?P<value>'(?:[^']|'')*'|\S+)")
 _COMMIT = re.compile(r"^COMMIT (?P<xid>\d+)(?: \(at (?P<at>[^)]+)\))?")
@@ -112,7 +113,7 @@ def _peek_orphaned_slot(conn: Connection, slot: str) -> list[tuple[str, str, str
                  [slot, copy])
     try:
         with conn.transaction():
-            conn.execute("SELECT set_config('statement_timeout', %s, true)", [_DECODE_TIMEOUT])
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", [f"{DECODE_TIMEOUT_SECONDS}s"])
             rows = conn.execute(
                 "SELECT lsn::text, xid::text, data FROM pg_logical_slot_peek_changes("
                 "%s, NULL, NULL, 'include-xids', '1', 'include-timestamp', '1')",

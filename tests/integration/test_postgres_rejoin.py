@@ -8,11 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from failover.controller.steps import StepFactory
+from failover.controller.steps import StepFactory, StepKind
 from failover.engine import RejoinRegion
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import promotion_steps
-from failover.postgres.rejoin import decode_lost, rejoin_steps
+from failover.postgres.rejoin import DECODE_TIMEOUT_SECONDS, decode_lost, rejoin_steps
 from failover.postgres.steps import run_steps
 from failover.topology import load_topology
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows, write_topology
@@ -97,6 +97,9 @@ def test_an_automatic_rejoin_leaves_a_serving_subscriber_that_takes_no_writes(
     epoch = inspect_node(replicated.db.conn("bravo"), SERVICE).epoch
     factory = StepFactory(topo, None, reconciliation_dir=tmp_path / "reconciliation")
     built = factory.build([RejoinRegion(SERVICE, epoch, "alpha", "test", serve_after=True)])
+    # Decoding a long-orphaned slot may take minutes: the plan's watchdog allows for it.
+    assert {s.deadline for s in built.steps if s.kind is StepKind.REJOIN} == {
+        factory.step_deadline + DECODE_TIMEOUT_SECONDS}
     try:
         for step in built.steps:
             step.run()
