@@ -128,8 +128,15 @@ class LeaseKeeper:
         self._service, self._endpoints = service, endpoints
         self._interval, self._ttl = interval, ttl
         self._stopping = threading.Event()
+        self._renewed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
         self._thread.start()
+
+    def wait_renewed(self, timeout: float = 30.0) -> None:
+        """Until the first renewal: the lease a promotion or `db replicate` grants is a 1 s
+        bridge, which a loaded machine can outlast before this thread's first tick."""
+        if not self._renewed.wait(timeout):
+            raise AssertionError(f"the lease keeper renewed nothing within {timeout:g} s")
 
     def _tick(self) -> None:
         # New sessions each tick: a server that was down may be back.
@@ -140,6 +147,7 @@ class LeaseKeeper:
                 conn = db.conn(writer)
                 renew_lease(conn, self._service.name, writer,
                             recorded_epoch(conn, self._service.name), self._ttl)
+                self._renewed.set()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -184,6 +192,7 @@ class ServiceDb:
         self.heartbeats.append(thread)
         if self.lease_keeper is None:
             self.lease_keeper = LeaseKeeper(self.service, self.db.endpoints)
+        self.lease_keeper.wait_renewed()
         return thread
 
     def rows(self, region: str, table: str) -> list[tuple[object, ...]]:
