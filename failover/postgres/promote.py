@@ -34,7 +34,6 @@ from failover.postgres.inspect import NodeStatus, inspect_node
 from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, renew_lease
 from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_subscription,
     drop_subscription_statements,
@@ -267,23 +266,24 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
         if not clean:
             ensure_slot(target_conn, slot)
             truncate_published(conn)
-        conn.execute(create_subscription_statement(
-            service, target_endpoint.conninfo(), slot, copy_data=not clean))
+        conn.execute(create_subscription_statement(service, region, target_endpoint,
+                                                   copy_data=not clean))
         record_role(conn, service, "subscriber", epoch)
         if clean:
             return f"clean hand-over at {format_lsn(applied)}"
         return (f"full resync: applied {format_lsn(applied)} here, "
                 f"{format_lsn(target_applied)} on {target}")
 
-    hidden = target_endpoint.conninfo(password=HIDDEN)
     return SqlStep(f"re-point {region} to {target}", region, (
         f"SELECT failover.check_epoch('{service}', {epoch})",
         *(s.as_string() for s in drop_subscription_statements(service)),
         f"-- if {region} applied exactly what {target} applied and slot {slot} exists:",
-        create_subscription_statement(service, hidden, slot, copy_data=False).as_string(),
+        create_subscription_statement(service, region, target_endpoint, copy_data=False,
+                                      shown=True).as_string(),
         "-- else: create the slot on the target if missing, then",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, hidden, slot, copy_data=True).as_string(),
+        create_subscription_statement(service, region, target_endpoint, copy_data=True,
+                                      shown=True).as_string(),
     ), run)
 
 

@@ -26,7 +26,6 @@ from failover.postgres.inspect import inspect_node
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.replicate import recorded_writer
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_logical_slots,
     drop_publication,
@@ -193,7 +192,7 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
         ensure_slot(db.conn(primary), slot)
         drop_subscription(conn, service)
         truncated = truncate_published(conn)
-        conn.execute(create_subscription_statement(service, primary_endpoint.conninfo(), slot,
+        conn.execute(create_subscription_statement(service, old, primary_endpoint,
                                                    copy_data=True))
         record_role(conn, service, "subscriber", epoch)
         return f"{truncated}; subscribed to {primary}, copying (still fenced)"
@@ -201,8 +200,8 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
     return SqlStep(f"resync {old} from {primary}", old, (
         f"-- on {primary}: {ensure_slot_sql(slot)}",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, primary_endpoint.conninfo(password=HIDDEN), slot,
-                                      copy_data=True).as_string(),
+        create_subscription_statement(service, old, primary_endpoint, copy_data=True,
+                                      shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch} "
         f"WHERE service = '{service}'",
     ), run)

@@ -43,7 +43,6 @@ from failover.postgres.promote import (
     terminate_stale_step,
 )
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_logical_slots,
     drop_publication,
@@ -160,7 +159,6 @@ def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> SqlStep
 def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
                                 epoch: int) -> SqlStep:
     service = db.service.name
-    slot = slot_name(service, old)
     target_endpoint = db.endpoint(target)
 
     def run() -> str:
@@ -170,7 +168,7 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
         else:
             dropped = drop_logical_slots(conn)
             drop_publication(conn, service)
-            conn.execute(create_subscription_statement(service, target_endpoint.conninfo(), slot,
+            conn.execute(create_subscription_statement(service, old, target_endpoint,
                                                        copy_data=False))
             detail = f"dropped slots {', '.join(dropped) or 'none'}; subscribed to {target}"
         record_role(conn, service, "subscriber", epoch)
@@ -183,8 +181,8 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
         "WHERE slot_type = 'logical' AND database = current_database()",
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(publication_name(service))).as_string(),
-        create_subscription_statement(service, target_endpoint.conninfo(password=HIDDEN), slot,
-                                      copy_data=False).as_string(),
+        create_subscription_statement(service, old, target_endpoint, copy_data=False,
+                                      shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch}, fenced = false "
         f"WHERE service = '{service}'  -- the database stays read-only",
     ), run)
