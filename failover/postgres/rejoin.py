@@ -38,6 +38,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import record_role
 from failover.postgres.steps import SqlStep
+from failover.postgres.sync import CLEAR_SERVICE_STANDBYS_SQL, clear_service_standbys
 
 _DECODE_TIMEOUT = "5min"  # decoding a long-orphaned slot reads all the WAL it kept
 _CHANGE = re.compile(r"^table (?P<table>[^:]+): (?P<operation>[A-Z]+): (?P<rest>.*)$")
@@ -189,15 +190,17 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
         if db.region_of(subscription_conninfo(conn, service)) == primary:
             record_role(conn, service, "subscriber", epoch)
             return f"already subscribed to {primary}"
+        cleared = clear_service_standbys(conn, service, db.regions, timeout=db.statement_timeout)
         ensure_slot(db.conn(primary), slot)
         drop_subscription(conn, service)
         truncated = truncate_published(conn)
         conn.execute(create_subscription_statement(service, old, primary_endpoint,
                                                    copy_data=True))
         record_role(conn, service, "subscriber", epoch)
-        return f"{truncated}; subscribed to {primary}, copying (still fenced)"
+        return f"{cleared}; {truncated}; subscribed to {primary}, copying (still fenced)"
 
     return SqlStep(f"resync {old} from {primary}", old, (
+        CLEAR_SERVICE_STANDBYS_SQL,
         f"-- on {primary}: {ensure_slot_sql(slot)}",
         "TRUNCATE <every table of failover.publishable_tables()>",
         create_subscription_statement(service, old, primary_endpoint, copy_data=True,

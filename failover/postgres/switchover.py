@@ -50,6 +50,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import record_fenced, record_role, recorded_epoch
 from failover.postgres.steps import SqlStep, WriterChange, run_steps
+from failover.postgres.sync import CLEAR_SERVICE_STANDBYS_SQL, clear_service_standbys
 
 DEFAULT_TIMEOUT = 30.0
 # Writes are paused while we wait: once the target has the marker, another
@@ -163,20 +164,23 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
 
     def run() -> str:
         conn = db.conn(old)
+        cleared = clear_service_standbys(conn, service, db.regions, timeout=db.statement_timeout)
         if db.region_of(subscription_conninfo(conn, service)) == target:
-            detail = f"already subscribed to {target}"
+            detail = f"{cleared}; already subscribed to {target}"
         else:
             dropped = drop_logical_slots(conn)
             drop_publication(conn, service)
             conn.execute(create_subscription_statement(service, old, target_endpoint,
                                                        copy_data=False))
-            detail = f"dropped slots {', '.join(dropped) or 'none'}; subscribed to {target}"
+            detail = (f"{cleared}; dropped slots {', '.join(dropped) or 'none'}; subscribed to "
+                      f"{target}")
         record_role(conn, service, "subscriber", epoch)
         set_app_logins(conn, db.service.app_roles, True)  # readers may come back
         record_fenced(conn, service, False)
         return detail
 
     return SqlStep(f"subscribe {old} to {target}", old, (
+        CLEAR_SERVICE_STANDBYS_SQL,
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_type = 'logical' AND database = current_database()",
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(

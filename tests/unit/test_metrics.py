@@ -188,7 +188,8 @@ def test_only_this_controllers_own_checks_report_lag(topo: Topology, journal: Jo
 
 def degraded(metrics: Metrics) -> set[str]:
     states = series(metrics, "failover_degraded")
-    assert set(states) == {("no_quorum",), ("coordination",), ("writer_record",), ("no_writer",)}
+    assert set(states) == {("no_quorum",), ("coordination",), ("writer_record",), ("no_writer",),
+                           ("durability",)}
     return {reason for (reason,), value in states.items() if value}
 
 
