@@ -209,9 +209,10 @@ class AcknowledgedProof:
         source = ("every other region (what it waited for was never seen)" if self.assumed
                   else self.standbys.describe())
         known = ", ".join(f"{region} {format_lsn(lsn)}" for region, lsn in self.read) or "none"
-        return (f"its commits waited for {source}; the applied positions of at least "
-                f"{self.needed} of those {len(self.standbys.names)} prove which subscriber "
-                f"holds every acknowledged commit, and {len(self.read)} are known ({known})")
+        return (f"its commits waited for {source}; proving which subscriber holds every "
+                f"acknowledged commit needs the applied positions of {self.needed} of those "
+                f"{len(self.standbys.names)} standbys, and {len(self.read)} are reachable "
+                f"({known})")
 
 
 def needed_reads(standbys: SyncStandbys) -> int:

@@ -21,7 +21,7 @@ from failover.controller.journal import PLAN, STEP, Journal
 from failover.controller.metrics import Metrics
 from failover.controller.observing import replication_of
 from failover.controller.reporting import DecisionReport
-from failover.controller.status import ServiceRuntime
+from failover.controller.status import Coordination, ServiceRuntime, status_view
 from failover.controller.steps import Bounded, BuiltPlan, CallStep, StepFactory, StepKind
 from failover.coordination.base import Coordinator, ServiceRecord
 from failover.coordination.signing import Verifier
@@ -220,6 +220,38 @@ def test_degraded_names_each_reason_that_holds(topo: Topology, journal: Journal)
     seen = observations(up, {})
     report.decision(decided(topo, seen, records), records, seen, None)
     assert degraded(metrics) == set()
+
+
+def test_a_degraded_sync_service_says_so_in_a_metric_status_and_degraded(
+        topo: Topology, journal: Journal) -> None:
+    fleet = topo.fleet.model_copy(update={"services": [
+        service.model_copy(update={"durability": "sync", "sync_count": 2})
+        for service in topo.fleet.services]})
+    sync = Topology(path=topo.path, fleet=fleet, regions=topo.regions,
+                    region_files=topo.region_files)
+    metrics = Metrics(WEST)
+    runtime = {"app": ServiceRuntime()}
+    report = DecisionReport(journal, metrics, sync, runtime)
+    assert series(metrics, "failover_service_durability") == {}
+    records = {"app": ServiceRecord("app", EAST, 3)}
+    both = 'ANY 2 ("failover_app_eu_west_1", "failover_app_us_west_2")'
+    seen = observations({EAST: Health.HEALTHY, WEST: Health.HEALTHY, EU: Health.UNHEALTHY}, {
+        EAST: {**writer_details(5000, NOW), "synchronous_standby_names": both},
+        WEST: subscriber_details(5000, 0, 0.2, NOW), EU: subscriber_details(5000, 0, 0.2, NOW)})
+    decision = decide(seen, ClusterState(tuple(r.to_state() for r in records.values())),
+                      policy_from_topology(sync), NOW, WEST)
+    report.decision(decision, records, seen, None)
+    assert series(metrics, "failover_service_durability") == {
+        ("app", "async"): 0, ("app", "sync"): 0, ("app", "waiting"): 0, ("app", "degraded"): 1,
+        ("app", "unknown"): 0}
+    assert degraded(metrics) == {"durability"}
+    view = status_view(WEST, NOW, decision, records=records, services=sync.services,
+                       observations=seen, runtime=runtime,
+                       coordination=Coordination("peers", None))
+    app = view["services"]["app"]
+    assert app["durability"] == "degraded"
+    assert app["degraded"].startswith("DEGRADED to asynchronous commits: only 1 of the 2 "
+                                      "subscribers needed are healthy (eu-west-1 DOWN)")
 
 
 def test_build_info_names_the_installed_version() -> None:
