@@ -31,6 +31,7 @@ from psycopg.rows import DictRow, dict_row
 
 from failover.engine.lsn import parse_lsn
 from failover.health.probe import BoundedProbe, Outcome
+from failover.postgres.connection import OWN_COMMITS
 from failover.postgres.names import subscription_name
 from failover.topology import PostgresCheck, PostgresEndpoint, Service
 
@@ -154,8 +155,9 @@ class PostgresProbe(BoundedProbe):
         self.conninfo = endpoint.conninfo(options=(
             f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
             # node_status remembers publisher positions in a table, and a
-            # subscriber's database is read-only by default.
-            "-c default_transaction_read_only=off"))
+            # subscriber's database is read-only by default; that commit must not wait
+            # for standbys the server still names (a former writer).
+            f"-c default_transaction_read_only=off {OWN_COMMITS}"))
         self._conn: AsyncConnection | None = None
 
     async def attempt(self) -> Outcome:
