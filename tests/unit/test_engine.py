@@ -6,6 +6,7 @@ test_engine_invariants.py.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -44,6 +45,7 @@ from failover.engine import (
 )
 from failover.engine.actions import Plan
 from failover.engine.planner import format_lsn
+from failover.engine.serialize import action_as_dict, action_from_dict
 
 NOW = 1_700_000_000.0
 PRIORITIES = {"east": 30, "west": 20, "south": 10}
@@ -862,3 +864,12 @@ def test_a_writer_that_last_waited_for_no_standby_fails_over_on_the_lag_limits()
     plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=None)]}, before=before)
     [promote] = [a for a in plan.actions if isinstance(a, PromoteSubscriber)]
     assert (promote.region, promote.sync_standbys) == ("west", SyncStandbys())
+
+
+def test_sync_actions_read_back_from_the_journal_the_same() -> None:
+    """A plan resumed after a crash is rebuilt from its JSON: the standbys must survive."""
+    actions = [SetSyncStandbys("orders", 3, "east", waits_for("south", "west"), "why"),
+               PromoteSubscriber("orders", 4, "west", "east", "why",
+                                 sync_standbys=waits_for("south", "west", count=2))]
+    for action in actions:
+        assert action_from_dict(json.loads(json.dumps(action_as_dict(action)))) == action

@@ -32,6 +32,8 @@ from failover.engine import (
     Observation,
     PromoteSubscriber,
     SetDnsWriter,
+    SetSyncStandbys,
+    SyncStandbys,
     decide,
 )
 from failover.engine.model import ClusterState
@@ -306,10 +308,14 @@ def test_a_built_plan_tags_every_step_with_its_kind(topo: Topology) -> None:
     built = factory.build([
         FenceRegion("app", 4, EAST, "stale primary", best_effort=True),
         SetDnsWriter("app", 4, EAST, WEST, "point the writer record at west"),
+        SetSyncStandbys("app", 4, WEST, SyncStandbys(("failover_app_eu_west_1",), 1), "sync"),
     ])
     try:
-        assert [step.kind for step in built.steps] == [StepKind.FENCE] * 4 + [StepKind.DNS_WRITER]
-        assert built.steps[-1].name == f"point app.example.test. at {WEST}"  # names keep detail
+        assert [step.kind for step in built.steps] == (
+            [StepKind.FENCE] * 4 + [StepKind.DNS_WRITER, StepKind.SYNC_STANDBYS])
+        assert built.steps[-2].name == f"point app.example.test. at {WEST}"  # names keep detail
+        assert built.steps[-1].name == (f"make commits on {WEST} wait for "
+                                        "ANY 1 (failover_app_eu_west_1)")
     finally:
         built.close()
 
