@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from failover.engine.actions import Action, NoOp, SetSyncStandbys
 from failover.engine.lsn import format_lsn
 from failover.engine.model import (
-    ASYNC,
+    NO_STANDBYS,
     Replication,
     Role,
     ServicePolicy,
@@ -90,13 +90,13 @@ def plan_standbys(policy: ServicePolicy, state: ServiceState, ctx: Context, epoc
                                                        "wait for is not known")
     current = own.sync_standbys
     if not policy.sync_count:
+        status = DurabilityState(Durability.ASYNC, "durability async: commits wait for no "
+                                                   "subscriber")
         if current.waits and _named_by_failover(current, policy):
-            return [_change(state, ctx, epoch, ASYNC,
+            return [_change(state, ctx, epoch, NO_STANDBYS,
                             f"durability is async: {writer}'s commits stop waiting for "
-                            f"{current.describe()}")], DurabilityState(
-                Durability.ASYNC, "durability async: commits wait for no subscriber")
-        return [], DurabilityState(Durability.ASYNC,
-                                   "durability async: commits wait for no subscriber")
+                            f"{current.describe()}")], status
+        return [], status
     k = policy.sync_count
     others = sorted(policy.regions - {writer})
     views = {region: ctx.views.of(region, service) for region in others}
@@ -112,7 +112,7 @@ def plan_standbys(policy: ServicePolicy, state: ServiceState, ctx: Context, epoc
     elif policy.sync_strict:
         desired, status = _strict(policy, writer, current, views, ctx, short=short)
     else:
-        desired = ASYNC
+        desired = NO_STANDBYS
         status = DurabilityState(
             Durability.DEGRADED,
             f"DEGRADED to asynchronous commits: {short}; {writer} acknowledges commits no "
@@ -178,7 +178,7 @@ def clear_subscriber_standbys(policy: ServicePolicy, state: ServiceState, ctx: C
                 and _named_by_failover(replication.sync_standbys, policy)
                 and region in ctx.up and region in ctx.reached):
             actions.append(SetSyncStandbys(
-                state.service, epoch, region, ASYNC,
+                state.service, epoch, region, NO_STANDBYS,
                 f"{region} is a subscriber that still waits for "
                 f"{replication.sync_standbys.describe()}: the changes it applies would wait "
                 "for standbys that never connect to it"))

@@ -45,7 +45,7 @@ class SyncStandbys:
         return f"{'ANY' if self.quorum else 'FIRST'} {self.count} ({', '.join(self.names)})"
 
 
-ASYNC = SyncStandbys()
+NO_STANDBYS = SyncStandbys()  # commits wait for no standby
 
 
 @dataclass(frozen=True, slots=True)

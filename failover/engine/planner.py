@@ -1,4 +1,5 @@
-"""From verdicts to actions for one service: failover, reader record, self-fence.
+"""From verdicts to actions for one service: failover, reader record, self-fence, and
+(through `durability`) what the writer's commits wait for.
 
 Which database role a region holds comes from its freshest fresh observation
 that knows the service's role (see `ReplicationViews`); the quorum decides

@@ -341,15 +341,18 @@ def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, e
 def _waited_for(db: ServiceDatabases, old_primary: str | None,
                 known: SyncStandbys | None) -> tuple[SyncStandbys, str] | None:
     """What the old writer's commits waited for, and who says so: its own setting when it
-    answers; else what the fleet last saw (`known`); else, for a sync service, every other
-    region at sync_count, which needs at least as many positions as any subset of them."""
+    answers (unless set by hand, for standbys that are not the service's subscriptions);
+    else what the fleet last saw (`known`); else, for a sync service, every other region at
+    sync_count, which needs at least as many positions as any subset of them."""
+    names = {region: standby_name(db.service.name, region) for region in db.regions}
     old = db.try_conn(old_primary) if old_primary is not None else None
-    if old is not None and (live := read_sync_standbys(old)) is not None:
+    live = read_sync_standbys(old) if old is not None else None
+    if live is not None and set(live.names) <= set(names.values()):
         return live, f"{old_primary} says"
     if known is not None:
         return known, "as the fleet last saw"
     if db.service.durability == "sync":
-        others = sorted(standby_name(db.service.name, r) for r in db.regions if r != old_primary)
+        others = sorted(name for region, name in names.items() if region != old_primary)
         return SyncStandbys(tuple(others), db.service.sync_count), "assumed: every other region"
     return None
 

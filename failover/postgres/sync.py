@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from failover.engine.model import ASYNC, SyncStandbys
+from failover.engine.model import NO_STANDBYS, SyncStandbys
 from failover.postgres.connection import Connection, ServiceDatabases
 from failover.postgres.names import standby_name
 from failover.postgres.state import check_epoch
@@ -67,7 +67,7 @@ def parse_standby_names(text: str | None) -> SyncStandbys | None:
     if tokens is None:
         return None
     if not tokens:
-        return ASYNC
+        return NO_STANDBYS
     # `ANY k (list)`, `FIRST k (list)` and `k (list)` have parentheses; a bare list means FIRST 1.
     quorum, count, parenthesised = False, 1, True
     if tokens[0][0] == "keyword":
@@ -148,5 +148,5 @@ def clear_service_standbys(conn: Connection, service: str, regions: Iterable[str
     ours = {standby_name(service, region) for region in regions}
     if current is None or not current.waits or not set(current.names) <= ours:
         return "no synchronous standby of the service to clear"
-    _apply(conn, ASYNC, timeout=timeout)
+    _apply(conn, NO_STANDBYS, timeout=timeout)
     return f"stopped waiting for {current.describe()}"
