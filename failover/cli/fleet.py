@@ -109,7 +109,9 @@ def _status_table(topo: Topology, statuses: Statuses) -> Table:
             table.caption = (table.caption or "") + (
                 f"\n{service}: writer {info.get('writer')} epoch {info.get('epoch')}"
                 f"{' PAUSED' if info.get('paused') else ''}"
-                f"{' DEGRADED: ' + info['degraded'] if info.get('degraded') else ''}; {lags}"
+                + (f" durability {info['durability']}"
+                   if info.get("durability") not in (None, "async", "unknown") else "")
+                + f"{' DEGRADED: ' + info['degraded'] if info.get('degraded') else ''}; {lags}"
                 + (f"; last plan {plan.get('plan_id')} {plan.get('outcome')}" if plan else ""))
         if view.get("coordination_problem"):
             table.caption = (table.caption or "") + f"\nno automatic action: {view['coordination_problem']}"

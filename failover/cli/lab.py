@@ -31,6 +31,7 @@ def _progress(message: str) -> None:
 @lab_app.command("up")
 def up(
     lab_dir: DirOption = lab.DEFAULT_DIR,
+    *,
     coordination: Annotated[str, typer.Option(
         "--coordination", help="peers (default) or etcd (a three-member etcd cluster).")]
     = "peers",
@@ -40,6 +41,12 @@ def up(
         "--rejoin", help="auto (default): the fleet rejoins a returning old writer; manual: "
                          "it stays fenced until `failover rejoin` (the drill runs it).")]
     = "auto",
+    durability: Annotated[str, typer.Option(
+        "--durability", help="async (default), or sync: the writer's commits wait for "
+                             "--sync-count of its healthy subscribers.")] = "async",
+    sync_count: Annotated[int, typer.Option(
+        "--sync-count", help="With --durability sync: how many subscribers confirm a commit "
+                             "(default 1).")] = 1,
     json_out: JsonOption = False,
 ) -> None:
     """Start the regions and return when the fleet is healthy."""
@@ -49,7 +56,7 @@ def up(
     if coordination not in ("peers", "etcd"):
         raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
     state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress,
-                     rejoin=rejoin)
+                     rejoin=rejoin, durability=durability, sync_count=sync_count)
     if json_out:
         print_json(state.model_dump(mode="json"))
         return

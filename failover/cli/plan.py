@@ -23,6 +23,7 @@ from failover.engine import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    SetSyncStandbys,
     UnfenceWriter,
     Verdict,
     decide,
@@ -117,6 +118,8 @@ def _where(action: Action) -> str:
         return f"{', '.join(action.subscribers)} -> {action.publisher}"
     if isinstance(action, SetDnsWriter):
         return f"{action.from_region} -> {action.to_region}"
+    if isinstance(action, SetSyncStandbys):
+        return f"{action.region}: {action.standbys.describe()}"
     if isinstance(action, AddReader | RemoveReader | UnfenceWriter | ConfirmWriter):
         return action.region
     return "-"

@@ -15,7 +15,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from failover import installed_version
-from failover.engine import Verdict
+from failover.engine import Durability, Verdict
 from failover.health.thresholds import HealthState
 
 
@@ -27,6 +27,9 @@ class DegradedReason(StrEnum):
     COORDINATION = "coordination"  # the coordination backend (etcd) has a problem: no action
     WRITER_RECORD = "writer_record"  # a writer DNS record differs from the fleet's writer
     NO_WRITER = "no_writer"  # a service has no writer recorded, or its writer's region is DOWN
+    # a sync service's writer acknowledges commits without its subscribers (degraded), or
+    # (strict) waits for subscribers that are not there, so its writes block
+    DURABILITY = "durability"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class SubscriberLag:
 
 
 VERDICTS = tuple(verdict.name for verdict in Verdict)  # as status and the journal say them
+DURABILITIES = tuple(durability.value for durability in Durability)
 PROBE_STATES = tuple(state.value for state in HealthState)
 
 
@@ -89,8 +93,17 @@ class Metrics:
             "failover_degraded",
             "1 while the reason holds: no_quorum (too few controllers heard), coordination "
             "(the backend has a problem), writer_record (a writer DNS record awaits repair), "
-            "no_writer (a service has no writer, or its writer's region is DOWN)",
+            "no_writer (a service has no writer, or its writer's region is DOWN), durability "
+            "(a sync service's writer degraded to asynchronous commits, or waits for "
+            "subscribers that are not there)",
             ["reason"], registry=self.registry)
+        self.durability = Gauge(
+            "failover_service_durability",
+            "1 for where the service stands on waiting for its subscribers, 0 for the others "
+            f"({', '.join(DURABILITIES)}): degraded, its writer acknowledges commits no "
+            "subscriber may have; waiting (sync_strict), its writes block until enough "
+            "subscribers are healthy",
+            ["service", "state"], registry=self.registry)
         self.failovers = Counter("failover_plans_total", "Plans executed, by outcome",
                                  ["service", "outcome"], registry=self.registry)
         self.step_duration = Histogram(
@@ -127,6 +140,11 @@ class Metrics:
     def set_verdict(self, target: str, verdict: Verdict) -> None:
         for name in VERDICTS:
             self.region_verdict.labels(target=target, verdict=name).set(int(name == verdict.name))
+
+    def set_durability(self, service: str, durability: Durability) -> None:
+        for value in DURABILITIES:
+            self.durability.labels(service=service, state=value).set(
+                int(value == durability.value))
 
     def set_degraded(self, reasons: Collection[DegradedReason]) -> None:
         for reason in DegradedReason:

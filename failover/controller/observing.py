@@ -16,6 +16,7 @@ from failover.engine import Health, Observation, Replication, Role
 from failover.health.postgres import readiness_problem
 from failover.health.scheduler import CheckStatus
 from failover.health.thresholds import HealthState
+from failover.postgres.sync import parse_standby_names
 from failover.topology import Check, PostgresCheck, Service
 
 CheckView = tuple[Check, CheckStatus]
@@ -45,6 +46,7 @@ def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Rep
         wal_lsn=details.get("wal_lsn_bytes"),
         heartbeat_at=_epoch_seconds(details.get("heartbeat_at")),
         subscription_enabled=details.get("subscription_enabled"),
+        sync_standbys=parse_standby_names(details.get("synchronous_standby_names")),
     )
 
 

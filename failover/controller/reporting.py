@@ -15,7 +15,7 @@ from failover.controller.journal import DECISION, THRESHOLD, VERDICT, Journal
 from failover.controller.metrics import DegradedReason, Metrics, SubscriberLag
 from failover.controller.status import ServiceRuntime
 from failover.coordination.base import ServiceRecord
-from failover.engine import Decision, NoOp, Observation, Role, Verdict
+from failover.engine import Decision, Durability, NoOp, Observation, Role, Verdict
 from failover.engine.planner import Positions, WriterPosition, subscriber_lag
 from failover.health.scheduler import Transition
 from failover.health.thresholds import HealthState
@@ -58,6 +58,9 @@ def degraded_reasons(decision: Decision, records: Mapping[str, ServiceRecord],
         reasons.add(DegradedReason.COORDINATION)
     if any(state.degraded is not None for state in runtime.values()):
         reasons.add(DegradedReason.WRITER_RECORD)
+    if any(state.durability in (Durability.DEGRADED, Durability.WAITING)
+           for state in decision.durability.values()):
+        reasons.add(DegradedReason.DURABILITY)
     down = {v.region for v in decision.verdicts if v.verdict is Verdict.DOWN}
     for service in services:
         record = records.get(service)
@@ -118,6 +121,10 @@ class DecisionReport:
                 if reason:
                     self.journal.append(DECISION, service=service, reason=reason)
                     log.info("%s: %s", service, reason)
+        for service in self.topo.services:
+            known = decision.durability.get(service)
+            self.metrics.set_durability(service, known.durability if known is not None
+                                        else Durability.UNKNOWN)
         for record in records.values():
             self.metrics.epoch.labels(service=record.service).set(record.epoch)
             self.metrics.paused.labels(service=record.service).set(int(record.paused))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from failover.coordination.base import ServiceRecord
-from failover.engine import Decision, Observation, SetDnsWriter
+from failover.engine import Decision, Durability, Observation, SetDnsWriter
 from failover.engine.serialize import action_as_dict, verdict_as_dict
 
 
@@ -54,6 +54,13 @@ def status_view(me: str, now: float, decision: Decision | None, *,
     by_service = {}
     for name in services:
         record = records.get(name)
+        durability = decision.durability.get(name) if decision else None
+        # A writer record awaiting repair, and a writer that no longer waits for its
+        # subscribers (or whose writes wait for subscribers that are not there).
+        problems = [problem for problem in (
+            runtime[name].degraded,
+            durability.reason if durability is not None and durability.durability in (
+                Durability.DEGRADED, Durability.WAITING) else None) if problem]
         by_service[name] = {
             "writer": record.writer if record else None,
             "epoch": record.epoch if record else None,
@@ -62,7 +69,9 @@ def status_view(me: str, now: float, decision: Decision | None, *,
             "readers": list(record.readers) if record else [],
             "replication": replication_seen(observations, me, name),
             "last_plan": runtime[name].last_plan,
-            "degraded": runtime[name].degraded,
+            "durability": durability.durability.value if durability else Durability.UNKNOWN.value,
+            "durability_reason": durability.reason if durability else None,
+            "degraded": "; ".join(problems) or None,
         }
     return {
         "region": me,

@@ -34,6 +34,7 @@ from failover.engine import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    SetSyncStandbys,
     UnfenceWriter,
     WriterClaim,
 )
@@ -45,6 +46,7 @@ from failover.postgres.promote import promotion_steps, repoint_step, take_writer
 from failover.postgres.rejoin import DECODE_TIMEOUT_SECONDS, RejoinSteps, rejoin_steps
 from failover.postgres.steps import WriterChange
 from failover.postgres.switchover import switchover_steps
+from failover.postgres.sync import sync_standbys_step
 from failover.topology import Topology
 
 
@@ -63,6 +65,7 @@ class StepKind(StrEnum):
     DNS_READER = "dns_reader"
     REPOINT = "repoint"
     REJOIN = "rejoin"
+    SYNC_STANDBYS = "sync_standbys"  # what a writer's commits wait for
     HOOK = "hook"
 
 
@@ -283,7 +286,8 @@ class StepFactory:
                             promotion_steps(
                                 db, action.region, epoch=action.epoch,
                                 allow_data_loss=self.allow_data_loss or action.allow_data_loss,
-                                repoint=False, after_writable=True, lease_until=first_lease))
+                                repoint=False, after_writable=True, lease_until=first_lease,
+                                sync_standbys=action.sync_standbys))
                         out += of_kind(kind, change.prepare)
                         if self.hooks is not None:
                             out.append((StepKind.CLAIM, claim_step(action, db, self.hooks)))
@@ -315,6 +319,10 @@ class StepFactory:
                         late += of_kind(StepKind.REPOINT, [
                             repoint_step(db, region, action.publisher, None, action.epoch)
                             for region in action.subscribers])
+                    case SetSyncStandbys():
+                        out.append((StepKind.SYNC_STANDBYS, sync_standbys_step(
+                            databases(action.service), action.region, action.epoch,
+                            action.standbys)))
                     case SetDnsWriter() if self.hooks is not None and action.service in promoted:
                         out.append((StepKind.DNS_WRITER,
                                     Deferred(self.dns_writer_step(action), action, self.hooks)))

@@ -15,11 +15,13 @@ from failover.engine.actions import (
     RemoveReader,
     RepointSubscribers,
     SetDnsWriter,
+    SetSyncStandbys,
     UnfenceWriter,
     WriterClaim,
 )
 from failover.engine.apply import StaleEpoch, apply_plan
 from failover.engine.decision import Decision, decide
+from failover.engine.durability import Durability, DurabilityState
 from failover.engine.model import (
     ClusterState,
     Health,
@@ -30,6 +32,7 @@ from failover.engine.model import (
     Role,
     ServicePolicy,
     ServiceState,
+    SyncStandbys,
     majority,
 )
 from failover.engine.quorum import RegionVerdict, Verdict, Vote, choose_executor
@@ -40,6 +43,8 @@ __all__ = [
     "ClusterState",
     "ConfirmWriter",
     "Decision",
+    "Durability",
+    "DurabilityState",
     "FenceRegion",
     "Health",
     "NoOp",
@@ -57,7 +62,9 @@ __all__ = [
     "ServicePolicy",
     "ServiceState",
     "SetDnsWriter",
+    "SetSyncStandbys",
     "StaleEpoch",
+    "SyncStandbys",
     "UnfenceWriter",
     "Verdict",
     "Vote",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from failover.engine.model import SyncStandbys
+
 
 @dataclass(frozen=True, slots=True)
 class FenceRegion:
@@ -50,6 +52,11 @@ class PromoteSubscriber:
     reason: str
     switchover_timeout: float | None = None
     allow_data_loss: bool = False
+    # A sync service: the standbys the old writer's commits waited for, as the fleet last knew
+    # them (or every other region, when it never saw them): the promotion re-checks against
+    # the databases that the target holds every commit they acknowledged. None: not known here
+    # (an operator's promotion), the step reads them or assumes every other region.
+    sync_standbys: SyncStandbys | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,18 @@ class SetDnsWriter:
 
 
 @dataclass(frozen=True, slots=True)
+class SetSyncStandbys:
+    """Make the writer `region`'s commits wait for `standbys` (synchronous_standby_names), or
+    for none (an empty set): its durability follows its healthy subscribers."""
+
+    service: str
+    epoch: int
+    region: str
+    standbys: SyncStandbys
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddReader:
     service: str
     epoch: int
@@ -134,7 +153,7 @@ class NoOp:
 
 Action = (
     FenceRegion | UnfenceWriter | PromoteSubscriber | ConfirmWriter | RejoinRegion
-    | RepointSubscribers
+    | RepointSubscribers | SetSyncStandbys
     | SetDnsWriter | AddReader | RemoveReader
     | NoOp
 )

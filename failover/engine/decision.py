@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
+from failover.engine.durability import DurabilityState
 from failover.engine.model import ClusterState, Health, Observation, Policy
 from failover.engine.planner import (
     Context,
@@ -52,6 +53,8 @@ class Decision:
     local: tuple[FenceRegion, ...] = ()
     # The newest position each writer was seen at: pass it to the next `decide`.
     positions: Positions = field(default_factory=dict)
+    # Where each service stands on durability (planned services only: with a quorum).
+    durability: dict[str, DurabilityState] = field(default_factory=dict)
 
     @property
     def executes(self) -> bool:
@@ -118,5 +121,5 @@ def decide(
         isolated_for=isolated, executor=executor, executor_reason=executor_reason,
         verdicts=tuple(verdicts[name] for name in sorted(verdicts)),
         plan=Plan(now, tuple(actions)), ignored=tuple(notes), local=tuple(local),
-        positions=positions,
+        positions=positions, durability=dict(sorted(ctx.durability.items())),
     )

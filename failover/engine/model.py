@@ -25,6 +25,30 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SyncStandbys:
+    """A server's synchronous_standby_names: a commit is acknowledged once `count` of the
+    standbys called `names` confirm they flushed it. `quorum`: any `count` of them
+    (PostgreSQL's ANY, names sorted); else the first `count` connected in list order (FIRST).
+    No names: commits wait for no standby (asynchronous)."""
+
+    names: tuple[str, ...] = ()
+    count: int = 0
+    quorum: bool = True
+
+    @property
+    def waits(self) -> bool:
+        return bool(self.names)
+
+    def describe(self) -> str:
+        if not self.names:
+            return "no synchronous standby"
+        return f"{'ANY' if self.quorum else 'FIRST'} {self.count} ({', '.join(self.names)})"
+
+
+NO_STANDBYS = SyncStandbys()  # commits wait for no standby
+
+
+@dataclass(frozen=True, slots=True)
 class Replication:
     """What one observer saw of one service's database in the target region."""
 
@@ -45,6 +69,8 @@ class Replication:
     wal_lsn: int | None = None
     heartbeat_at: float | None = None
     subscription_enabled: bool | None = None  # False: disabled, applies nothing
+    # The server's synchronous_standby_names (None: not reported, or not a form it parses).
+    sync_standbys: SyncStandbys | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +136,25 @@ class ServicePolicy:
     force: bool = False
     # A fenced former writer that is UP again is rejoined without an operator.
     auto_rejoin: bool = False
+    # Durability: the writer acknowledges a commit once `sync_count` of its healthy subscribers
+    # have it (0: asynchronous); `sync_strict`: with fewer healthy, writes wait rather than
+    # the writer degrading to asynchronous commits.
+    sync_count: int = 0
+    sync_strict: bool = False
+    # (region, name) of every region: the name its subscription reports to the writer, which
+    # synchronous_standby_names lists. Names are the PostgreSQL adapter's to make, so the
+    # bridge from the topology passes them in.
+    standby_names: tuple[tuple[str, str], ...] = ()
+    standby_of: dict[str, str] = field(init=False, repr=False, compare=False)
+    region_of_standby: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "standby_of", dict(self.standby_names))
+        object.__setattr__(self, "region_of_standby",
+                           {name: region for region, name in self.standby_names})
+        if self.sync_count and not self.regions <= self.standby_of.keys():
+            missing = ", ".join(sorted(self.regions - self.standby_of.keys()))
+            raise ValueError(f"service {self.name} is sync but has no standby name for {missing}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""From verdicts to actions for one service: failover, reader record, self-fence.
+"""From verdicts to actions for one service: failover, reader record, self-fence, and
+(through `durability`) what the writer's commits wait for.
 
 Which database role a region holds comes from its freshest fresh observation
 that knows the service's role (see `ReplicationViews`); the quorum decides
@@ -24,6 +25,15 @@ from failover.engine.actions import (
     SetDnsWriter,
     UnfenceWriter,
 )
+from failover.engine.durability import (
+    AcknowledgedProof,
+    Durability,
+    DurabilityState,
+    acknowledged_proof,
+    clear_subscriber_standbys,
+    plan_standbys,
+    unfenced_subscriber,
+)
 from failover.engine.lsn import format_lsn
 from failover.engine.model import (
     Observation,
@@ -32,6 +42,7 @@ from failover.engine.model import (
     Role,
     ServicePolicy,
     ServiceState,
+    SyncStandbys,
 )
 from failover.engine.quorum import RegionVerdict, Verdict
 
@@ -72,6 +83,10 @@ class ReplicationViews:
 class WriterPosition:
     wal_lsn: int | None = None
     heartbeat_at: float | None = None
+    # What its commits waited for in the newest report (observed_at `sync_seen_at`): what a
+    # failover of a sync service must prove against once the writer is gone.
+    sync: SyncStandbys | None = None
+    sync_seen_at: float | None = None
 
 
 Positions = dict[tuple[str, str], WriterPosition]  # (region, service) -> newest seen
@@ -93,6 +108,7 @@ def writer_positions(observations: Iterable[Observation], writers: Iterable[tupl
     for region, service in wanted:
         held = found.get((region, service), WriterPosition())
         lsn, beat = held.wal_lsn, held.heartbeat_at
+        sync, sync_at, sync_by = held.sync, held.sync_seen_at, ""
         for observation in by_target.get(region, ()):
             replication = observation.by_service.get(service)
             if replication is None or replication.role is not Role.PRIMARY:
@@ -103,8 +119,16 @@ def writer_positions(observations: Iterable[Observation], writers: Iterable[tupl
             seen = replication.heartbeat_at
             if seen is not None and (beat is None or seen > beat):
                 beat = seen
-        if (lsn, beat) != (held.wal_lsn, held.heartbeat_at):
-            found[(region, service)] = WriterPosition(lsn, beat)
+            # The newest report wins (the setting changes both ways); equal times are ordered
+            # by observer, so that the order of the observations does not matter.
+            if replication.sync_standbys is not None and (
+                    sync_at is None
+                    or (observation.observed_at, observation.observer) > (sync_at, sync_by)):
+                sync = replication.sync_standbys
+                sync_at, sync_by = observation.observed_at, observation.observer
+        if (lsn, beat, sync, sync_at) != (held.wal_lsn, held.heartbeat_at, held.sync,
+                                         held.sync_seen_at):
+            found[(region, service)] = WriterPosition(lsn, beat, sync, sync_at)
     return found
 
 
@@ -129,6 +153,8 @@ class Context:
     reached: frozenset[str]
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
+    # Where each planned service stands on durability, as its plan found it (the decision's).
+    durability: dict[str, DurabilityState] = field(default_factory=dict)
 
     def writer_position(self, region: str, service: str) -> WriterPosition:
         return self.positions.get((region, service), WriterPosition())
@@ -146,11 +172,6 @@ class Context:
 
 
 _LABEL = {verdict: verdict.name for verdict in Verdict}
-
-
-def _is_subscriber(replication: Replication | None) -> bool:
-    return (replication is not None and replication.role is Role.SUBSCRIBER
-            and not replication.fenced)
 
 
 def _describe_lag(replication: Replication) -> str:
@@ -202,6 +223,23 @@ def _lag_problems(replication: Replication, policy: ServicePolicy,
     return problems
 
 
+def _unproven(proof: AcknowledgedProof, target: str, replication: Replication) -> list[str]:
+    """Why promoting `target` of a sync service could lose an acknowledged commit (nothing
+    to prove when the old writer waited for no standby: the lag limits decide alone)."""
+    if not proof.standbys.waits:
+        return []
+    if not proof.enough:
+        return [f"durability sync: {proof.describe()}"]
+    highest = proof.highest
+    applied = replication.applied_lsn
+    if highest is not None and (applied is None or applied < highest):
+        holder = min(region for region, lsn in proof.read if lsn == highest)
+        return [f"durability sync: {holder} applied {format_lsn(highest)}, more than {target}, "
+                "and is no region this controller can promote, so only it may hold the newest "
+                "acknowledged commits"]
+    return []
+
+
 def _failover(
     policy: ServicePolicy, state: ServiceState, writer: str, ctx: Context
 ) -> tuple[list[Action], str]:
@@ -223,7 +261,7 @@ def _failover(
     best: tuple[tuple[float, float, int, str], Replication] | None = None
     for region in sorted(policy.regions - ctx.down - {writer}):
         replication = ctx.views.of(region, service)
-        if replication is None or not _is_subscriber(replication):
+        if replication is None or not unfenced_subscriber(replication):
             continue
         subscribers.append(region)
         if region in ctx.up and region not in ctx.reached:
@@ -242,14 +280,18 @@ def _failover(
                      f"writer {writer} is DOWN but no UP region holds an unfenced subscriber"
                      f"{unreached}; {writer} keeps the writer role")], writer
     target, replication = best[0][3], best[1]
-    problems = _lag_problems(replication, policy, ctx.writer_position(writer, service))
+    proof = acknowledged_proof(policy, writer, ctx) if policy.sync_count else None
+    problems = [*(_unproven(proof, target, replication) if proof is not None else ()),
+                *_lag_problems(replication, policy, ctx.writer_position(writer, service))]
     figures = _describe_lag(replication)
     if problems and not policy.force:
         return [NoOp(service, epoch,
                      f"writer {writer} is DOWN; refusing to fail over to {target} "
-                     f"({figures}): {'; '.join(problems)}. Force it with an operator failover")
-                ], writer
+                     f"({figures}): {'; '.join(problems)}. Force it with an operator failover "
+                     "(`failover promote --allow-data-loss`)")], writer
     forced = f" (forced despite: {'; '.join(problems)})" if problems else ""
+    proven = (f"; it holds every commit {writer} acknowledged: {proof.describe()}"
+              if proof is not None and proof.standbys.waits and not problems else "")
     new_epoch = epoch + 1
     others = tuple(region for region in subscribers if region != target)
     actions: list[Action] = [
@@ -258,7 +300,8 @@ def _failover(
                     "(best effort: it is likely unreachable)", best_effort=True),
         PromoteSubscriber(service, new_epoch, target, writer,
                           f"{target} is the UP subscriber with the most applied data "
-                          f"({figures}){forced}; epoch {epoch} -> {new_epoch}"),
+                          f"({figures}){proven}{forced}; epoch {epoch} -> {new_epoch}",
+                          sync_standbys=proof.standbys if proof is not None else None),
     ]
     if others:
         actions.append(RepointSubscribers(service, new_epoch, target, others,
@@ -338,7 +381,7 @@ def _readers(
     for region in missing:
         if region == writer:
             actions.append(AddReader(service, epoch, region, f"{region} is UP and the writer"))
-        elif _is_subscriber(replication := ctx.views.of(region, service)) and (
+        elif unfenced_subscriber(replication := ctx.views.of(region, service)) and (
                 replication is not None and replication.ready):
             actions.append(AddReader(service, epoch, region,
                                      f"{region} is UP and an unfenced subscriber, caught up"))
@@ -372,6 +415,7 @@ def _rejoins(policy: ServicePolicy, state: ServiceState, epoch: int, ctx: Contex
 def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> list[Action]:
     """The actions for one service when this controller hears a quorum."""
     service, epoch, writer = state.service, state.epoch, state.writer
+    ctx.durability[service] = DurabilityState(Durability.UNKNOWN, "no writer UP to judge")
     if state.paused:
         return [NoOp(service, epoch, "paused: automatic changes are off for this service")]
     if writer is None:
@@ -412,6 +456,12 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
             actions.append(stale)
     if writer == state.writer and policy.auto_rejoin:
         actions += _rejoins(policy, state, plan_epoch, ctx)
+    if writer == state.writer:
+        # A failover's new writer gets its standbys by this same rule at the next evaluation.
+        actions += clear_subscriber_standbys(policy, state, ctx, plan_epoch)
+        if verdict is Verdict.UP:
+            standbys, ctx.durability[service] = plan_standbys(policy, state, ctx, plan_epoch)
+            actions += standbys
     actions += _readers(policy, state, writer, plan_epoch, ctx)
     if not actions:
         actions.append(NoOp(service, epoch,

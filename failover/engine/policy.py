@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from failover.engine.model import Policy, RegionPolicy, ServicePolicy
+from failover.postgres.names import standby_name
 from failover.topology import Topology
 
 
@@ -19,6 +20,10 @@ def policy_from_topology(topo: Topology, *, force: bool = False) -> Policy:
                 cooldown=service.cooldown,
                 force=force,
                 auto_rejoin=service.rejoin == "auto",
+                sync_count=service.sync_count if service.durability == "sync" else 0,
+                sync_strict=service.sync_strict,
+                standby_names=tuple((r.name, standby_name(service.name, r.name))
+                                    for r in topo.service_regions(service)),
             )
             for service in topo.services.values()
         ),

@@ -24,6 +24,7 @@ from failover.engine.model import (
     Replication,
     Role,
     ServiceState,
+    SyncStandbys,
 )
 from failover.errors import UserError
 
@@ -48,6 +49,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class _SyncStandbys(_Model):
+    names: list[str] = Field(default_factory=list)
+    count: int = Field(default=0, ge=0)
+    quorum: bool = True
+
+
 class _Replication(_Model):
     service: str
     role: Role
@@ -60,6 +67,14 @@ class _Replication(_Model):
     wal_lsn: Lsn | None = None
     heartbeat_at: float | None = None
     subscription_enabled: bool | None = None
+    sync_standbys: _SyncStandbys | None = None
+
+    def replication(self) -> Replication:
+        sync = self.sync_standbys
+        return Replication(**{
+            **self.model_dump(),
+            "sync_standbys": None if sync is None else SyncStandbys(tuple(sync.names), sync.count,
+                                                                    sync.quorum)})
 
 
 class _Observation(_Model):
@@ -182,7 +197,7 @@ def parse_snapshot(text: str, source: str, policy: Policy) -> Snapshot:
         )),
         observations=tuple(
             Observation(o.observer, o.target, o.health, o.consecutive, o.observed_at,
-                        tuple(Replication(**r.model_dump()) for r in o.services), o.last_ok_at)
+                        tuple(r.replication() for r in o.services), o.last_ok_at)
             for o in parsed.observations
         ),
     )

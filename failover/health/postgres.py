@@ -31,15 +31,19 @@ from psycopg.rows import DictRow, dict_row
 
 from failover.engine.lsn import parse_lsn
 from failover.health.probe import BoundedProbe, Outcome
+from failover.postgres.connection import OWN_COMMITS
 from failover.postgres.names import subscription_name
 from failover.topology import PostgresCheck, PostgresEndpoint, Service
 
 AsyncConnection = psycopg.AsyncConnection[DictRow]
 
-# A primary's current WAL position beside the node's status: the writer's side of every
-# subscriber's lag, which the fleet remembers after the writer dies.
+# Beside the node's status: a primary's current WAL position, the writer's side of every
+# subscriber's lag, which the fleet remembers after the writer dies; and what the server's
+# commits wait for (server-wide, so a subscriber's too: it may still name standbys).
 NODE_STATUS_QUERY = ("SELECT s.*, CASE WHEN s.role = 'primary' THEN pg_current_wal_lsn() END "
-                     "AS wal_lsn FROM failover.node_status(%(service)s, %(subscription)s) s")
+                     "AS wal_lsn, current_setting('synchronous_standby_names') "
+                     "AS synchronous_standby_names "
+                     "FROM failover.node_status(%(service)s, %(subscription)s) s")
 # A database where `failover db install` has not run yet: alive, but says little.
 ALIVE_QUERY = "SELECT 1 AS alive"
 SCHEMA_MISSING_REASON = "alive, but the failover schema is not installed (run failover db install)"
@@ -89,6 +93,8 @@ def summarise(facts: Mapping[str, Any]) -> str:
         parts.append("fenced")
     if facts.get("database_read_only"):
         parts.append("read-only")
+    if facts.get("synchronous_standby_names"):
+        parts.append(f"commits wait for {facts['synchronous_standby_names']}")
     if facts.get("subscription_present"):
         if not facts.get("subscription_enabled"):
             parts.append("subscription disabled")
@@ -149,8 +155,9 @@ class PostgresProbe(BoundedProbe):
         self.conninfo = endpoint.conninfo(options=(
             f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
             # node_status remembers publisher positions in a table, and a
-            # subscriber's database is read-only by default.
-            "-c default_transaction_read_only=off"))
+            # subscriber's database is read-only by default; that commit must not wait
+            # for standbys the server still names (a former writer).
+            f"-c default_transaction_read_only=off {OWN_COMMITS}"))
         self._conn: AsyncConnection | None = None
 
     async def attempt(self) -> Outcome:

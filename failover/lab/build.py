@@ -86,7 +86,8 @@ def is_up(lab_dir: Path) -> bool:
 
 
 def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, tsig_file: Path,
-                    tsig_name: str, coordination: dict[str, Any], rejoin: str) -> Path:
+                    tsig_name: str, coordination: dict[str, Any], rejoin: str,
+                    durability: str, sync_count: int) -> Path:
     topo = lab_dir / "topology"
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
@@ -106,7 +107,7 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
             "name": lab.SERVICE, "database": lab.SERVICE, "writer_record": lab.WRITER_RECORD,
             "reader_record": lab.READER_RECORD, "ttl": lab.TTL, "max_lag_bytes": 64 * 1024 * 1024,
             "max_lag_seconds": "10s", "cooldown": "5s", "app_roles": [lab.APP_ROLE],
-            "rejoin": rejoin,
+            "rejoin": rejoin, "durability": durability, "sync_count": sync_count,
         }],
     }
     (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))
@@ -186,11 +187,18 @@ def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> Non
 
 
 def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
-       timeout: float = 90.0, rejoin: str = "auto") -> lab.LabState:
+       timeout: float = 90.0, rejoin: str = "auto", durability: str = "async",
+       sync_count: int = 1) -> lab.LabState:
     lab_dir = lab_dir.resolve()
     addresses = lab.lab_regions(regions)
     if rejoin not in lab.REJOIN_MODES:
         raise UserError(f"--rejoin: {rejoin!r}; use {' or '.join(lab.REJOIN_MODES)}")
+    if durability not in lab.DURABILITY_MODES:
+        raise UserError(f"--durability: {durability!r}; use "
+                        f"{' or '.join(lab.DURABILITY_MODES)}")
+    if not 1 <= sync_count < len(addresses):
+        raise UserError(f"--sync-count: {sync_count}; use 1 to {len(addresses) - 1}, the "
+                        f"subscribers of a {len(addresses)}-region lab")
     if is_up(lab_dir):
         raise UserError(f"--dir: a lab is already running in {lab_dir}; `failover lab status` "
                         "shows it, `failover lab down` stops it")
@@ -248,7 +256,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
             progress(f"etcd cluster on {', '.join(etcd_addresses.values())}")
         topo_dir = _write_topology(lab_dir, addresses, key_file=key_file, tsig_file=tsig_file,
                                    tsig_name=key.name, coordination=coordination_settings,
-                                   rejoin=rejoin)
+                                   rejoin=rejoin, durability=durability, sync_count=sync_count)
         topo = load_topology(topo_dir)
 
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
@@ -275,7 +283,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
             service=lab.ServiceState(name=lab.SERVICE, database=lab.SERVICE,
                                      writer_record=lab.WRITER_RECORD,
                                      reader_record=lab.READER_RECORD, ttl=lab.TTL,
-                                     app_role=lab.APP_ROLE, rejoin=rejoin),
+                                     app_role=lab.APP_ROLE, rejoin=rejoin,
+                                     durability=durability, sync_count=sync_count),
             etcd=etcd_members)
         lab.save(state, lab_dir)
         progress("controllers started; waiting for the fleet to be healthy")

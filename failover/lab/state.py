@@ -67,6 +67,7 @@ class DnsState(BaseModel):
 
 
 REJOIN_MODES = ("auto", "manual")
+DURABILITY_MODES = ("async", "sync")
 
 
 class ServiceState(BaseModel):
@@ -79,6 +80,9 @@ class ServiceState(BaseModel):
     # What the service's `rejoin` says: "auto", the fleet rejoins a returning old writer;
     # "manual", the drill and the tests do, as an operator would.
     rejoin: str = "manual"
+    # What the service's `durability` and `sync_count` say (sync_count read in sync mode only).
+    durability: str = "async"
+    sync_count: int = 1
 
 
 class EtcdMember(BaseModel):

@@ -4,7 +4,8 @@ Every connection is autocommit (DROP SUBSCRIPTION and slot functions refuse to
 run inside a transaction block), bounded by connect_timeout and
 statement_timeout, and overrides `default_transaction_read_only`, because the
 databases failover works on are read-only by design (subscribers, fenced
-primaries) and its own sessions must still write their bookkeeping.
+primaries) and its own sessions must still write their bookkeeping; and commits with
+synchronous_commit = local, never waiting for a sync writer's standbys.
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ def postmaster_answers(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
+# Failover's own commits (fences, leases, heartbeats, bookkeeping) never wait for a sync
+# writer's standbys: a fence or a lease renewal must not block where the application's
+# commits would, and statement_timeout does not end that wait (it stops before the commit).
+OWN_COMMITS = "-c synchronous_commit=local"
+
+
 def connect(conninfo: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Connection:
     """An autocommit session that may write even where the database default is read-only."""
     options = (f"-c statement_timeout={int(statement_timeout * 1000)} "
                f"-c lock_timeout={int(statement_timeout * 1000)} "
-               "-c default_transaction_read_only=off")
+               f"-c default_transaction_read_only=off {OWN_COMMITS}")
     return psycopg.connect(conninfo, autocommit=True, options=options)
 
 

@@ -28,5 +28,13 @@ def slot_name(service: str, subscriber_region: str) -> str:
     return f"failover_{_ident(service)}_{_ident(subscriber_region)}"
 
 
+def standby_name(service: str, subscriber_region: str) -> str:
+    """The application_name of `subscriber_region`'s subscription: the name its walsender on
+    the writer reports (pg_stat_replication), and the name synchronous_standby_names lists.
+    Every region's subscription is called `subscription_name(service)`, which PostgreSQL
+    would report otherwise, so the writer could not tell its subscribers apart."""
+    return f"failover_{_ident(service)}_{_ident(subscriber_region)}"
+
+
 def slot_prefix(service: str) -> str:
     return f"failover_{_ident(service)}_"

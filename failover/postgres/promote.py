@@ -19,7 +19,9 @@ from typing import LiteralString
 
 from psycopg import sql
 
+from failover.engine.durability import needed_reads
 from failover.engine.lsn import format_lsn
+from failover.engine.model import SyncStandbys
 from failover.errors import FailoverError, SafetyRefusal
 from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import (
@@ -32,9 +34,8 @@ from failover.postgres.fence import (
 )
 from failover.postgres.inspect import NodeStatus, inspect_node
 from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, renew_lease
-from failover.postgres.names import slot_name, subscription_name
+from failover.postgres.names import slot_name, standby_name, subscription_name
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_subscription,
     drop_subscription_statements,
@@ -48,6 +49,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import check_claim, check_epoch, record_handover, record_role
 from failover.postgres.steps import SqlStep, WriterChange
+from failover.postgres.sync import read_sync_standbys
 from failover.postgres.waiting import wait_for
 
 DEFAULT_SEQUENCE_GAP = 1000
@@ -267,23 +269,24 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
         if not clean:
             ensure_slot(target_conn, slot)
             truncate_published(conn)
-        conn.execute(create_subscription_statement(
-            service, target_endpoint.conninfo(), slot, copy_data=not clean))
+        conn.execute(create_subscription_statement(service, region, target_endpoint,
+                                                   copy_data=not clean))
         record_role(conn, service, "subscriber", epoch)
         if clean:
             return f"clean hand-over at {format_lsn(applied)}"
         return (f"full resync: applied {format_lsn(applied)} here, "
                 f"{format_lsn(target_applied)} on {target}")
 
-    hidden = target_endpoint.conninfo(password=HIDDEN)
     return SqlStep(f"re-point {region} to {target}", region, (
         f"SELECT failover.check_epoch('{service}', {epoch})",
         *(s.as_string() for s in drop_subscription_statements(service)),
         f"-- if {region} applied exactly what {target} applied and slot {slot} exists:",
-        create_subscription_statement(service, hidden, slot, copy_data=False).as_string(),
+        create_subscription_statement(service, region, target_endpoint, copy_data=False,
+                                      shown=True).as_string(),
         "-- else: create the slot on the target if missing, then",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, hidden, slot, copy_data=True).as_string(),
+        create_subscription_statement(service, region, target_endpoint, copy_data=True,
+                                      shown=True).as_string(),
     ), run)
 
 
@@ -335,6 +338,79 @@ def _lag_gate_step(db: ServiceDatabases, target: str, old_primary: str | None, e
         f"  -- refuse above {service.max_lag_seconds:g} s or {service.max_lag_bytes} bytes",), run)
 
 
+def _waited_for(db: ServiceDatabases, old_primary: str | None,
+                known: SyncStandbys | None) -> tuple[SyncStandbys, str] | None:
+    """What the old writer's commits waited for, and who says so: its own setting when it
+    answers (unless set by hand, for standbys that are not the service's subscriptions);
+    else what the fleet last saw (`known`); else, for a sync service, every other region at
+    sync_count, which needs at least as many positions as any subset of them."""
+    names = {region: standby_name(db.service.name, region) for region in db.regions}
+    old = db.try_conn(old_primary) if old_primary is not None else None
+    live = read_sync_standbys(old) if old is not None else None
+    if live is not None and set(live.names) <= set(names.values()):
+        return live, f"{old_primary} says"
+    if known is not None:
+        return known, "as the fleet last saw"
+    if db.service.durability == "sync":
+        others = sorted(name for region, name in names.items() if region != old_primary)
+        return SyncStandbys(tuple(others), db.service.sync_count), "assumed: every other region"
+    return None
+
+
+def _acknowledged_gate_step(db: ServiceDatabases, target: str, old_primary: str | None,
+                            epoch: int, *, known: SyncStandbys | None,
+                            allow_data_loss: bool) -> SqlStep:
+    """Refuse to promote `target` unless it holds every commit the old writer acknowledged:
+    with `ANY k` of n named standbys, the applied positions of n - k + 1 of them include one
+    that had each such commit, so `target` must have applied at least as far as every
+    reachable subscriber, and at least n - k + 1 named ones must have been read."""
+    service = db.service.name
+
+    def run() -> str:
+        if inspect_node(db.conn(target), service).handover_epoch == epoch:
+            return "already detached by this promotion"
+        found = _waited_for(db, old_primary, known)
+        if found is None or not found[0].waits:
+            return "the old writer's commits waited for no standby: nothing to prove"
+        waited, source = found
+        applied: dict[str, int] = {}
+        for region in db.regions:
+            conn = db.try_conn(region) if region != old_primary else None
+            position = inspect_node(conn, service).remote_lsn if conn is not None else None
+            if position is not None:
+                applied[region] = position
+        named = sorted(r for r in applied if standby_name(service, r) in waited.names)
+        needed = needed_reads(waited)
+        highest = max(applied.values(), default=None)
+        problems = []
+        if len(named) < needed:
+            problems.append(f"read {len(named)} of the {len(waited.names)} synchronous standbys "
+                            f"({', '.join(named) or 'none'}), {needed} needed")
+        if applied.get(target) is None or (highest is not None and applied[target] < highest):
+            ahead = ", ".join(f"{r} {format_lsn(lsn)}" for r, lsn in sorted(applied.items())
+                              if lsn == highest)
+            own = format_lsn(applied[target]) if target in applied else "an unknown position"
+            problems.append(f"{target} applied {own}, less than {ahead}")
+        figures = (f"commits waited for {waited.describe()} ({source}); applied: "
+                   + ", ".join(f"{r} {format_lsn(lsn)}" for r, lsn in sorted(applied.items())))
+        if problems and not allow_data_loss:
+            raise SafetyRefusal(
+                f"region {target} is not proven to hold every commit the old writer "
+                f"acknowledged for service {service!r}: {'; '.join(problems)} ({figures}); "
+                "wait until the missing standbys answer, promote the most advanced one, or "
+                "pass --allow-data-loss")
+        if problems:
+            return f"{figures}; accepted with --allow-data-loss: {'; '.join(problems)}"
+        return (f"{target} holds every acknowledged commit: {figures}; {len(named)} of "
+                f"{len(waited.names)} standbys read, {needed} needed")
+
+    return SqlStep("check that the target holds every acknowledged commit", target, (
+        "SELECT current_setting('synchronous_standby_names')  -- on the old writer, if it answers",
+        f"SELECT remote_lsn FROM failover.node_status('{service}', "
+        f"'{subscription_name(service)}')  -- on every reachable subscriber; refuse unless "
+        f"{target} has the highest and n - k + 1 named standbys answered",), run)
+
+
 def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) -> SqlStep:
     steps = fence_steps(db, old_primary, epoch=epoch)
 
@@ -361,7 +437,8 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
                    allow_data_loss: bool = False, sequence_gap: int = DEFAULT_SEQUENCE_GAP,
                    repoint: bool = True, after_writable: bool = True,
                    lease_ttl: float = DEFAULT_LEASE_TTL,
-                   lease_until: Callable[[], float] | None = None) -> PromotionSteps:
+                   lease_until: Callable[[], float] | None = None,
+                   sync_standbys: SyncStandbys | None = None) -> PromotionSteps:
     """The steps that promote `target`; reads the current state, changes nothing.
 
     `repoint=False` and `after_writable=False` leave out re-pointing the other
@@ -369,6 +446,9 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
     runs those after moving DNS, so that clients do not wait for them.
     `lease_ttl`: the target's first lease, until the controller renews it, and never past
     `lease_until()` (what the quorum vouches for, asked when the step runs).
+    `sync_standbys`: what the old writer's commits waited for as the fleet last saw it,
+    for the check that the target holds every acknowledged commit (its own setting wins
+    when it answers).
     """
     db.endpoint(target, flag="REGION")
     old_primary = find_old_primary(db, target)
@@ -380,6 +460,9 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
         claim_check_step(db, target, epoch),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
         *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
+        # After the fence: an old writer that still answers commits nothing more meanwhile.
+        _acknowledged_gate_step(db, target, old_primary, epoch, known=sync_standbys,
+                                allow_data_loss=allow_data_loss),
         detach_step(db, target, old_primary, epoch),
         rollback_prepared_step(db, target),
         _sync_sequences_step(db, target, sequence_gap),

@@ -26,7 +26,6 @@ from failover.postgres.inspect import inspect_node
 from failover.postgres.names import publication_name, slot_name
 from failover.postgres.replicate import recorded_writer
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_logical_slots,
     drop_publication,
@@ -39,6 +38,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import record_role
 from failover.postgres.steps import SqlStep
+from failover.postgres.sync import CLEAR_SERVICE_STANDBYS_SQL, clear_service_standbys
 
 # Decoding a long-orphaned slot reads all the WAL it kept.
 DECODE_TIMEOUT_SECONDS = 300
@@ -191,19 +191,21 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
         if db.region_of(subscription_conninfo(conn, service)) == primary:
             record_role(conn, service, "subscriber", epoch)
             return f"already subscribed to {primary}"
+        cleared = clear_service_standbys(conn, service, db.regions, timeout=db.statement_timeout)
         ensure_slot(db.conn(primary), slot)
         drop_subscription(conn, service)
         truncated = truncate_published(conn)
-        conn.execute(create_subscription_statement(service, primary_endpoint.conninfo(), slot,
+        conn.execute(create_subscription_statement(service, old, primary_endpoint,
                                                    copy_data=True))
         record_role(conn, service, "subscriber", epoch)
-        return f"{truncated}; subscribed to {primary}, copying (still fenced)"
+        return f"{cleared}; {truncated}; subscribed to {primary}, copying (still fenced)"
 
     return SqlStep(f"resync {old} from {primary}", old, (
+        CLEAR_SERVICE_STANDBYS_SQL,
         f"-- on {primary}: {ensure_slot_sql(slot)}",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, primary_endpoint.conninfo(password=HIDDEN), slot,
-                                      copy_data=True).as_string(),
+        create_subscription_statement(service, old, primary_endpoint, copy_data=True,
+                                      shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch} "
         f"WHERE service = '{service}'",
     ), run)

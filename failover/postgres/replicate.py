@@ -18,7 +18,6 @@ from failover.postgres.fence import set_database_read_only
 from failover.postgres.lease import DEFAULT_LEASE_TTL, lease_text, renew_lease
 from failover.postgres.names import slot_name, subscription_name
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     ensure_publication,
     ensure_publication_sql,
@@ -26,6 +25,7 @@ from failover.postgres.replication import (
     ensure_slot_sql,
     publishable_tables,
     subscription_conninfo,
+    upgrade_subscription,
 )
 from failover.postgres.state import record_role
 from failover.postgres.steps import SqlStep
@@ -110,9 +110,10 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
                 source = db.region_of(current) or "another server"
                 raise ConflictError(f"region {region} already subscribes to {source}; "
                                     "re-point it with `failover promote` or `failover rejoin`")
+            upgraded = upgrade_subscription(conn, service, region, writer_endpoint)
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION").format(
                 sql.Identifier(subscription_name(service))))
-            return f"already subscribed to {writer}; refreshed the table list"
+            return f"already subscribed to {writer} ({upgraded}); refreshed the table list"
         for schema, table in publishable_tables(conn):
             if schema == "failover":
                 continue
@@ -124,7 +125,7 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
                     "`failover rejoin` for a returning primary")
         conn.execute("TRUNCATE failover.heartbeat, failover.sequence_snapshot")
         ensure_slot(db.conn(writer), slot)
-        conn.execute(create_subscription_statement(service, writer_endpoint.conninfo(), slot,
+        conn.execute(create_subscription_statement(service, region, writer_endpoint,
                                                    copy_data=True))
         return f"subscribed to {writer} through slot {slot}, copying"
 
@@ -133,7 +134,9 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
         f"WHERE service = '{service}'",
         f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on',
         f"-- on {writer}: {ensure_slot_sql(slot)}",
-        create_subscription_statement(service, writer_endpoint.conninfo(password=HIDDEN), slot,
-                                      copy_data=True).as_string(),
-        "-- or, when already subscribed: ALTER SUBSCRIPTION ... REFRESH PUBLICATION",
+        create_subscription_statement(service, region, writer_endpoint, copy_data=True,
+                                      shown=True).as_string(),
+        "-- or, when already subscribed: ALTER SUBSCRIPTION ... CONNECTION <the same, with "
+        "its application_name> and SET (synchronous_commit = 'on') unless it has them, then "
+        "ALTER SUBSCRIPTION ... REFRESH PUBLICATION",
     ), run)

@@ -7,9 +7,16 @@ is harmless; the `*_sql` functions return the statements it says, for dry runs.
 from __future__ import annotations
 
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from failover.postgres.connection import Connection
-from failover.postgres.names import publication_name, subscription_name
+from failover.postgres.names import (
+    publication_name,
+    slot_name,
+    standby_name,
+    subscription_name,
+)
+from failover.topology import PostgresEndpoint
 
 # In dry-run output, where a connection string would show a password.
 HIDDEN = "********"
@@ -91,14 +98,48 @@ def drop_subscription(conn: Connection, service: str) -> str:
     return f"dropped subscription {subscription_name(service)}"
 
 
-def create_subscription_statement(service: str, publisher_conninfo: str, slot: str, *,
-                                  copy_data: bool, create_slot: bool = False) -> sql.Composed:
+def create_subscription_statement(service: str, region: str, publisher: PostgresEndpoint, *,
+                                  copy_data: bool, shown: bool = False) -> sql.Composed:
+    """Subscribe `region` to `publisher` through the slot made for it there.
+
+    The connection reports `standby_name(service, region)` as its application_name, the name
+    the writer's synchronous_standby_names lists. synchronous_commit = on: the apply worker
+    flushes each commit it applies and reports the flushed position at once, not when the
+    WAL writer next gets to it, so a commit waiting for it on a sync writer waits no longer.
+    `shown`: the statement as printed (`--dry-run`), without the password.
+    """
+    conninfo = publisher.conninfo(application_name=standby_name(service, region),
+                                  **({"password": HIDDEN} if shown else {}))
     return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH "
-        "(slot_name = {}, create_slot = {}, copy_data = {})").format(
-            sql.Identifier(subscription_name(service)), sql.Literal(publisher_conninfo),
-            sql.Identifier(publication_name(service)), sql.Literal(slot),
-            sql.SQL("true" if create_slot else "false"), sql.SQL("true" if copy_data else "false"))
+        "(slot_name = {}, create_slot = false, copy_data = {}, synchronous_commit = 'on')").format(
+            sql.Identifier(subscription_name(service)), sql.Literal(conninfo),
+            sql.Identifier(publication_name(service)), sql.Literal(slot_name(service, region)),
+            sql.SQL("true" if copy_data else "false"))
+
+
+def upgrade_subscription(conn: Connection, service: str, region: str,
+                         publisher: PostgresEndpoint) -> str:
+    """Give a subscription made before standby names what `create_subscription_statement`
+    gives a new one: its application_name (a sync writer names it) and synchronous_commit =
+    on. Same publisher, so its replication origin, and what it applied, stay valid."""
+    name = sql.Identifier(subscription_name(service))
+    row = conn.execute(
+        "SELECT subconninfo, subsynccommit FROM pg_subscription WHERE subname = %s AND subdbid = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        [subscription_name(service)]).fetchone()
+    if row is None:
+        return "no subscription"
+    standby = standby_name(service, region)
+    changed = []
+    if conninfo_to_dict(str(row[0])).get("application_name") != standby:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
+            name, sql.Literal(publisher.conninfo(application_name=standby))))
+        changed.append(f"application_name {standby}")
+    if row[1] != "on":
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (synchronous_commit = 'on')").format(name))
+        changed.append("synchronous_commit = on")
+    return f"now with {' and '.join(changed)}" if changed else "up to date"
 
 
 def truncate_published(conn: Connection) -> str:

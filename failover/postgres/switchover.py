@@ -43,7 +43,6 @@ from failover.postgres.promote import (
     terminate_stale_step,
 )
 from failover.postgres.replication import (
-    HIDDEN,
     create_subscription_statement,
     drop_logical_slots,
     drop_publication,
@@ -51,6 +50,7 @@ from failover.postgres.replication import (
 )
 from failover.postgres.state import record_fenced, record_role, recorded_epoch
 from failover.postgres.steps import SqlStep, WriterChange, run_steps
+from failover.postgres.sync import CLEAR_SERVICE_STANDBYS_SQL, clear_service_standbys
 
 DEFAULT_TIMEOUT = 30.0
 # Writes are paused while we wait: once the target has the marker, another
@@ -160,31 +160,33 @@ def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> SqlStep
 def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
                                 epoch: int) -> SqlStep:
     service = db.service.name
-    slot = slot_name(service, old)
     target_endpoint = db.endpoint(target)
 
     def run() -> str:
         conn = db.conn(old)
+        cleared = clear_service_standbys(conn, service, db.regions, timeout=db.statement_timeout)
         if db.region_of(subscription_conninfo(conn, service)) == target:
-            detail = f"already subscribed to {target}"
+            detail = f"{cleared}; already subscribed to {target}"
         else:
             dropped = drop_logical_slots(conn)
             drop_publication(conn, service)
-            conn.execute(create_subscription_statement(service, target_endpoint.conninfo(), slot,
+            conn.execute(create_subscription_statement(service, old, target_endpoint,
                                                        copy_data=False))
-            detail = f"dropped slots {', '.join(dropped) or 'none'}; subscribed to {target}"
+            detail = (f"{cleared}; dropped slots {', '.join(dropped) or 'none'}; subscribed to "
+                      f"{target}")
         record_role(conn, service, "subscriber", epoch)
         set_app_logins(conn, db.service.app_roles, True)  # readers may come back
         record_fenced(conn, service, False)
         return detail
 
     return SqlStep(f"subscribe {old} to {target}", old, (
+        CLEAR_SERVICE_STANDBYS_SQL,
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_type = 'logical' AND database = current_database()",
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(publication_name(service))).as_string(),
-        create_subscription_statement(service, target_endpoint.conninfo(password=HIDDEN), slot,
-                                      copy_data=False).as_string(),
+        create_subscription_statement(service, old, target_endpoint, copy_data=False,
+                                      shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch}, fenced = false "
         f"WHERE service = '{service}'  -- the database stays read-only",
     ), run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,12 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
                                 f"takes part in service {service.name!r} and needs its endpoint")
         if len(members) < 2 and all_regions_loaded:
             problems.append(f"{where}.regions: a service needs at least two regions to fail over")
+        elif (service.durability == "sync" and all_regions_loaded
+                and service.sync_count > len(members) - 1):
+            problems.append(f"{where}.sync_count: {service.sync_count} is more than the "
+                            f"{len(members) - 1} other regions of service {service.name!r}, so no "
+                            "commit could ever be acknowledged; use at most "
+                            f"{len(members) - 1}")
         zone = fleet.dns.zone
         if zone is not None:
             for attr in ("writer_record", "reader_record"):
@@ -110,6 +117,7 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
                                "region to the database of the other")
     problems += _shared_values(regions, files, "controller_url", "one controller would answer "
                                "for two regions")
+    problems += _shared_server_problems(fleet_path, fleet, regions)
     if not regions and all_regions_loaded:
         problems.append(f"{fleet_path.parent}: no <region>.toml files; a fleet needs regions")
     return problems
@@ -169,6 +177,47 @@ def _shared_values(regions: dict[str, Region], files: dict[str, Path], field: st
             problems.append(f"{files[name]}: {field}: {value} is also the {field} of region "
                             f"{first!r} ({files[first]}); give each region its own, or "
                             f"{consequence}")
+    return problems
+
+
+def _shared_server_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, Region]
+                            ) -> list[str]:
+    """Services whose databases share a PostgreSQL server (same host and port) while one of
+    them is sync: `synchronous_standby_names` is server-wide, so an async neighbour's commits
+    would wait for the sync service's subscribers, and two sync services cannot both be named
+    (a subscriber of one acknowledges WAL positions of the other without holding its data)."""
+    index = {service.name: i for i, service in enumerate(fleet.services)}
+    durability = {service.name: service.durability for service in fleet.services}
+    problems: list[str] = []
+    reported: set[tuple[str, str]] = set()
+    for region in regions.values():
+        by_server: dict[tuple[str, int], list[str]] = {}
+        for name, endpoint in region.postgres.items():
+            if name in durability:
+                by_server.setdefault((endpoint.host, endpoint.port), []).append(name)
+        for (host, port), names in by_server.items():
+            for first, second in combinations(sorted(names), 2):
+                if (first, second) in reported or "sync" not in (durability[first],
+                                                                 durability[second]):
+                    continue
+                reported.add((first, second))
+                sync, other = (first, second) if durability[first] == "sync" else (second, first)
+                where = f"{fleet_path}: services[{index[other]}].durability"
+                server = f"the PostgreSQL server {host}:{port} (region {region.name})"
+                if durability[other] == "sync":
+                    problems.append(
+                        f"{where}: services {first!r} and {second!r} both ask durability = "
+                        f"\"sync\" and share {server}; synchronous_standby_names is server-wide "
+                        "and cannot name the subscribers of both (a subscriber of one acknowledges "
+                        "the other's commits without holding them): give each sync service a "
+                        "server of its own")
+                else:
+                    problems.append(
+                        f"{where}: service {other!r} asks durability = \"async\" and service "
+                        f"{sync!r} durability = \"sync\", and they share {server}; "
+                        f"synchronous_standby_names is server-wide, so {other}'s commits would "
+                        f"wait for {sync}'s subscribers: give {sync!r} a server of its own, or "
+                        "make both async")
     return problems
 
 

@@ -350,6 +350,26 @@ class Service(_Model):
     file in the executor's state folder, it is emptied, copied again from the writer and
     unfenced, and serves reads once caught up. `manual`: it stays fenced until an operator
     runs `failover rejoin` and then `failover unfence`."""
+    durability: Literal["async", "sync"] = Field(
+        default="async",
+        description='"async": the writer acknowledges a commit once it is durable locally, so a '
+                    "failover may lose what the subscribers had not applied yet (up to "
+                    'max_lag_bytes / max_lag_seconds). "sync": the writer acknowledges a commit '
+                    "only once sync_count of its healthy subscribers have it (PostgreSQL's "
+                    "synchronous_standby_names = ANY k (...), which failover keeps up to date), and "
+                    "a failover promotes only a subscriber proven to hold every acknowledged commit.")
+    sync_count: int = Field(
+        default=1, ge=1,
+        description="With durability = \"sync\": how many subscribers must have a commit before the "
+                    "writer acknowledges it (k in ANY k). At most the number of the service's other "
+                    "regions. Read only in sync mode.")
+    sync_strict: bool = Field(
+        default=False,
+        description="With durability = \"sync\", when fewer than sync_count subscribers are healthy: "
+                    "false (default), the writer degrades to asynchronous commits (the status, the "
+                    "journal and failover_service_durability say so) and goes back to synchronous "
+                    "once enough are healthy again; true, it keeps waiting for the standbys it names, "
+                    "so writes block rather than lose the guarantee.")
 
     @field_validator("writer_record", "reader_record")
     @classmethod

@@ -96,12 +96,13 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
 
 
 @contextmanager
-def running_cluster(bindir: Path) -> Iterator[Cluster]:
-    """Three servers on a fresh loopback block, with the application role; stopped on exit."""
+def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[Cluster]:
+    """Three servers on a fresh loopback block, with the application role; stopped on exit.
+    Not `durable` (the tests): fsync off, which a benchmark of commit latency may want on."""
     block = allocate_block()
     root = Path(tempfile.mkdtemp(prefix="failover-pg-"))
     servers = start_servers(root, {name: block.address(i + 1) for i, name in enumerate(REGIONS)},
-                            bindir=bindir, durable=False)
+                            bindir=bindir, durable=durable)
     try:
         for server in servers:
             with server.connect() as conn:
@@ -194,6 +195,17 @@ class ServiceDb:
             self.lease_keeper = LeaseKeeper(self.service, self.db.endpoints)
         self.lease_keeper.wait_renewed()
         return thread
+
+    def stop_background_writes(self, writer: str, *, lease_ttl: float = 300.0) -> None:
+        """No heartbeat or lease renewal commits from here (on a writer that waits for
+        synchronous standbys each would wait too); one long lease lets the application write
+        on `writer` meanwhile."""
+        for thread in self.heartbeats:
+            thread.stop()
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop()
+        with self.admin(writer) as conn:
+            renew_lease(conn, SERVICE, writer, recorded_epoch(conn, SERVICE), lease_ttl)
 
     def rows(self, region: str, table: str) -> list[tuple[object, ...]]:
         with self.admin(region) as conn:

@@ -6,6 +6,7 @@ test_engine_invariants.py.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,7 @@ from failover.engine import (
     AddReader,
     ClusterState,
     ConfirmWriter,
+    Durability,
     FenceRegion,
     Health,
     NoOp,
@@ -32,7 +34,9 @@ from failover.engine import (
     ServicePolicy,
     ServiceState,
     SetDnsWriter,
+    SetSyncStandbys,
     StaleEpoch,
+    SyncStandbys,
     UnfenceWriter,
     Verdict,
     apply_plan,
@@ -41,6 +45,7 @@ from failover.engine import (
 )
 from failover.engine.actions import Plan
 from failover.engine.planner import format_lsn
+from failover.engine.serialize import action_as_dict, action_from_dict
 
 NOW = 1_700_000_000.0
 PRIORITIES = {"east": 30, "west": 20, "south": 10}
@@ -667,3 +672,204 @@ def test_a_disabled_subscription_is_not_a_target_unless_forced() -> None:
     assert "its subscription is disabled" in refused.actions[0].reason
     forced = decide(observations, one_service(), make_policy(force=True), NOW, "west").plan
     assert "PromoteSubscriber" in kinds(forced)
+
+
+# ---------------------------------------------------------------- durability "sync"
+
+
+def standby(region: str) -> str:
+    return f"failover_orders_{region}"
+
+
+def waits_for(*regions: str, count: int = 1) -> SyncStandbys:
+    return SyncStandbys(tuple(sorted(standby(region) for region in regions)), count)
+
+
+def sync_policy(count: int = 1, *, strict: bool = False, force: bool = False) -> Policy:
+    policy = make_policy(force=force)
+    return replace(policy, services=tuple(
+        replace(s, sync_count=count, sync_strict=strict,
+                standby_names=tuple((region, standby(region)) for region in PRIORITIES))
+        for s in policy.services))
+
+
+def writer_waiting_for(standbys: SyncStandbys, **kwargs: int) -> Replication:
+    return replace(primary(**kwargs), sync_standbys=standbys)
+
+
+def sync_changes(plan: Plan) -> list[tuple[str, SyncStandbys]]:
+    return [(a.region, a.standbys) for a in plan.actions if isinstance(a, SetSyncStandbys)]
+
+
+def test_a_sync_writer_is_made_to_wait_for_its_healthy_subscribers() -> None:
+    roles = {"east": [writer_waiting_for(SyncStandbys())], "west": [sub()], "south": [sub()]}
+    decision = decide(reports(HEALTHY_FLEET, roles), one_service(), sync_policy(), NOW, "west")
+    assert sync_changes(decision.plan) == [("east", waits_for("south", "west"))]
+    assert decision.durability["orders"].durability is Durability.SYNC
+    # Once the writer reports it, nothing changes any more.
+    roles["east"] = [writer_waiting_for(waits_for("south", "west"))]
+    decision = decide(reports(HEALTHY_FLEET, roles), one_service(), sync_policy(), NOW, "west")
+    assert kinds(decision.plan) == ["NoOp"]
+    assert "no change" in decision.plan.actions[0].reason
+
+
+@pytest.mark.parametrize("south", ["DOWN", "not ready", "fenced", "disabled"])
+def test_only_up_ready_unfenced_applying_subscribers_are_waited_for(south: str) -> None:
+    view = {"DOWN": sub(), "not ready": sub(ready=False), "fenced": sub(fenced=True),
+            "disabled": replace(sub(), subscription_enabled=False)}[south]
+    health = {**HEALTHY_FLEET, "south": DOWN} if south == "DOWN" else HEALTHY_FLEET
+    roles = {"east": [writer_waiting_for(waits_for("south", "west"))], "west": [sub()],
+             "south": [view]}
+    decision = decide(reports(health, roles), one_service(), sync_policy(), NOW, "west")
+    [(region, standbys)] = sync_changes(decision.plan)
+    assert (region, standbys) == ("east", waits_for("west"))
+    assert decision.durability["orders"].durability is Durability.SYNC
+
+
+def test_too_few_healthy_subscribers_degrade_to_asynchronous_commits_loudly() -> None:
+    health = {**HEALTHY_FLEET, "south": DOWN}
+    roles = {"east": [writer_waiting_for(waits_for("south", "west", count=2))],
+             "west": [sub()], "south": [sub()]}
+    decision = decide(reports(health, roles), one_service(), sync_policy(2), NOW, "west")
+    [change] = [a for a in decision.plan.actions if isinstance(a, SetSyncStandbys)]
+    assert change.standbys == SyncStandbys()
+    assert "DEGRADED to asynchronous commits: only 1 of the 2 subscribers needed are healthy " \
+           "(south DOWN)" in change.reason
+    assert decision.durability["orders"].durability is Durability.DEGRADED
+    # Degraded already: said again in a NoOp (the journal keeps it while it lasts).
+    roles["east"] = [writer_waiting_for(SyncStandbys())]
+    decision = decide(reports(health, roles), one_service(), sync_policy(2), NOW, "west")
+    assert sync_changes(decision.plan) == []
+    assert any(isinstance(a, NoOp) and a.reason.startswith("DEGRADED")
+               for a in decision.plan.actions)
+    # Back to synchronous once enough are healthy.
+    decision = decide(reports(HEALTHY_FLEET, roles), one_service(), sync_policy(2), NOW, "west")
+    assert sync_changes(decision.plan) == [("east", waits_for("south", "west", count=2))]
+
+
+def test_strict_keeps_waiting_rather_than_degrade() -> None:
+    health = {**HEALTHY_FLEET, "south": DOWN}
+    roles = {"east": [writer_waiting_for(waits_for("south", "west", count=2))],
+             "west": [sub()], "south": [sub()]}
+    decision = decide(reports(health, roles), one_service(), sync_policy(2, strict=True), NOW,
+                      "west")
+    assert sync_changes(decision.plan) == []
+    assert decision.durability["orders"].durability is Durability.WAITING
+    [noop] = [a for a in decision.plan.actions if isinstance(a, NoOp)]
+    assert "strict: only 1 of the 2 subscribers needed are healthy (south DOWN); keeping " \
+           "ANY 2 (failover_orders_south, failover_orders_west)" in noop.reason
+    # A writer that waits for nobody yet (just promoted) is made to wait for the
+    # subscribers that may come back: never a DOWN one.
+    roles["east"] = [writer_waiting_for(SyncStandbys())]
+    decision = decide(reports(health, roles), one_service(), sync_policy(2, strict=True), NOW,
+                      "west")
+    assert sync_changes(decision.plan) == [("east", waits_for("west", count=2))]
+
+
+def test_a_new_writer_never_keeps_standbys_that_name_itself() -> None:
+    """west was the writer once and still names east and itself; now it is the writer."""
+    leftover = waits_for("east", "west")
+    health = {"east": DOWN, "west": UP, "south": UP}
+    roles = {"west": [writer_waiting_for(leftover, epoch=2)], "south": [sub(epoch=2)]}
+    for strict in (False, True):
+        plan = decide(reports(health, roles), one_service("west", epoch=2, last_failover_at=NOW),
+                      sync_policy(strict=strict), NOW, "south").plan
+        assert sync_changes(plan) == [("west", waits_for("south"))]
+
+
+def test_async_services_clear_only_the_standbys_failover_named() -> None:
+    ours = {"east": [writer_waiting_for(waits_for("west"))], "west": [sub()], "south": [sub()]}
+    plan = decide(reports(HEALTHY_FLEET, ours), one_service(), make_policy(), NOW, "west").plan
+    assert sync_changes(plan) == []  # no standby names known: nothing is recognised as ours
+    policy = replace(sync_policy(), services=tuple(replace(s, sync_count=0)
+                                                   for s in sync_policy().services))
+    plan = decide(reports(HEALTHY_FLEET, ours), one_service(), policy, NOW, "west").plan
+    assert sync_changes(plan) == [("east", SyncStandbys())]
+    by_hand = {**ours, "east": [writer_waiting_for(SyncStandbys(("physical_1",), 1))]}
+    decision = decide(reports(HEALTHY_FLEET, by_hand), one_service(), policy, NOW, "west")
+    assert sync_changes(decision.plan) == []
+    assert decision.durability["orders"].durability is Durability.ASYNC
+
+
+def test_a_subscriber_that_still_names_the_services_standbys_stops_waiting() -> None:
+    """A former writer subscribes now: its apply worker's commits would wait for standbys
+    that never connect to it."""
+    roles = {"east": [writer_waiting_for(waits_for("south", "west"))], "west": [sub()],
+             "south": [replace(sub(), sync_standbys=waits_for("east", "west"))]}
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service(), sync_policy(), NOW, "west").plan
+    assert sync_changes(plan) == [("south", SyncStandbys())]
+
+
+def sync_failover(roles: Mapping[str, Iterable[Replication]], *, health: Mapping[str, Health]
+                  = EAST_DOWN, before: Mapping[str, Iterable[Replication]] | None = None,
+                  policy: Policy | None = None) -> Plan:
+    """east, the writer, was seen waiting for `before`'s standbys, then went DOWN."""
+    policy = policy or sync_policy()
+    known = None
+    if before is not None:
+        known = decide(reports(HEALTHY_FLEET, before, at=NOW - 30), one_service(), policy,
+                       NOW - 30, "west").positions
+    return decide(reports(health, roles), one_service(), policy, NOW, "west",
+                  known_positions=known).plan
+
+
+def test_a_sync_failover_promotes_the_most_advanced_of_n_minus_k_plus_1_standbys() -> None:
+    before = {"east": [writer_waiting_for(waits_for("south", "west"))]}
+    plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=1000)]}, before=before)
+    [promote] = [a for a in plan.actions if isinstance(a, PromoteSubscriber)]
+    assert promote.region == "south"
+    assert promote.sync_standbys == waits_for("south", "west")
+    assert "it holds every commit east acknowledged" in promote.reason
+
+
+def test_a_sync_failover_waits_for_enough_standbys_to_prove_no_loss() -> None:
+    before = {"east": [writer_waiting_for(waits_for("south", "west"))]}
+    roles = {"west": [sub(lsn=1000)], "south": [sub(lsn=None)]}
+    plan = sync_failover(roles, before=before)
+    [noop] = [a for a in plan.actions if isinstance(a, NoOp)]
+    assert "proving which subscriber holds every acknowledged commit needs the applied " \
+           "positions of 2 of those 2 standbys, and 1 are reachable (west 0/3E8)" in noop.reason
+    assert "`failover promote --allow-data-loss`" in noop.reason
+    # With k = 2 of the same two, one position proves it.
+    before = {"east": [writer_waiting_for(waits_for("south", "west", count=2))]}
+    assert "PromoteSubscriber" in kinds(sync_failover(roles, before=before))
+    # An operator's force promotes anyway, saying what it gave up.
+    forced = sync_failover(roles, before={"east": [writer_waiting_for(waits_for("south",
+                                                                                 "west"))]},
+                           policy=sync_policy(force=True))
+    [promote] = [a for a in forced.actions if isinstance(a, PromoteSubscriber)]
+    assert "forced despite: durability sync" in promote.reason
+
+
+def test_a_sync_failover_refuses_a_target_behind_a_standby_it_cannot_promote() -> None:
+    before = {"east": [writer_waiting_for(waits_for("south", "west"))]}
+    health = {"east": DOWN, "west": UP, "south": Health.UNKNOWN}  # SUSPECT, still answers
+    plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=1000)]}, health=health,
+                         before=before)
+    [noop] = [a for a in plan.actions if isinstance(a, NoOp)]
+    assert "south applied 0/3E8, more than west, and is no region this controller can " \
+           "promote" in noop.reason
+
+
+def test_a_sync_failover_without_the_writers_standbys_assumes_every_other_region() -> None:
+    plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=None)]})
+    assert "every other region (what it waited for was never seen)" in plan.actions[0].reason
+    plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=800)]})
+    [promote] = [a for a in plan.actions if isinstance(a, PromoteSubscriber)]
+    assert (promote.region, promote.sync_standbys) == ("west", waits_for("south", "west"))
+
+
+def test_a_writer_that_last_waited_for_no_standby_fails_over_on_the_lag_limits() -> None:
+    before = {"east": [writer_waiting_for(SyncStandbys())]}
+    plan = sync_failover({"west": [sub(lsn=900)], "south": [sub(lsn=None)]}, before=before)
+    [promote] = [a for a in plan.actions if isinstance(a, PromoteSubscriber)]
+    assert (promote.region, promote.sync_standbys) == ("west", SyncStandbys())
+
+
+def test_sync_actions_read_back_from_the_journal_the_same() -> None:
+    """A plan resumed after a crash is rebuilt from its JSON: the standbys must survive."""
+    actions = [SetSyncStandbys("orders", 3, "east", waits_for("south", "west"), "why"),
+               PromoteSubscriber("orders", 4, "west", "east", "why",
+                                 sync_standbys=waits_for("south", "west", count=2))]
+    for action in actions:
+        assert action_from_dict(json.loads(json.dumps(action_as_dict(action)))) == action

@@ -32,6 +32,8 @@ from failover.engine import (
     ServicePolicy,
     ServiceState,
     SetDnsWriter,
+    SetSyncStandbys,
+    SyncStandbys,
     apply_plan,
     decide,
     majority,
@@ -79,7 +81,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         services=tuple(
             ServicePolicy(service, members[service], MAX_LAG_BYTES, MAX_LAG_SECONDS,
                           cooldown=rng.choice([0.0, 60.0]), force=rng.random() < 0.3,
-                          auto_rejoin=rng.random() < 0.5)
+                          auto_rejoin=rng.random() < 0.5,
+                          sync_count=min(rng.choice([0, 1, 1, 2]), len(members[service]) - 1),
+                          sync_strict=rng.random() < 0.5,
+                          standby_names=tuple((region, _standby(service, region))
+                                              for region in sorted(members[service])))
             for service in services
         ),
         quorum=quorum,
@@ -132,6 +138,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     lag_bytes=rng.choice(LAG_BYTES_OK if lag_ok else LAG_BYTES_BAD),
                     lag_seconds=rng.choice(LAG_SECONDS_OK if lag_ok else LAG_SECONDS_BAD),
                     ready=rng.random() < 0.9,
+                    subscription_enabled=rng.choice([None, True, True, False]),
+                    sync_standbys=_some_standbys(rng, service, members[service]),
                 ))
             age = rng.choice(STALE_AGES if rng.random() < stale_rate else FRESH_AGES)
             observations.append(Observation(
@@ -140,6 +148,25 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             ))
     me = rng.choice(names)
     return Scenario(policy, tuple(observations), ClusterState(states), me)
+
+
+def _standby(service: str, region: str) -> str:
+    return f"failover_{service}_{region}"
+
+
+def _some_standbys(rng: random.Random, service: str, members: frozenset[str]
+                   ) -> SyncStandbys | None:
+    """What a server's synchronous_standby_names may say: unknown, nothing, some of the
+    service's standbys (the writer's own name included), or one set by hand."""
+    choice = rng.random()
+    if choice < 0.2:
+        return None
+    if choice < 0.4:
+        return SyncStandbys()
+    if choice < 0.45:
+        return SyncStandbys(("physical_1",), 1)
+    named = rng.sample(sorted(members), rng.randint(1, len(members)))
+    return SyncStandbys(tuple(sorted(_standby(service, r) for r in named)), rng.randint(1, 2))
 
 
 # ---------------------------------------------------------------- the oracle
@@ -416,3 +443,112 @@ def test_l_only_fenced_former_writers_are_rejoined_and_only_when_asked(scenario:
         assert _fresh_votes(scenario, action.region, Health.HEALTHY) >= scenario.policy.quorum
         assert state.writer is not None
         assert _fresh_votes(scenario, state.writer, Health.HEALTHY) >= scenario.policy.quorum
+
+
+def _up(scenario: Scenario, region: str) -> bool:
+    return _fresh_votes(scenario, region, Health.HEALTHY) >= scenario.policy.quorum
+
+
+def _down(scenario: Scenario, region: str) -> bool:
+    return _fresh_votes(scenario, region, Health.UNHEALTHY) >= scenario.policy.quorum
+
+
+def _healthy_subscribers(scenario: Scenario, service: str, writer: str) -> set[str]:
+    """UP, unfenced, ready subscribers whose subscription is not disabled."""
+    found = set()
+    for region in scenario.policy.service[service].regions - {writer}:
+        view = _view(scenario, region, service)
+        if (_up(scenario, region) and view is not None and view.role is Role.SUBSCRIBER
+                and not view.fenced and view.ready and view.subscription_enabled is not False):
+            found.add(region)
+    return found
+
+
+def _last_waited_for(scenario: Scenario, service: str, writer: str) -> SyncStandbys:
+    """The writer's newest report of its standbys as a primary, of any age (observer name
+    breaks ties); never reported: every other region at sync_count."""
+    reports = [(o.observed_at, o.observer, r.sync_standbys) for o in scenario.observations
+               if o.target == writer for r in o.services
+               if r.service == service and r.role is Role.PRIMARY and r.sync_standbys is not None]
+    if reports:
+        return max(reports, key=lambda report: (report[0], report[1]))[2]
+    policy = scenario.policy.service[service]
+    return SyncStandbys(tuple(sorted(_standby(service, r) for r in policy.regions - {writer})),
+                        policy.sync_count)
+
+
+@PROPERTY
+@given(scenarios())
+def test_m_a_sync_promotion_holds_every_acknowledged_commit(scenario: Scenario) -> None:
+    """With ANY k of n standbys, any n - k + 1 of them include one that confirmed each
+    acknowledged commit: the target has applied at least as far as n - k + 1 fresh ones."""
+    states = scenario.state.by_service()
+    for service, promotion in _promotions(scenario.decide()).items():
+        policy = scenario.policy.service[service]
+        if not policy.sync_count:
+            assert promotion.sync_standbys is None
+            continue
+        writer = states[service].writer
+        assert writer is not None
+        waited = _last_waited_for(scenario, service, writer)
+        assert promotion.sync_standbys == waited
+        if policy.force or not waited.names:
+            continue
+        by_name = {_standby(service, r): r for r in policy.regions}
+        read = [view.applied_lsn for name in waited.names if name in by_name
+                if (view := _view(scenario, by_name[name], service)) is not None
+                and view.applied_lsn is not None]
+        assert len(read) >= max(1, len(waited.names) - waited.count + 1)
+        target = _view(scenario, promotion.region, service)
+        assert target is not None and target.applied_lsn is not None
+        assert target.applied_lsn >= max(read)
+
+
+@PROPERTY
+@given(scenarios())
+def test_n_the_sync_set_never_names_the_writer_or_a_down_or_fenced_region(
+        scenario: Scenario) -> None:
+    decision = scenario.decide()
+    states = scenario.state.by_service()
+    for action in decision.plan.actions:
+        if not isinstance(action, SetSyncStandbys):
+            continue
+        state = states[action.service]
+        policy = scenario.policy.service[action.service]
+        assert decision.has_quorum and not state.paused
+        assert action.service not in _promotions(decision)
+        by_name = {_standby(action.service, r): r for r in policy.regions}
+        if action.region != state.writer:  # a subscriber stops waiting, nothing else
+            view = _view(scenario, action.region, action.service)
+            assert view is not None and view.role is Role.SUBSCRIBER
+            assert action.standbys == SyncStandbys()
+            continue
+        assert _up(scenario, action.region)
+        for name in action.standbys.names:
+            region = by_name[name]
+            view = _view(scenario, region, action.service)
+            assert region != state.writer and not _down(scenario, region)
+            assert view is not None and view.role is Role.SUBSCRIBER and not view.fenced
+        if action.standbys.names:
+            assert action.standbys.quorum and action.standbys.count == policy.sync_count
+
+
+@PROPERTY
+@given(scenarios())
+def test_o_a_sync_writer_degrades_only_when_not_strict_and_short_of_healthy_subscribers(
+        scenario: Scenario) -> None:
+    decision = scenario.decide()
+    states = scenario.state.by_service()
+    for action in decision.plan.actions:
+        if not isinstance(action, SetSyncStandbys) or action.region != states[action.service].writer:
+            continue
+        policy = scenario.policy.service[action.service]
+        healthy = _healthy_subscribers(scenario, action.service, action.region)
+        named = {name.removeprefix(f"failover_{action.service}_")
+                 for name in action.standbys.names}
+        if not policy.sync_count:
+            assert not named  # an async service only ever stops waiting
+        elif not action.standbys.names:
+            assert not policy.sync_strict and len(healthy) < policy.sync_count
+        elif len(healthy) >= policy.sync_count or not policy.sync_strict:
+            assert named == healthy and len(healthy) >= policy.sync_count

@@ -11,7 +11,7 @@ import pytest
 from failover.errors import UserError
 from failover.lab import faults
 from failover.lab import state as lab
-from failover.lab.build import _write_topology
+from failover.lab.build import _write_topology, up
 from failover.topology import load_topology
 
 # Every region's user must exist for the owner matches: root stands in for them all,
@@ -97,10 +97,40 @@ def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) ->
     tsig.write_text('key "lab-key" { algorithm hmac-sha256; secret "AAAA"; };\n')
     topo = load_topology(_write_topology(tmp_path, lab.lab_regions(5), key_file=key, tsig_file=tsig,
                                          tsig_name="lab-key", coordination={"backend": "peers"},
-                                         rejoin="auto"))
+                                         rejoin="auto", durability="async", sync_count=1))
     assert sorted(topo.regions) == sorted(lab.FIVE_REGIONS)
     assert topo.services["app"].rejoin == "auto"
+    assert topo.services["app"].durability == "async"
     assert topo.quorum == 3
     assert [r for r in lab.FIVE_REGIONS if r in lab.REGIONS] == list(lab.REGIONS)  # 3 stays as it was
     with pytest.raises(UserError, match="--regions"):
         lab.lab_regions(4)
+
+
+def test_the_lab_topology_and_lab_json_take_the_durability(tmp_path: Path) -> None:
+    key = tmp_path / "fleet.key"
+    key.write_text("00" * 32 + "\n")
+    tsig = tmp_path / "tsig.key"
+    tsig.write_text('key "lab-key" { algorithm hmac-sha256; secret "AAAA"; };\n')
+    topo = load_topology(_write_topology(tmp_path, lab.lab_regions(5), key_file=key, tsig_file=tsig,
+                                         tsig_name="lab-key", coordination={"backend": "peers"},
+                                         rejoin="auto", durability="sync", sync_count=2))
+    service = topo.services["app"]
+    assert (service.durability, service.sync_count, service.sync_strict) == ("sync", 2, False)
+    recorded = lab.ServiceState(name="app", database="app", writer_record="app.lab.test.",
+                                reader_record="app-ro.lab.test.", ttl=1, app_role="app",
+                                durability="sync", sync_count=2)
+    assert lab.ServiceState.model_validate_json(recorded.model_dump_json()) == recorded
+    older = lab.ServiceState.model_validate({k: v for k, v in recorded.model_dump().items()
+                                             if k not in ("durability", "sync_count")})
+    assert (older.durability, older.sync_count) == ("async", 1)  # a lab.json from before
+
+
+@pytest.mark.parametrize(("durability", "sync_count", "flag"), [
+    ("semi", 1, "--durability"), ("sync", 0, "--sync-count"), ("sync", 3, "--sync-count")])
+def test_lab_up_refuses_a_durability_it_cannot_build_before_starting_anything(
+        tmp_path: Path, durability: str, sync_count: int, flag: str) -> None:
+    with pytest.raises(UserError, match=flag):
+        up(tmp_path / "lab", durability=durability, sync_count=sync_count,
+           progress=lambda message: None)
+    assert not (tmp_path / "lab").exists()

@@ -21,7 +21,7 @@ from failover.controller.journal import PLAN, STEP, Journal
 from failover.controller.metrics import Metrics
 from failover.controller.observing import replication_of
 from failover.controller.reporting import DecisionReport
-from failover.controller.status import ServiceRuntime
+from failover.controller.status import Coordination, ServiceRuntime, status_view
 from failover.controller.steps import Bounded, BuiltPlan, CallStep, StepFactory, StepKind
 from failover.coordination.base import Coordinator, ServiceRecord
 from failover.coordination.signing import Verifier
@@ -32,6 +32,8 @@ from failover.engine import (
     Observation,
     PromoteSubscriber,
     SetDnsWriter,
+    SetSyncStandbys,
+    SyncStandbys,
     decide,
 )
 from failover.engine.model import ClusterState
@@ -188,7 +190,8 @@ def test_only_this_controllers_own_checks_report_lag(topo: Topology, journal: Jo
 
 def degraded(metrics: Metrics) -> set[str]:
     states = series(metrics, "failover_degraded")
-    assert set(states) == {("no_quorum",), ("coordination",), ("writer_record",), ("no_writer",)}
+    assert set(states) == {("no_quorum",), ("coordination",), ("writer_record",), ("no_writer",),
+                           ("durability",)}
     return {reason for (reason,), value in states.items() if value}
 
 
@@ -219,6 +222,38 @@ def test_degraded_names_each_reason_that_holds(topo: Topology, journal: Journal)
     seen = observations(up, {})
     report.decision(decided(topo, seen, records), records, seen, None)
     assert degraded(metrics) == set()
+
+
+def test_a_degraded_sync_service_says_so_in_a_metric_status_and_degraded(
+        topo: Topology, journal: Journal) -> None:
+    fleet = topo.fleet.model_copy(update={"services": [
+        service.model_copy(update={"durability": "sync", "sync_count": 2})
+        for service in topo.fleet.services]})
+    sync = Topology(path=topo.path, fleet=fleet, regions=topo.regions,
+                    region_files=topo.region_files)
+    metrics = Metrics(WEST)
+    runtime = {"app": ServiceRuntime()}
+    report = DecisionReport(journal, metrics, sync, runtime)
+    assert series(metrics, "failover_service_durability") == {}
+    records = {"app": ServiceRecord("app", EAST, 3)}
+    both = 'ANY 2 ("failover_app_eu_west_1", "failover_app_us_west_2")'
+    seen = observations({EAST: Health.HEALTHY, WEST: Health.HEALTHY, EU: Health.UNHEALTHY}, {
+        EAST: {**writer_details(5000, NOW), "synchronous_standby_names": both},
+        WEST: subscriber_details(5000, 0, 0.2, NOW), EU: subscriber_details(5000, 0, 0.2, NOW)})
+    decision = decide(seen, ClusterState(tuple(r.to_state() for r in records.values())),
+                      policy_from_topology(sync), NOW, WEST)
+    report.decision(decision, records, seen, None)
+    assert series(metrics, "failover_service_durability") == {
+        ("app", "async"): 0, ("app", "sync"): 0, ("app", "waiting"): 0, ("app", "degraded"): 1,
+        ("app", "unknown"): 0}
+    assert degraded(metrics) == {"durability"}
+    view = status_view(WEST, NOW, decision, records=records, services=sync.services,
+                       observations=seen, runtime=runtime,
+                       coordination=Coordination("peers", None))
+    app = view["services"]["app"]
+    assert app["durability"] == "degraded"
+    assert app["degraded"].startswith("DEGRADED to asynchronous commits: only 1 of the 2 "
+                                      "subscribers needed are healthy (eu-west-1 DOWN)")
 
 
 def test_build_info_names_the_installed_version() -> None:
@@ -273,10 +308,14 @@ def test_a_built_plan_tags_every_step_with_its_kind(topo: Topology) -> None:
     built = factory.build([
         FenceRegion("app", 4, EAST, "stale primary", best_effort=True),
         SetDnsWriter("app", 4, EAST, WEST, "point the writer record at west"),
+        SetSyncStandbys("app", 4, WEST, SyncStandbys(("failover_app_eu_west_1",), 1), "sync"),
     ])
     try:
-        assert [step.kind for step in built.steps] == [StepKind.FENCE] * 4 + [StepKind.DNS_WRITER]
-        assert built.steps[-1].name == f"point app.example.test. at {WEST}"  # names keep detail
+        assert [step.kind for step in built.steps] == (
+            [StepKind.FENCE] * 4 + [StepKind.DNS_WRITER, StepKind.SYNC_STANDBYS])
+        assert built.steps[-2].name == f"point app.example.test. at {WEST}"  # names keep detail
+        assert built.steps[-1].name == (f"make commits on {WEST} wait for "
+                                        "ANY 1 (failover_app_eu_west_1)")
     finally:
         built.close()
 

@@ -155,3 +155,55 @@ def test_relative_files_are_relative_to_the_topology_folder(topo_dir: Path) -> N
     assert topo.fleet.dns.rfc2136 is not None
     assert topo.fleet.dns.rfc2136.key_file == topo_dir / "tsig.key"
     assert topo.fleet.coordination.key_file == topo_dir / "secrets" / "fleet.key"
+
+
+def test_durability_defaults_to_async_with_one_standby_and_degrading() -> None:
+    service = load_topology(EXAMPLE).services["app"]
+    assert (service.durability, service.sync_count, service.sync_strict) == ("async", 1, False)
+
+
+def test_sync_count_is_at_most_the_other_regions(topo_dir: Path) -> None:
+    edit(topo_dir / "fleet.toml", 'app_roles = ["app"]',
+         'app_roles = ["app"]\ndurability = "sync"\nsync_count = 3')
+    [problem] = problems_of(topo_dir)
+    assert "fleet.toml: services[0].sync_count: 3 is more than the 2 other regions" in problem
+    edit(topo_dir / "fleet.toml", "sync_count = 3", "sync_count = 2\nsync_strict = true")
+    service = load_topology(topo_dir).services["app"]
+    assert (service.durability, service.sync_count, service.sync_strict) == ("sync", 2, True)
+    edit(topo_dir / "fleet.toml", "sync_count = 2", "sync_count = 0")
+    [problem] = problems_of(topo_dir)
+    assert "services[0].sync_count: Input should be greater than or equal to 1" in problem
+
+
+def _second_service_on_the_same_servers(topo_dir: Path, first: str, second: str) -> None:
+    """A service `billing` beside `app`, its database on the same server in every region."""
+    edit(topo_dir / "fleet.toml", 'app_roles = ["app"]', f'app_roles = ["app"]\n{first}')
+    with (topo_dir / "fleet.toml").open("a") as fleet:
+        fleet.write('\n[[services]]\nname = "billing"\ndatabase = "billing"\n'
+                    f'writer_record = "billing.example.test."\n{second}\n')
+    for region, host in (("us-east-1", "127.0.1.1"), ("us-west-2", "127.0.2.1"),
+                         ("eu-west-1", "127.0.3.1")):
+        edit(topo_dir / f"{region}.toml", "[postgres.app]",
+             f'[postgres.billing]\nhost = "{host}"\nport = 5432\ndbname = "billing"\n'
+             'user = "failover"\n\n[postgres.app]')
+
+
+def test_a_sync_service_refuses_an_async_neighbour_on_its_server(topo_dir: Path) -> None:
+    _second_service_on_the_same_servers(topo_dir, 'durability = "sync"', "")
+    [problem] = problems_of(topo_dir)  # once, though they share a server in every region
+    assert "fleet.toml: services[1].durability: service 'billing' asks durability = \"async\" " \
+           "and service 'app' durability = \"sync\", and they share the PostgreSQL server " \
+           "127.0.3.1:5432 (region eu-west-1)" in problem
+    assert "synchronous_standby_names is server-wide" in problem
+
+
+def test_two_sync_services_cannot_share_a_server_even_alike(topo_dir: Path) -> None:
+    _second_service_on_the_same_servers(topo_dir, 'durability = "sync"', 'durability = "sync"')
+    [problem] = problems_of(topo_dir)
+    assert "services[1].durability: services 'app' and 'billing' both ask durability = " \
+           "\"sync\" and share the PostgreSQL server 127.0.3.1:5432" in problem
+
+
+def test_async_services_may_share_a_server_whatever_their_sync_fields(topo_dir: Path) -> None:
+    _second_service_on_the_same_servers(topo_dir, "sync_count = 2", "sync_strict = true")
+    assert sorted(load_topology(topo_dir).services) == ["app", "billing"]
