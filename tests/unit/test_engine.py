@@ -591,13 +591,20 @@ def test_no_confirmation_without_a_stalled_claim_under_an_up_writer(case: str) -
     assert not any(isinstance(a, ConfirmWriter) for a in plan.actions)
 
 
+# east failed over to west and came back fenced.
+FORMER_WRITER_BACK = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
+                      "south": [sub(epoch=2)]}
+
+
+def auto_rejoin(policy: Policy) -> Policy:
+    return replace(policy, services=tuple(replace(s, auto_rejoin=True) for s in policy.services))
+
+
 def test_a_fenced_former_writer_up_again_is_rejoined_when_the_service_says_auto() -> None:
-    roles = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
-             "south": [sub(epoch=2)]}
+    roles = FORMER_WRITER_BACK
     policy = make_policy()
-    auto = replace(policy, services=tuple(replace(s, auto_rejoin=True) for s in policy.services))
-    plan = decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), auto, NOW,
-                  "west").plan
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), auto_rejoin(policy),
+                  NOW, "west").plan
     [rejoin] = [a for a in plan.actions if isinstance(a, RejoinRegion)]
     assert (rejoin.region, rejoin.epoch, rejoin.serve_after) == ("east", 2, True)
     manual = decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), policy, NOW,
@@ -606,10 +613,8 @@ def test_a_fenced_former_writer_up_again_is_rejoined_when_the_service_says_auto(
 
 
 def test_no_rejoin_while_the_writer_is_down_or_the_former_writer_is_not_reached() -> None:
-    roles = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
-             "south": [sub(epoch=2)]}
-    policy = make_policy()
-    auto = replace(policy, services=tuple(replace(s, auto_rejoin=True) for s in policy.services))
+    roles = FORMER_WRITER_BACK
+    auto = auto_rejoin(make_policy())
     west_down = {"east": UP, "west": DOWN, "south": UP}
     plan = decide(reports(west_down, roles), one_service("west", epoch=2, last_failover_at=NOW),
                   auto, NOW, "south").plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pwd
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from failover.errors import UserError
 from failover.lab import faults
 from failover.lab import state as lab
 from failover.lab.build import _write_topology, up
-from failover.topology import load_topology
+from failover.topology import Topology, load_topology
 
 # Every region's user must exist for the owner matches: root stands in for them all,
 # so regions are told apart by the addresses in the rules.
@@ -90,14 +91,19 @@ def test_bad_fault_arguments_are_refused_before_the_lab_is_read(tmp_path: Path) 
         faults.heal(tmp_path, "us-east-1", "reboot")
 
 
-def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) -> None:
-    key = tmp_path / "fleet.key"
+def _lab_topology(folder: Path, **service: Any) -> Topology:
+    """The topology `lab up --regions 5` writes, with the service settings given."""
+    key = folder / "fleet.key"
     key.write_text("00" * 32 + "\n")
-    tsig = tmp_path / "tsig.key"
+    tsig = folder / "tsig.key"
     tsig.write_text('key "lab-key" { algorithm hmac-sha256; secret "AAAA"; };\n')
-    topo = load_topology(_write_topology(tmp_path, lab.lab_regions(5), key_file=key, tsig_file=tsig,
+    return load_topology(_write_topology(folder, lab.lab_regions(5), key_file=key, tsig_file=tsig,
                                          tsig_name="lab-key", coordination={"backend": "peers"},
-                                         rejoin="auto", durability="async", sync_count=1))
+                                         **service))
+
+
+def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) -> None:
+    topo = _lab_topology(tmp_path, rejoin="auto", durability="async", sync_count=1)
     assert sorted(topo.regions) == sorted(lab.FIVE_REGIONS)
     assert topo.services["app"].rejoin == "auto"
     assert topo.services["app"].durability == "async"
@@ -108,13 +114,7 @@ def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) ->
 
 
 def test_the_lab_topology_and_lab_json_take_the_durability(tmp_path: Path) -> None:
-    key = tmp_path / "fleet.key"
-    key.write_text("00" * 32 + "\n")
-    tsig = tmp_path / "tsig.key"
-    tsig.write_text('key "lab-key" { algorithm hmac-sha256; secret "AAAA"; };\n')
-    topo = load_topology(_write_topology(tmp_path, lab.lab_regions(5), key_file=key, tsig_file=tsig,
-                                         tsig_name="lab-key", coordination={"backend": "peers"},
-                                         rejoin="auto", durability="sync", sync_count=2))
+    topo = _lab_topology(tmp_path, rejoin="auto", durability="sync", sync_count=2)
     service = topo.services["app"]
     assert (service.durability, service.sync_count, service.sync_strict) == ("sync", 2, False)
     recorded = lab.ServiceState(name="app", database="app", writer_record="app.lab.test.",
