@@ -19,9 +19,12 @@ GRANT USAGE ON SCHEMA failover TO :"role";
 -- attach_guards only ever adds guards).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA failover TO :"role";
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA failover TO :"role";
--- Probes and promotions read which publisher a subscription follows; the column is kept
--- from other roles because a connection string may hold a password (here: this role's).
+-- Probes and promotions read which publisher a subscription follows, and how far it has
+-- applied; both are kept from other roles by default (a connection string may hold a
+-- password, here this role's own).
 GRANT SELECT (subconninfo) ON pg_catalog.pg_subscription TO :"role";
+GRANT SELECT ON pg_catalog.pg_replication_origin_status TO :"role";
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() TO :"role";
 -- The replicated tables (heartbeat, sequence snapshot) become the role's own: a
 -- publication may list only tables its owner owns, and since PostgreSQL 16 the apply
 -- worker writes as each table's owner, whom the subscription's owner must be able to

@@ -21,8 +21,12 @@ ALTER ROLE :"role" LOGIN NOSUPERUSER REPLICATION PASSWORD :'password';
 -- owner, which is this role. A subscription owned by a non-superuser must log in with a
 -- password, as pg_hba.conf demands anyway.
 GRANT pg_create_subscription TO :"role";
--- Fencing and promotions end the application's sessions, which are other roles'.
-GRANT pg_signal_backend TO :"role";
+-- Fencing and promotions end the application's sessions, which are other roles': they
+-- find them in pg_stat_activity, which tells other roles' sessions apart (their
+-- backend_type) to members of pg_read_all_stats only, and signal them as a member of
+-- pg_signal_backend. (Reading every session's statistics and query is nothing new to a
+-- role that owns the service's tables.)
+GRANT pg_read_all_stats, pg_signal_backend TO :"role";
 -- A full re-copy (a lagging subscriber re-pointed, a rejoin) first empties the tables as
 -- a replica session, which the write-lease guard lets through as it lets the apply
 -- workers' writes.
