@@ -6,9 +6,9 @@ controller-role.sql) are set up as failover-region-setup sets up a host, with th
 files and the rules taken from the rendered user data: the role, its database, the
 schema installed by `failover db install --socket-dir` as the superuser through the
 Unix socket (peer authentication), the grants. Then, logged in as that role only:
-`db replicate`, probes, an unplanned promotion (fencing, slots, a re-pointed
-subscriber), a rejoin with its full re-copy, a fence that ends application sessions,
-and an unfence.
+`db replicate`, probes, a planned switchover, an unplanned promotion (fencing, slots,
+a re-pointed subscriber), a rejoin with its full re-copy, a fence that ends
+application sessions, and an unfence.
 
 The embedded PostgreSQL is built without TLS, so the user data's `hostssl` rules are
 used as `host` rules here; test_terraform_cloud_init.py proves them over TLS.
@@ -37,6 +37,7 @@ from failover.postgres.promote import promotion_steps
 from failover.postgres.rejoin import rejoin_steps
 from failover.postgres.replicate import replication_steps
 from failover.postgres.steps import run_steps
+from failover.postgres.switchover import switchover_steps
 from failover.topology import PostgresEndpoint, Service
 from tests.support.cloud_init import render_user_data, written_files
 from tests.support.pg import (
@@ -218,42 +219,47 @@ def test_the_role_holds_no_more_than_it_needs(fleet: Fleet) -> None:
     assert memberships == (["pg_create_subscription", "pg_read_all_stats", "pg_signal_backend"],)
 
 
-def test_it_replicates_promotes_rejoins_fences_and_unfences(fleet: Fleet, tmp_path: Path) -> None:
+def test_it_replicates_switches_over_promotes_rejoins_and_fences(fleet: Fleet,
+                                                               tmp_path: Path) -> None:
     db = fleet.db
     run_steps(replication_steps(db, "alpha").steps)
     keeper = LeaseKeeper(db.service, db.endpoints)  # renews as the role, as controllers do
     heartbeat = HeartbeatThread(db.endpoints["alpha"].conninfo(), SERVICE, interval=0.2).start()
     try:
-        fleet.write("alpha", "before")
+        fleet.write("alpha", "replicated")
         for region in ("bravo", "charlie"):
             fleet.wait_same("alpha", region)
-        heartbeat.stop()
         # What a probe reads, the subscription's publisher among it, as the role.
         for region in ("bravo", "charlie"):
             status = inspect_node(db.conn(region), SERVICE)
             assert (status.role, status.subscription_present) == ("subscriber", True)
             assert status.lag_bytes is not None
+        heartbeat.stop()
 
-        fleet.servers["alpha"].kill()
-        promotion = promotion_steps(db, "bravo")  # within the lag limits: no data loss allowed
-        run_steps(promotion.steps)
-        fleet.write("bravo", "after")
-        fleet.wait_same("bravo", "charlie")
+        run_steps(switchover_steps(db, "bravo", timeout=20).steps)
+        fleet.write("bravo", "switched")
+        for region in ("alpha", "charlie"):
+            fleet.wait_same("bravo", region)
 
-        fleet.servers["alpha"].start()
-        rejoin = rejoin_steps(db, "alpha", lost_file=tmp_path / "lost.json")
-        run_steps(rejoin.steps)
-        fleet.wait_same("bravo", "alpha")
-        assert inspect_node(db.conn("alpha"), SERVICE).role == "subscriber"
+        fleet.servers["bravo"].kill()
+        run_steps(promotion_steps(db, "charlie").steps)  # within the lag limits: no loss allowed
+        fleet.write("charlie", "promoted")
+        fleet.wait_same("charlie", "alpha")
 
-        with psycopg.connect(fleet.servers["bravo"].conninfo(DATABASE, APP_ROLE),
+        fleet.servers["bravo"].start()
+        run_steps(rejoin_steps(db, "bravo", lost_file=tmp_path / "lost.json").steps)
+        fleet.wait_same("charlie", "bravo")
+        assert inspect_node(db.conn("bravo"), SERVICE).role == "subscriber"
+
+        with psycopg.connect(fleet.servers["charlie"].conninfo(DATABASE, APP_ROLE),
                              autocommit=True) as application:
-            run_steps(fence_steps(db, "bravo"))
+            run_steps(fence_steps(db, "charlie"))
             with pytest.raises(psycopg.OperationalError):
                 application.execute("SELECT 1")  # ended by the fence
-        run_steps(unfence_steps(db, "bravo"))
-        fleet.write("bravo", "unfenced")
-        fleet.wait_same("bravo", "charlie")
+        run_steps(unfence_steps(db, "charlie"))
+        fleet.write("charlie", "unfenced")
+        for region in ("alpha", "bravo"):
+            fleet.wait_same("charlie", region)
     finally:
         heartbeat.stop()
         keeper.stop()
