@@ -65,7 +65,7 @@ def install_command(
     topology: TopologyOption,
     service: Annotated[list[str] | None, typer.Option(
         "--service", "-s", help="Only this service (repeatable); default: every service.")] = None,
-    region: Annotated[list[str] | None, typer.Option(
+    regions: Annotated[list[str] | None, typer.Option(
         "--region", "-r", help="Only this region (repeatable); default: every region.")] = None,
     socket_dir: Annotated[Path | None, typer.Option(
         "--socket-dir", help="Connect through the PostgreSQL Unix socket in this folder, as the "
@@ -83,12 +83,12 @@ def install_command(
     names = service or list(topo.services)
     for name in names:
         topo.service(name, flag="--service")
-    for name in region or []:
+    for name in regions or []:
         topo.region(name, flag="--region")
-    if socket_dir is not None and len(region or []) != 1:
+    if socket_dir is not None and len(regions or []) != 1:
         raise UserError("--socket-dir: a Unix socket reaches this host's server only; name its "
                         "one region with --region")
-    databases = [_install_databases(topo, name, region, socket_dir) for name in names]
+    databases = [_install_databases(topo, name, regions, socket_dir) for name in names]
     try:
         steps = [_install_step(db, region) for db in databases for region in db.regions]
         execute_steps(steps, dry_run=dry_run, json_out=json_out, yes=yes,

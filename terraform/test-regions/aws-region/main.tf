@@ -1,8 +1,8 @@
 # The fleet's regions in one AWS region, made with that region's provider: their hosts
 # (modules/region), this region's halves of the VPC peerings, and the topology parameter
 # the hosts wait for. test-regions calls it once per AWS region it has a provider for.
-# Only where regions live here: an unused provider slot must make no request at all
-# (Terraform then never starts its provider).
+
+# Only where regions live here: an unused provider slot makes no request at all.
 data "aws_region" "current" {
   count = length(var.regions) > 0 ? 1 : 0
 }
