@@ -105,11 +105,32 @@ def test_a_sixth_aws_region_is_refused(terraform: Terraform) -> None:
     assert "in at most five AWS regions" in output
 
 
-def test_a_bad_wheel_url_or_parameter_name_is_refused(terraform: Terraform) -> None:
-    # The region module's own validations, reached through the root.
-    output = _plan_with(terraform, "failover_wheel_url=http://example.com/failover.tar.gz",
-                        'ssm_parameters={fleet_key="fleet-key"}',
-                        'operator_cidrs=["192.0.2.0/33"]')
+def test_the_region_module_refuses_a_bad_wheel_url_parameter_name_or_operator_cidr(
+        terraform: Terraform) -> None:
+    # Literal values: validate checks them without any provider (a plan would first wait
+    # out the AWS provider's retries against an unreachable endpoint).
+    caller = terraform.root / "bad-region-inputs"
+    caller.mkdir()
+    (caller / "main.tf").write_text("""module "region" {
+  source             = "../modules/region"
+  fleet_name         = "bad"
+  name               = "us-east-1"
+  vpc_cidr           = "10.10.0.0/16"
+  peer_cidrs         = ["10.20.0.0/16"]
+  databases          = ["orders"]
+  failover_wheel_url = "http://example.com/failover.tar.gz"
+  operator_cidrs     = ["192.0.2.0/33"]
+  ssm_parameters = {
+    postgres_password = "/failover/postgres-password", fleet_key = "fleet-key",
+    tls_certificate   = "/failover/postgres-tls-certificate",
+    tls_key           = "/failover/postgres-tls-key", topology = "/failover/topology"
+  }
+}
+""")
+    terraform.init("bad-region-inputs")
+    done = terraform.run("bad-region-inputs", "validate", "-no-color", check=False)
+    assert done.returncode != 0
+    output = " ".join((done.stdout + done.stderr).split())
     assert "failover_wheel_url must be an https:// or s3:// URL ending in the wheel" in output
     assert "ssm_parameters must hold SSM parameter names" in output
     assert "operator_cidrs must hold IPv4 CIDRs" in output

@@ -45,6 +45,8 @@ env_line() {
   printf '%s="%s"\n' "$1" "$value"
 }
 
+# Keeps the environment (FAILOVER_ROLE_PASSWORD for psql), not necessarily PATH: callers
+# name what they run by its full path or as installed in the system's own folders.
 as_postgres() { runuser -u postgres -- "$@"; }
 
 postgres_with_tls() {
@@ -132,14 +134,14 @@ controller_topology() {
     sleep 20
   done
   printf '%s\n' "$outputs" >/etc/failover/terraform-outputs.json
-  failover topology from-terraform --outputs-file /etc/failover/terraform-outputs.json \
-    --out "$topology" --yes
+  "$venv/bin/failover" topology from-terraform \
+    --outputs-file /etc/failover/terraform-outputs.json --out "$topology" --yes
 }
 
 # The schema installs as the local superuser (its event trigger needs one); then the
 # controller's role gets what it needs in each database (controller-grants.sql).
 failover_schema() {
-  as_postgres failover db install --topology "$topology" --region "$REGION_NAME" \
+  as_postgres "$venv/bin/failover" db install --topology "$topology" --region "$REGION_NAME" \
     --socket-dir /run/postgresql --yes
   local database
   for database in $DATABASES; do
