@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up this checkout on a fresh machine: system packages the tests and the lab need
-# (BIND9, etcd, iptables, PostgreSQL 15 binaries, systemd-analyze), then a virtualenv with the package.
+# (BIND9, etcd, iptables, PostgreSQL 15 binaries, systemd-analyze, cloud-init, shellcheck), then a
+# virtualenv with the package.
 # Needs Python 3.11+ and root or sudo. Safe to rerun: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(ip
 command -v useradd >/dev/null 2>&1 || [ -x /usr/sbin/useradd ] || missing+=(passwd)
 # systemd-analyze verifies the unit under packaging/systemd/ (nothing is started).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The Terraform tests check the region module's user data as a host would take it:
+# `cloud-init schema` (nothing runs) and shellcheck on its scripts.
+command -v cloud-init >/dev/null 2>&1 || missing+=(cloud-init)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 # PostgreSQL 15 from Debian: the second server version the tests run on. The
 # default cluster is not wanted: only the binaries.
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)

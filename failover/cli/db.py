@@ -3,7 +3,9 @@ and show which one takes application writes."""
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,7 +27,7 @@ from failover.postgres.lease import LeaseState, lease_state
 from failover.postgres.replicate import recorded_writer, replication_steps
 from failover.postgres.schema import install, install_statements
 from failover.postgres.steps import SqlStep
-from failover.topology import load_topology
+from failover.topology import Topology, load_topology
 
 db_app = typer.Typer(help="Install the failover schema, set up replication, show the leases.",
                      no_args_is_help=True)
@@ -41,12 +43,37 @@ def _install_step(db: ServiceDatabases, region: str) -> SqlStep:
                 tuple(install_statements(db.service.name, region)), run)
 
 
+def _install_databases(topo: Topology, service: str, regions: list[str] | None,
+                       socket_dir: Path | None) -> ServiceDatabases:
+    """The service's databases in `regions` (default: all), reached through `socket_dir`
+    as this operating-system user when given."""
+    everywhere = ServiceDatabases.from_topology(topo, service)
+    endpoints = {name: endpoint for name, endpoint in everywhere.endpoints.items()
+                 if regions is None or name in regions}
+    if socket_dir is not None:
+        # Peer authentication: the server asks the kernel who connects, so no password.
+        local = {"host": str(socket_dir), "user": getpass.getuser(), "password_env": None,
+                 "password_file": None}
+        endpoints = {name: endpoint.model_copy(update=local)
+                     for name, endpoint in endpoints.items()}
+    return ServiceDatabases(service=everywhere.service, endpoints=endpoints)
+
+
 @db_app.command("install")
 def install_command(
     *,
     topology: TopologyOption,
     service: Annotated[list[str] | None, typer.Option(
         "--service", "-s", help="Only this service (repeatable); default: every service.")] = None,
+    regions: Annotated[list[str] | None, typer.Option(
+        "--region", "-r", help="Only this region (repeatable); default: every region.")] = None,
+    socket_dir: Annotated[Path | None, typer.Option(
+        "--socket-dir", help="Connect through the PostgreSQL Unix socket in this folder, as the "
+                             "operating-system user running the command (peer authentication), "
+                             "instead of the topology's host, user and password; needs "
+                             "--region. How a host installs the schema as its local superuser "
+                             "when the controller's role is not one: `sudo -u postgres failover "
+                             "db install --region R --socket-dir /run/postgresql`.")] = None,
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
     yes: YesOption = False,
@@ -56,7 +83,12 @@ def install_command(
     names = service or list(topo.services)
     for name in names:
         topo.service(name, flag="--service")
-    databases = [ServiceDatabases.from_topology(topo, name) for name in names]
+    for name in regions or []:
+        topo.region(name, flag="--region")
+    if socket_dir is not None and len(regions or []) != 1:
+        raise UserError("--socket-dir: a Unix socket reaches this host's server only; name its "
+                        "one region with --region")
+    databases = [_install_databases(topo, name, regions, socket_dir) for name in names]
     try:
         steps = [_install_step(db, region) for db in databases for region in db.regions]
         execute_steps(steps, dry_run=dry_run, json_out=json_out, yes=yes,

@@ -17,7 +17,11 @@ lab_app = typer.Typer(help="Three (or five) local regions: PostgreSQL, BIND9 and
                       no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
-DirOption = Annotated[Path, typer.Option("--dir", help="The lab's folder.")]
+DirOption = Annotated[Path, typer.Option(
+    "--dir", default_factory=lab.default_dir,
+    help=f"The lab's folder; its servers' users must be able to reach it. Default: "
+         f"{lab.DEFAULT_DIR} here, or {lab.SHARED_DIR} when this folder is closed to them "
+         "(a checkout under /root).", show_default=False)]
 RegionArg = Annotated[str, typer.Argument(
     help="us-east-1, us-west-2 or eu-west-1 (with --regions 5: also ap-south-1, sa-east-1).")]
 FAULT_KINDS = ("crash | hang | isolate | controller-crash | dns-down | db-partition | restart | "
@@ -30,7 +34,7 @@ def _progress(message: str) -> None:
 
 @lab_app.command("up")
 def up(
-    lab_dir: DirOption = lab.DEFAULT_DIR,
+    lab_dir: DirOption,
     *,
     coordination: Annotated[str, typer.Option(
         "--coordination", help="peers (default) or etcd (a three-member etcd cluster).")]
@@ -87,7 +91,7 @@ def _print_status(state: lab.LabState) -> None:
 
 
 @lab_app.command("status")
-def status(lab_dir: DirOption = lab.DEFAULT_DIR, json_out: JsonOption = False) -> None:
+def status(lab_dir: DirOption, json_out: JsonOption = False) -> None:
     """What runs in the lab, by PID, and which faults are in force."""
     from failover.lab.processes import alive
 
@@ -105,7 +109,7 @@ def status(lab_dir: DirOption = lab.DEFAULT_DIR, json_out: JsonOption = False) -
 
 @lab_app.command("down")
 def down(
-    lab_dir: DirOption = lab.DEFAULT_DIR,
+    lab_dir: DirOption,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the lab's folder.")] = False,
 ) -> None:
     """Stop everything the lab started, by PID."""
@@ -118,7 +122,7 @@ def down(
 def fault(
     region: RegionArg,
     kind: Annotated[str, typer.Option("--kind", help=FAULT_KINDS)],
-    lab_dir: DirOption = lab.DEFAULT_DIR,
+    lab_dir: DirOption,
     peer: Annotated[str | None, typer.Option(
         "--peer", help="--kind partition: the region cut off from REGION.")] = None,
     one_way: Annotated[bool, typer.Option(
@@ -133,7 +137,7 @@ def fault(
 @lab_app.command("heal")
 def heal(
     region: RegionArg,
-    lab_dir: DirOption = lab.DEFAULT_DIR,
+    lab_dir: DirOption,
     kind: Annotated[str | None, typer.Option(
         "--kind", help="Undo only this fault (default: every fault of REGION).")] = None,
     peer: Annotated[str | None, typer.Option(
@@ -147,7 +151,7 @@ def heal(
 
 @lab_app.command("drill")
 def drill(
-    lab_dir: DirOption = lab.DEFAULT_DIR,
+    lab_dir: DirOption,
     rounds: Annotated[int, typer.Option("--rounds", help="Rounds of each kind.")] = 1,
     kind: Annotated[list[str] | None, typer.Option(
         "--kind", help="crash | hang | isolate | db-partition | crash-partition (the writer "

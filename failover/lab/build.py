@@ -28,7 +28,7 @@ from failover.lab.bind import ZoneRecord, start_primary
 from failover.lab.etcd import EtcdCluster, start_cluster
 from failover.lab.launch import start_controller
 from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
-from failover.lab.unprivileged import region_user
+from failover.lab.unprivileged import folder_closed_to_others, region_user
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install
@@ -186,6 +186,18 @@ def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> Non
                         f"see {state.dir}/logs/")
 
 
+def check_reachable(lab_dir: Path) -> None:
+    """Refuse a lab folder the regions' users cannot reach: their servers keep their data
+    and sockets there, and initdb would fail half-way through `lab up` with EACCES."""
+    closed = folder_closed_to_others(lab_dir.parent)  # up makes lab_dir itself 0755
+    if closed is not None:
+        raise UserError(
+            f"--dir: the lab's servers run as unprivileged users, who cannot reach {lab_dir}: "
+            f"{closed} (mode {closed.stat().st_mode & 0o7777:04o}) lets no other user pass; "
+            f"pass a --dir they can reach, such as {lab.SHARED_DIR}, or leave --dir out (the "
+            "lab then lives where they can reach it)")
+
+
 def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
        timeout: float = 90.0, rejoin: str = "auto", durability: str = "async",
        sync_count: int = 1) -> lab.LabState:
@@ -205,6 +217,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
     if os.geteuid() != 0:
         raise UserError("failover lab up needs root: each region runs as its own user so that "
                         "faults can isolate it (run it with sudo)")
+    check_reachable(lab_dir)
     if lab_dir.exists():
         shutil.rmtree(lab_dir)
     lab_dir.mkdir(parents=True)

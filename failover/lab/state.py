@@ -16,8 +16,12 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from failover.errors import UserError
+from failover.lab.unprivileged import folder_closed_to_others
 
 DEFAULT_DIR = Path(".failover-lab")
+# Where the lab lives instead when its servers' users could not reach DEFAULT_DIR (a
+# checkout under /root or in a `mktemp -d` folder): root's, and open for them to pass.
+SHARED_DIR = Path("/var/lib/failover-lab")
 REGIONS = {"us-east-1": "127.0.1.1", "us-west-2": "127.0.2.1", "eu-west-1": "127.0.3.1"}
 # An odd count keeps a strict majority meaningful: 5 regions, quorum 3.
 FIVE_REGIONS = {**REGIONS, "ap-south-1": "127.0.4.1", "sa-east-1": "127.0.5.1"}
@@ -36,6 +40,13 @@ WRITER_RECORD, READER_RECORD = "app.lab.test.", "app-ro.lab.test."
 TTL = 1
 APP_ROLE = "app"
 SUPERUSER = "postgres"
+
+
+def default_dir() -> Path:
+    """The lab's folder when --dir is not given: DEFAULT_DIR in the current folder if the
+    lab's servers can reach it there, else SHARED_DIR. Every lab verb decides alike, so
+    `lab status` or `lab down` run where `lab up` ran find its lab."""
+    return DEFAULT_DIR if folder_closed_to_others(Path.cwd()) is None else SHARED_DIR
 
 
 def lab_regions(count: int) -> dict[str, str]:

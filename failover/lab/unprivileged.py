@@ -2,7 +2,9 @@
 
 PostgreSQL refuses to start as root, so when this process is root the servers
 run as the system user `failover-lab` (created on first use), and every
-directory they write is handed to that user.
+directory they write is handed to that user. They must also be able to pass
+through every folder above their files: `folder_closed_to_others` finds the one
+that stops them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,3 +91,22 @@ def region_user(region: str) -> RunAs:
     """The user a lab region's processes run as: one per region, so that packet filters
     can tell the regions' traffic apart by owner (see `failover lab fault --kind isolate`)."""
     return server_user(f"fo-{region}"[:32])
+
+
+def folder_closed_to_others(path: Path) -> Path | None:
+    """The first folder on the way from / to `path` that other users cannot pass through,
+    or None when they can reach `path` (folders not made yet do not count: whoever makes
+    them chooses their mode).
+
+    Only the bits for others are read: the servers' users are system users made for them,
+    which own none of these folders and share no group with their owners (ACLs are not
+    consulted).
+    """
+    for folder in reversed((path, *path.parents)):
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            return None
+        if not mode & stat.S_IXOTH:
+            return folder
+    return None

@@ -84,8 +84,10 @@ def install(conn: Connection, service: str, region: str) -> list[str]:
                 raise UserError(
                     f"{version.name} on {conn.info.host}:{conn.info.port}: "
                     f"{exc.diag.message_primary}; the failover schema installs as a superuser "
-                    "(the lease guard's event trigger needs one): set the region's postgres "
-                    "user to one for `failover db install`") from exc
+                    "(the lease guard's event trigger needs one): run `failover db install` "
+                    "on the region's host as its local superuser (`sudo -u postgres failover "
+                    "db install --region REGION --socket-dir /run/postgresql`), or set the "
+                    "region's postgres user to a superuser") from exc
             conn.execute("INSERT INTO failover.schema_version (version, name) VALUES (%s, %s)",
                          [version.version, version.name])
             applied.append(version.name)

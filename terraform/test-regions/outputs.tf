@@ -1,41 +1,19 @@
-# `failover topology from-terraform` reads the three failover_* outputs; keep
-# their shape in step with failover/topology_from_terraform.py.
+# `failover topology from-terraform` reads the three failover_* outputs (main.tf's
+# local.failover_outputs, which every host also reads from the topology parameter).
 
 output "failover_fleet" {
   description = "Fleet-wide settings for the topology's fleet.toml: name and the Route 53 zone."
-  value = {
-    name = var.fleet_name
-    dns = {
-      zone           = module.gslb.zone_name
-      hosted_zone_id = module.gslb.zone_id
-      endpoint_url   = var.aws_endpoint_url
-      region_name    = var.regions[0].aws_region
-    }
-  }
+  value       = local.failover_outputs.failover_fleet
 }
 
 output "failover_regions" {
   description = "Per region, for <region>.toml: priority, published address, controller URL and PostgreSQL endpoint (no password)."
-  value = {
-    for name, r in local.regions : name => {
-      aws_region     = r.aws_region
-      priority       = r.priority
-      address        = r.address
-      controller_url = r.controller_url
-      postgres = {
-        host = r.postgres.host
-        port = r.postgres.port
-        user = r.postgres.user
-      }
-    }
-  }
+  value       = local.failover_outputs.failover_regions
 }
 
 output "failover_services" {
   description = "Per service, for fleet.toml: database, absolute writer and reader record names, TTL."
-  value = {
-    for name, s in module.gslb.services : name => merge(s, { database = local.databases[name] })
-  }
+  value       = local.failover_outputs.failover_services
 }
 
 output "controller_policy_arn" {
@@ -43,7 +21,12 @@ output "controller_policy_arn" {
   value       = module.controller_iam.policy_arn
 }
 
-output "postgres_password_parameter" {
-  description = "SSM parameter holding the PostgreSQL password; export it as the env var the topology names (FAILOVER_PG_PASSWORD by default)."
-  value       = var.postgres_password_parameter
+output "ssm_parameters" {
+  description = "The SSM parameters every host reads at boot (create all but topology in each AWS region before apply); export the password as the env var the topology names (FAILOVER_PG_PASSWORD by default) where you run failover."
+  value       = var.ssm_parameters
+}
+
+output "instance_ids" {
+  description = "Each region's host, by region name."
+  value       = { for name, r in local.regions : name => r.instance_id }
 }

@@ -21,7 +21,7 @@ variable "aws_endpoint_url" {
 }
 
 variable "regions" {
-  description = "Exactly three regions, one per aliased provider: the topology's region name, the AWS region, the VPC CIDR and the failover priority (higher wins). The highest priority region starts as every service's writer."
+  description = "The fleet's regions, at least one: the topology's region name, the AWS region, the VPC CIDR and the failover priority (higher wins). The highest priority region starts as every service's writer. Regions may share an AWS region (each has its own VPC); at most five AWS regions, one per provider slot in providers.tf."
   type = list(object({
     name       = string
     aws_region = string
@@ -35,8 +35,8 @@ variable "regions" {
   ]
 
   validation {
-    condition     = length(var.regions) == 3
-    error_message = "regions must list exactly three regions: this root module wires one aliased provider per region."
+    condition     = length(var.regions) >= 1 && length(distinct([for r in var.regions : r.aws_region])) <= 5
+    error_message = "regions must list at least one region, in at most five AWS regions: this root module has one aliased provider per AWS region, five of them (providers.tf); more regions can share AWS regions."
   }
 
   validation {
@@ -45,8 +45,8 @@ variable "regions" {
   }
 
   validation {
-    condition     = alltrue([for r in var.regions : can(regex("^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$", r.aws_region))]) && length(distinct([for r in var.regions : r.aws_region])) == length(var.regions)
-    error_message = "regions[*].aws_region must be distinct AWS region names such as \"us-east-1\", \"us-west-2\", \"eu-west-1\"."
+    condition     = alltrue([for r in var.regions : can(regex("^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$", r.aws_region))])
+    error_message = "regions[*].aws_region must be AWS region names such as \"us-east-1\", \"us-west-2\", \"eu-west-1\"."
   }
 
   validation {
@@ -86,7 +86,7 @@ variable "zone_name" {
 }
 
 variable "private_zone" {
-  description = "Make the zone private to the three VPCs (the published addresses are private IPs reached over peering); false makes it public."
+  description = "Make the zone private to the regions' VPCs (the published addresses are private IPs reached over peering); false makes it public."
   type        = bool
   default     = false
 }
@@ -123,15 +123,32 @@ variable "instance_type" {
 }
 
 variable "postgres_major_version" {
-  description = "PostgreSQL major version on every region (15, 16 or 17)."
+  description = "PostgreSQL major version on every region (15, 16 or 17; 15 makes the controller's role a superuser, see modules/region)."
   type        = number
   default     = 16
 }
 
-variable "postgres_password_parameter" {
-  description = "SSM SecureString parameter, present in each of the three AWS regions, holding the PostgreSQL password of the failover role."
+variable "ssm_parameters" {
+  description = "Names of the SSM parameters every host reads at boot (modules/region): create postgres_password, fleet_key and tls_key as SecureString, and tls_certificate, in each AWS region before apply; this root writes topology there after the hosts exist."
+  type = object({
+    postgres_password = optional(string, "/failover/postgres-password")
+    fleet_key         = optional(string, "/failover/fleet-key")
+    tls_certificate   = optional(string, "/failover/postgres-tls-certificate")
+    tls_key           = optional(string, "/failover/postgres-tls-key")
+    topology          = optional(string, "/failover/topology")
+  })
+  default = {}
+}
+
+variable "failover_wheel_url" {
+  description = "Where every host gets the failover wheel (`python -m build --wheel`): an https:// URL or an s3://bucket/key object, ending in the wheel's file name."
   type        = string
-  default     = "/failover/postgres-password"
+}
+
+variable "operator_cidrs" {
+  description = "CIDRs of operators' networks that may reach every controller's API, besides the regions."
+  type        = list(string)
+  default     = []
 }
 
 variable "controller_port" {

@@ -31,6 +31,12 @@ def test_cli_verbs(service_db: ServiceDb, tmp_path: Path) -> None:
     installed = failover("db", "install", "-t", topo, "--yes", "--json")
     assert installed.returncode == 0, installed.stderr
     assert {s["detail"] for s in json.loads(installed.stdout)["steps"]} == {"already up to date"}
+    # Through a Unix socket only this host's region can be reached.
+    for regions in ([], ["--region", "alpha", "--region", "bravo"]):
+        local = failover("db", "install", "-t", topo, *regions, "--socket-dir", "/run/postgresql",
+                         "--yes")
+        assert local.returncode == 2
+        assert "name its one region with --region" in " ".join(local.stderr.split())
 
     replicated = failover("db", "replicate", SERVICE, "-t", topo, "--writer", "alpha", "--yes")
     assert replicated.returncode == 0, replicated.stderr

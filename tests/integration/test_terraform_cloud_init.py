@@ -1,69 +1,146 @@
-"""The PostgreSQL settings the region module's cloud-init writes work on a real server.
+"""The region module's user data: a cloud-config that cloud-init accepts, whose scripts pass
+shellcheck, that names its secrets and never holds them, and whose PostgreSQL settings
+work on a real server: TLS and a password for every login over TCP.
 
-The template is rendered by terraform itself; its postgresql.conf is included
-into a fresh server's configuration and its pg_hba.conf replaces the server's,
-so a misspelt setting or a malformed rule fails here instead of on a
-region's first boot.
+The template is rendered by terraform itself; the files it writes are used as they are
+(postgresql.conf included into a fresh server's configuration, pg_hba.conf replacing the
+server's, the controller's role made by its SQL), so that a misspelt setting or a
+malformed rule fails here instead of on a region's first boot. What that role may do is
+proven in test_terraform_controller_role.py.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-import yaml
 
 from failover.lab.postgres import PgServer, init_server
+from tests.support.cloud_init import (
+    assert_scripts_pass_shellcheck,
+    assert_valid_cloud_config,
+    render_user_data,
+    written_files,
+)
 from tests.support.loopback import allocate_block
-from tests.support.terraform import Terraform, require_terraform
+from tests.support.pg import available_bindirs
+from tests.support.pki import key_and_cert, pem
+from tests.support.skipping import skip_loudly
+from tests.support.terraform import REPO_TERRAFORM, require_terraform
 
 pytestmark = [pytest.mark.integration, pytest.mark.terraform, pytest.mark.timeout(600)]
 
 PASSWORD = "cloud-init-test-password"  # a throwaway test server's
-
-
-def render(terraform: Terraform, variables: dict[str, Any]) -> dict[str, str]:
-    """path -> content of every file the cloud-init config writes."""
-    expression = (f'templatefile("modules/region/cloud-init.yaml.tftpl", '
-                  f"jsondecode({json.dumps(json.dumps(variables))}))")
-    done = terraform.run(".", "console", input_text=expression)
-    text = done.stdout.strip()
-    assert text.startswith("<<EOT") and text.endswith("EOT"), text
-    config = yaml.safe_load(text.removeprefix("<<EOT").removesuffix("EOT"))
-    return {entry["path"]: entry["content"] for entry in config["write_files"]}
+MODULE = REPO_TERRAFORM / "modules" / "region"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    workdir = tmp_path_factory.mktemp("cloud-init")
-    terraform = require_terraform(workdir)
-    host = allocate_block().address(1)
-    files = render(terraform, {
-        "postgres_major_version": 16, "postgres_port": 5432, "postgres_user": "failover",
-        "password_parameter": "/failover/postgres-password", "aws_region": "us-east-1",
-        "databases": ["orders"], "controller_cidrs": [f"{host}/32", "10.20.0.0/16"],
-        "client_cidrs": [],
-    })
+def host() -> str:
+    return allocate_block().address(1)
+
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory: pytest.TempPathFactory, host: str) -> str:
+    terraform = require_terraform(tmp_path_factory.mktemp("cloud-init"))
+    return render_user_data(terraform, controller_cidrs=[f"{host}/32", "10.20.0.0/16"])
+
+
+def test_user_data_is_a_valid_cloud_config(user_data: str, tmp_path: Path) -> None:
+    assert_valid_cloud_config(user_data, tmp_path)
+
+
+def test_its_scripts_pass_shellcheck(user_data: str) -> None:
+    assert assert_scripts_pass_shellcheck(user_data) == ["/usr/local/sbin/failover-region-setup"]
+
+
+def test_it_carries_the_module_files_as_they_are_and_names_its_secrets(user_data: str) -> None:
+    files = written_files(user_data)
+    for path, source in (("/usr/local/sbin/failover-region-setup", "failover-region-setup.sh"),
+                         ("/etc/failover/postgres/controller-role.sql", "controller-role.sql"),
+                         ("/etc/failover/postgres/controller-grants.sql",
+                          "controller-grants.sql")):
+        assert files[path] == (MODULE / source).read_text(), f"{path} differs from {source}"
+    settings = files["/etc/failover/region-setup.env"].splitlines()
+    assert settings == [
+        "REGION_NAME='us-east-1'", "AWS_REGION_NAME='us-east-1'",
+        "WHEEL_URL='s3://failover-artifacts/failover-0.1.0-py3-none-any.whl'",
+        "CONTROLLER_ROLE='failover'", "DATABASES='orders'",
+        "PASSWORD_PARAMETER='/failover/postgres-password'",
+        "FLEET_KEY_PARAMETER='/failover/fleet-key'",
+        "TLS_CERTIFICATE_PARAMETER='/failover/postgres-tls-certificate'",
+        "TLS_KEY_PARAMETER='/failover/postgres-tls-key'",
+        "TOPOLOGY_PARAMETER='/failover/topology'"]
+
+
+def psql(server: PgServer, *args: str, env: dict[str, str] | None = None) -> None:
+    """The server's own psql as its superuser, stopping at the first error."""
+    done = subprocess.run(
+        [str(server.bindir / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", server.host,
+         "-p", str(server.port), "-U", "postgres", *args],
+        env={**os.environ, **(env or {})}, check=False, capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 0, f"psql {args}: {done.stdout}{done.stderr}"
+
+
+def use_user_data_files(server: PgServer, files: dict[str, str], workdir: Path) -> None:
+    """What failover-region-setup does to a fresh server, with the user data's own files:
+    its settings and a certificate, the controller's role, a database, its rules."""
+    config_dir = server.datadir.parent / "failover"
+    config_dir.mkdir()
+    (config_dir / "postgresql.conf").write_text(files["/etc/failover/postgresql.conf"])
+    key, cert = pem(*key_and_cert("region", issuer=None, addresses=[server.host]))
+    (config_dir / "server.key").write_text(key)
+    (config_dir / "server.key").chmod(0o600)
+    (config_dir / "server.crt").write_text(cert)
+    server.run_as.chown(config_dir)
+    with (server.datadir / "postgresql.conf").open("a") as conf:
+        conf.write(f"include '{config_dir / 'postgresql.conf'}'\n"
+                   # The host's paths for the certificate are not this machine's.
+                   f"ssl_cert_file = '{config_dir / 'server.crt'}'\n"
+                   f"ssl_key_file = '{config_dir / 'server.key'}'\n"
+                   # This machine is shared: stay on the test's own address and port.
+                   f"listen_addresses = '{server.host}'\nport = {server.port}\n")
+    server.start()
+    role_sql = workdir / "controller-role.sql"
+    role_sql.write_text(files["/etc/failover/postgres/controller-role.sql"])
+    psql(server, "-v", "role=failover", "-f", str(role_sql),
+         env={"FAILOVER_ROLE_PASSWORD": PASSWORD})
+    with server.connect() as conn:  # the lab's trust rules, until the user data's replace them
+        conn.execute("CREATE DATABASE orders OWNER failover")
+        (server.datadir / "pg_hba.conf").write_text(files["/etc/failover/pg_hba.conf"])
+        # The file as it is on disk, before it is loaded: a malformed rule shows here.
+        errors = conn.execute("SELECT line_number, error FROM pg_hba_file_rules "
+                              "WHERE error IS NOT NULL").fetchall()
+        assert errors == []
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def tls_bindir() -> Path:
+    """A PostgreSQL built with TLS (the embedded one is not), or a loud skip."""
+    for _, bindir in available_bindirs():
+        configure = subprocess.run([str(bindir / "pg_config"), "--configure"], check=True,
+                                   capture_output=True, text=True, timeout=30).stdout
+        if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
+            return bindir
+    skip_loudly("PostgreSQL over TLS", "no PostgreSQL built with TLS on this machine: the "
+                "region module's TLS settings were NOT tried (scripts/setup.sh installs "
+                "Debian's PostgreSQL 15)")
+
+
+@pytest.fixture(scope="module")
+def server(user_data: str, host: str) -> Iterator[PgServer]:
     # The server runs unprivileged: pytest's temporary folders are root's alone.
     pg_root = Path(tempfile.mkdtemp(prefix="failover-cloud-init-"))
     try:
-        pg = init_server(pg_root, "region", host)
-        include_cloud_init_settings(pg, files["/etc/failover/postgresql.conf"])
-        pg.start()
+        pg = init_server(pg_root, "region", host, bindir=tls_bindir())
         try:
-            with pg.connect() as conn:  # the lab's trust rules, until cloud-init's replace them
-                conn.execute("CREATE ROLE failover LOGIN SUPERUSER REPLICATION "
-                             f"PASSWORD '{PASSWORD}'")
-                conn.execute("CREATE DATABASE orders OWNER failover")
-            (pg.datadir / "pg_hba.conf").write_text(files["/etc/failover/pg_hba.conf"])
-            with pg.connect() as conn:
-                conn.execute("SELECT pg_reload_conf()")
+            use_user_data_files(pg, written_files(user_data), pg_root)
             yield pg
         finally:
             pg.stop()
@@ -71,33 +148,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         shutil.rmtree(pg_root)
 
 
-def include_cloud_init_settings(pg: PgServer, settings: str) -> None:
-    """Include the file as cloud-init does, then keep the server on the test's address."""
-    config_dir = pg.datadir.parent / "failover"
-    config_dir.mkdir()
-    (config_dir / "postgresql.conf").write_text(settings)
-    pg.run_as.chown(config_dir)
-    with (pg.datadir / "postgresql.conf").open("a") as conf:
-        conf.write(f"include '{config_dir / 'postgresql.conf'}'\n"
-                   # This machine is shared: stay on the test's own address and port.
-                   f"listen_addresses = '{pg.host}'\nport = {pg.port}\n")
-
-
-def test_settings_for_logical_replication(server: PgServer) -> None:
+def test_settings_for_logical_replication_over_tls(server: PgServer) -> None:
     with psycopg.connect(server.conninfo("orders", "failover", password=PASSWORD)) as conn:
         settings = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
             (["wal_level", "track_commit_timestamp", "max_replication_slots",
-              "max_wal_senders", "password_encryption"],)).fetchall())
+              "max_wal_senders", "password_encryption", "ssl", "ssl_min_protocol_version"],)
+        ).fetchall())
+        tls = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert settings == {"wal_level": "logical", "track_commit_timestamp": "on",
                         "max_replication_slots": "20", "max_wal_senders": "20",
-                        "password_encryption": "scram-sha-256"}
+                        "password_encryption": "scram-sha-256", "ssl": "on",
+                        "ssl_min_protocol_version": "TLSv1.2"}
+    assert tls == (True,)
 
 
-def test_hba_admits_only_the_failover_role_with_its_password(server: PgServer) -> None:
-    with psycopg.connect(server.conninfo("orders", "failover", password=PASSWORD)) as conn:
-        errors = conn.execute("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")
-        assert errors.fetchone() == (0,)
+def test_hba_admits_only_the_failover_role_over_tls_with_its_password(server: PgServer) -> None:
+    psycopg.connect(server.conninfo("orders", "failover", password=PASSWORD,
+                                    sslmode="require")).close()
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry.*no encryption"):
+        psycopg.connect(server.conninfo("orders", "failover", password=PASSWORD,
+                                        sslmode="disable")).close()
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(server.conninfo("orders", "failover", password="wrong")).close()
     with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):

@@ -42,8 +42,10 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Terraform:
 
 
 def test_every_module_and_example_is_found() -> None:
-    assert {"modules/region", "modules/gslb", "modules/controller-iam", "test-regions",
-            "examples/gslb-and-iam", "examples/vpc-peering"} <= set(CONFIGURATIONS)
+    assert {"modules/region", "modules/gslb", "modules/controller-iam",
+            "modules/vpc-peering/request", "modules/vpc-peering/accept", "test-regions",
+            "test-regions/aws-region", "examples/gslb-and-iam",
+            "examples/vpc-peering"} <= set(CONFIGURATIONS)
     assert NEEDS_CALLER == ["modules/vpc-peering"]
 
 
@@ -72,7 +74,8 @@ def test_validate(terraform: Terraform, folder: str) -> None:
 def _plan_with(terraform: Terraform, *assignments: str) -> str:
     terraform.init("test-regions")
     args = ["plan", "-input=false", "-refresh=false", "-no-color",
-            f"-var=aws_endpoint_url={UNREACHABLE_ENDPOINT}"]
+            f"-var=aws_endpoint_url={UNREACHABLE_ENDPOINT}",
+            "-var=failover_wheel_url=https://example.com/failover-0.1.0-py3-none-any.whl"]
     done = terraform.run("test-regions", *args, *(f"-var={a}" for a in assignments),
                          check=False, timeout=600)
     assert done.returncode != 0, "a plan with invalid variables must fail"
@@ -89,18 +92,48 @@ def test_bad_variables_fail_the_plan_with_their_messages(terraform: Terraform) -
     )
     assert "Invalid value for variable" in output
     assert "regions[*].name must be unique, lower-case letters" in output
-    assert "regions[*].aws_region must be distinct AWS region names" in output
+    assert "regions[*].aws_region must be AWS region names" in output
     assert "regions[*].cidr must not overlap" in output
     assert "services[*].ttl must be a whole number of seconds from 1 to 300" in output
 
 
-def test_two_regions_are_refused(terraform: Terraform) -> None:
-    output = _plan_with(
-        terraform,
-        'regions=[{name="east",aws_region="us-east-1",cidr="10.10.0.0/16",priority=2},'
-        '{name="west",aws_region="us-west-2",cidr="10.20.0.0/16",priority=1}]',
-    )
-    assert "regions must list exactly three regions" in output
+def test_a_sixth_aws_region_is_refused(terraform: Terraform) -> None:
+    aws_regions = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1", "ap-south-1", "sa-east-1"]
+    output = _plan_with(terraform, "regions=[" + ",".join(
+        f'{{name="r{i}",aws_region="{aws_region}",cidr="10.{i}.0.0/16",priority={i}}}'
+        for i, aws_region in enumerate(aws_regions, 1)) + "]")
+    assert "in at most five AWS regions" in output
+
+
+def test_the_region_module_refuses_a_bad_wheel_url_parameter_name_or_operator_cidr(
+        terraform: Terraform) -> None:
+    # Literal values: validate checks them without any provider (a plan would first wait
+    # out the AWS provider's retries against an unreachable endpoint).
+    caller = terraform.root / "bad-region-inputs"
+    caller.mkdir()
+    (caller / "main.tf").write_text("""module "region" {
+  source             = "../modules/region"
+  fleet_name         = "bad"
+  name               = "us-east-1"
+  vpc_cidr           = "10.10.0.0/16"
+  peer_cidrs         = ["10.20.0.0/16"]
+  databases          = ["orders"]
+  failover_wheel_url = "http://example.com/failover.tar.gz"
+  operator_cidrs     = ["192.0.2.0/33"]
+  ssm_parameters = {
+    postgres_password = "/failover/postgres-password", fleet_key = "fleet-key",
+    tls_certificate   = "/failover/postgres-tls-certificate",
+    tls_key           = "/failover/postgres-tls-key", topology = "/failover/topology"
+  }
+}
+""")
+    terraform.init("bad-region-inputs")
+    done = terraform.run("bad-region-inputs", "validate", "-no-color", check=False)
+    assert done.returncode != 0
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "failover_wheel_url must be an https:// or s3:// URL ending in the wheel" in output
+    assert "ssm_parameters must hold SSM parameter names" in output
+    assert "operator_cidrs must hold IPv4 CIDRs" in output
 
 
 def test_from_terraform_names_missing_outputs(terraform: Terraform, tmp_path: Path) -> None:

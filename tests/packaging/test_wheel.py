@@ -42,7 +42,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", PYPROJECT["project"]["readme"],
                  *PYPROJECT["project"]["license-files"]):
         shutil.copy(ROOT / name, sources / name)
-    for folder in ("failover", "sql"):
+    for folder in ("failover", "sql", "packaging"):
         shutil.copytree(ROOT / folder, sources / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("dist")
@@ -53,18 +53,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def expected_files() -> set[str]:
     """Every file of the package as the sources lay it out: the modules and py.typed under
-    failover/, and the schema, which the code loads from failover/sql/ (`resources.files`
-    in failover/postgres/schema.py, the only package data read at runtime)."""
+    failover/; the schema, which the code loads from failover/sql/ (`resources.files`
+    in failover/postgres/schema.py, the only package data read at runtime); and the
+    systemd unit, which a host installs from failover/systemd/ (terraform/modules/region)."""
     package = {f"failover/{path.relative_to(ROOT / 'failover')}"
                for path in (ROOT / "failover").rglob("*")
                if path.is_file() and "__pycache__" not in path.parts}
-    return package | {f"failover/sql/{path.name}" for path in (ROOT / "sql").glob("*.sql")}
+    return (package | {f"failover/sql/{path.name}" for path in (ROOT / "sql").glob("*.sql")}
+            | {f"failover/systemd/{path.name}"
+               for path in (ROOT / "packaging" / "systemd").glob("*.service")})
 
 
 def test_the_wheel_holds_the_package_its_schema_and_its_license(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert sorted(expected_files() - names) == []
-    assert {"failover/py.typed", "failover/sql/001_failover_schema.sql"} <= names
+    assert {"failover/py.typed", "failover/sql/001_failover_schema.sql",
+            "failover/systemd/failover-controller.service"} <= names
     version = PYPROJECT["project"]["version"]
     info = f"failover-{version}.dist-info"
     assert f"{info}/licenses/LICENSE" in names

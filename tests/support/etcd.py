@@ -8,8 +8,6 @@ members. Import the fixtures into a test module with
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import itertools
 import shutil
 import subprocess
@@ -20,16 +18,13 @@ from pathlib import Path
 
 import etcd3gw
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from failover.coordination.etcd import EtcdCoordinator
 from failover.engine import Decision, Plan, PromoteSubscriber
 from failover.lab.etcd import ClientTls, EtcdCluster, ensure_installed, start_cluster
 from failover.topology import EtcdSettings
 from tests.support.loopback import allocate_block
+from tests.support.pki import key_and_cert, write_pem
 
 # The production default: a leader checks its key through an etcd election
 # (1 to 2 s with the kit's timeouts, more on a loaded machine) only while its
@@ -106,41 +101,16 @@ def failover_decision(me: str, *, executes: bool = True, has_quorum: bool = True
                     executor_reason="test", verdicts=(), plan=Plan(0.0, (promote,)), ignored=())
 
 
-def _key_and_cert(name: str, *, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-                  addresses: Sequence[str] = (), ca: bool = False
-                  ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)] if name else [])
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if addresses:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]), critical=False)
-    return key, builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-    path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 def make_pki(directory: Path, addresses: Sequence[str]) -> ClientTls:
     """A throwaway CA, a server certificate for the members and a client certificate."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _key_and_cert("failover test CA", issuer=None, ca=True)
+    ca_key, ca_cert = key_and_cert("failover test CA", issuer=None, ca=True)
     issuer = (ca_cert.subject, ca_key)
-    _write(directory / "ca", ca_key, ca_cert)
-    _write(directory / "server", *_key_and_cert("", issuer=issuer, addresses=addresses))
+    write_pem(directory / "ca", ca_key, ca_cert)
+    write_pem(directory / "server", *key_and_cert("", issuer=issuer, addresses=addresses))
     # No common name: etcd refuses gateway requests from a client certificate
     # that has one (it could not use it as the user name).
-    _write(directory / "client", *_key_and_cert("", issuer=issuer))
+    write_pem(directory / "client", *key_and_cert("", issuer=issuer))
     return ClientTls(ca_file=directory / "ca.crt", cert_file=directory / "server.crt",
                      key_file=directory / "server.key",
                      client_cert_file=directory / "client.crt",

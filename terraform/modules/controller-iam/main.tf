@@ -52,3 +52,39 @@ resource "aws_iam_role_policy_attachment" "controller" {
   role       = each.value
   policy_arn = aws_iam_policy.controller.arn
 }
+
+# What a region's host reads at boot (secrets, topology, the wheel), with its own role:
+# one inline policy per role, so that a host reads its own region's parameters only.
+data "aws_iam_policy_document" "boot_reads" {
+  for_each = var.boot_reads
+
+  statement {
+    sid       = "ReadTheBootParameters"
+    actions   = ["ssm:GetParameter"]
+    resources = each.value.parameter_arns
+  }
+
+  dynamic "statement" {
+    for_each = length(each.value.s3_objects) > 0 ? [each.value.s3_objects] : []
+    content {
+      sid       = "ReadTheWheel"
+      actions   = ["s3:GetObject"]
+      resources = [for object in statement.value : "arn:${data.aws_partition.current.partition}:s3:::${object}"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "boot_reads" {
+  for_each = var.boot_reads
+
+  name   = "failover-boot-reads"
+  role   = try(var.role_names[each.key], "")
+  policy = data.aws_iam_policy_document.boot_reads[each.key].json
+
+  lifecycle {
+    precondition {
+      condition     = contains(keys(var.role_names), each.key)
+      error_message = "boot_reads key ${each.key} is not a key of role_names: it names no role."
+    }
+  }
+}

@@ -12,3 +12,8 @@ output "record_names" {
   description = "Record names the policy allows, normalized (lower case, no trailing dot)."
   value       = local.normalized_record_names
 }
+
+output "boot_read_policies" {
+  description = "Per role key, the inline policy that lets its host read what it reads at boot."
+  value       = { for key, document in data.aws_iam_policy_document.boot_reads : key => document.json }
+}

@@ -36,6 +36,20 @@ variable "role_names" {
   default     = {}
 }
 
+variable "boot_reads" {
+  description = "Per role (the keys of role_names): what its host reads at boot, the region module's boot_reads output. Each role may GetParameter exactly these parameters and GetObject exactly these S3 objects (bucket/key), nothing else."
+  type = map(object({
+    parameter_arns = list(string)
+    s3_objects     = optional(list(string), [])
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for reads in values(var.boot_reads) : alltrue([for arn in reads.parameter_arns : can(regex("^arn:[a-z-]+:ssm:[a-z0-9-]+:[0-9]{12}:parameter/", arn))])])
+    error_message = "boot_reads[*].parameter_arns must be SSM parameter ARNs, e.g. \"arn:aws:ssm:us-east-1:123456789012:parameter/failover/fleet-key\"."
+  }
+}
+
 variable "path" {
   description = "IAM path of the policy."
   type        = string

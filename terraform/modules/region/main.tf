@@ -23,19 +23,28 @@ locals {
     cidrhost("${cidrhost(cidr, 0)}/${min(local.vpc_prefix_length, tonumber(split("/", cidr)[1]))}", 0)
   ]
 
-  password_parameter_arn = "arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter${var.postgres_password_parameter}"
+  # What the host reads at boot, for the controller-iam module to grant exactly that.
+  parameter_arns = [
+    for name in values(var.ssm_parameters) :
+    "arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter${name}"
+  ]
+  wheel_s3_object = startswith(var.failover_wheel_url, "s3://") ? trimprefix(var.failover_wheel_url, "s3://") : null
 
-  # Whatever the cloud-init script receives, with peers and clients split
-  # because only the peers' controllers and subscriptions log in as postgres_user.
+  # Names only: the secrets behind them are read at boot.
   cloud_init = templatefile("${path.module}/cloud-init.yaml.tftpl", {
+    module_dir             = path.module
+    region                 = var.name
+    aws_region             = data.aws_region.current.name
+    wheel_url              = var.failover_wheel_url
+    parameters             = var.ssm_parameters
     postgres_major_version = var.postgres_major_version
     postgres_port          = var.postgres_port
     postgres_user          = var.postgres_user
-    password_parameter     = var.postgres_password_parameter
-    aws_region             = data.aws_region.current.name
     databases              = var.databases
-    controller_cidrs       = concat([var.vpc_cidr], var.peer_cidrs)
-    client_cidrs           = var.client_cidrs
+    # Peers and clients apart: only the regions' controllers and subscriptions log in
+    # as postgres_user.
+    controller_cidrs = concat([var.vpc_cidr], var.peer_cidrs)
+    client_cidrs     = var.client_cidrs
   })
 }
 
@@ -110,16 +119,16 @@ resource "aws_vpc_security_group_ingress_rule" "postgres" {
 
 resource "aws_security_group" "controller" {
   name        = "${local.prefix}-controller"
-  description = "failover controller API from the other failover regions only"
+  description = "failover controller API from the other failover regions and operator_cidrs only"
   vpc_id      = aws_vpc.this.id
   tags        = merge(local.tags, { Name = "${local.prefix}-controller" })
 }
 
 resource "aws_vpc_security_group_ingress_rule" "controller" {
-  for_each = toset(var.peer_cidrs)
+  for_each = toset(concat(var.peer_cidrs, var.operator_cidrs))
 
   security_group_id = aws_security_group.controller.id
-  description       = "controller API from a peer region"
+  description       = contains(var.peer_cidrs, each.value) ? "controller API from a peer region" : "controller API from an operator network"
   cidr_ipv4         = each.value
   ip_protocol       = "tcp"
   from_port         = var.controller_port
@@ -151,26 +160,13 @@ data "aws_iam_policy_document" "assume_ec2" {
   }
 }
 
-# The controller's role. Route 53 rights come from the controller-iam module,
-# attached by the caller, so that one policy scopes every region's controller
-# to the same zone and records.
+# The controller's role. Its rights (Route 53, and reading exactly what the host reads
+# at boot: boot_reads) come from the controller-iam module, attached by the caller, so
+# that one module says everything a controller may do.
 resource "aws_iam_role" "controller" {
   name               = "${local.prefix}-controller"
   assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
   tags               = local.tags
-}
-
-data "aws_iam_policy_document" "read_password" {
-  statement {
-    actions   = ["ssm:GetParameter"]
-    resources = [local.password_parameter_arn]
-  }
-}
-
-resource "aws_iam_role_policy" "read_password" {
-  name   = "read-postgres-password"
-  role   = aws_iam_role.controller.id
-  policy = data.aws_iam_policy_document.read_password.json
 }
 
 resource "aws_iam_instance_profile" "controller" {
@@ -185,7 +181,9 @@ resource "aws_instance" "postgres" {
   iam_instance_profile   = aws_iam_instance_profile.controller.name
   subnet_id              = aws_subnet.this[0].id
   vpc_security_group_ids = [aws_security_group.postgres.id, aws_security_group.controller.id]
-  user_data              = local.cloud_init
+  # Gzipped (cloud-init unpacks it): the scripts with their comments would come near
+  # EC2's 16 KB limit on user data.
+  user_data_base64 = base64gzip(local.cloud_init)
 
   metadata_options {
     http_tokens   = "required"
@@ -205,6 +203,12 @@ resource "aws_instance" "postgres" {
   # Rebuild a region on purpose, after failing its writers over, with
   # `terraform apply -replace=...aws_instance.postgres`.
   lifecycle {
-    ignore_changes = [ami, user_data]
+    ignore_changes = [ami, user_data_base64]
+
+    precondition {
+      # Four base64 characters carry three bytes.
+      condition     = length(base64gzip(local.cloud_init)) / 4 * 3 <= 16384
+      error_message = "The gzipped cloud-init user data is over EC2's limit of 16384 bytes."
+    }
   }
 }

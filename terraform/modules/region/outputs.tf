@@ -78,6 +78,14 @@ output "postgres" {
     port               = var.postgres_port
     user               = var.postgres_user
     databases          = var.databases
-    password_parameter = var.postgres_password_parameter
+    password_parameter = var.ssm_parameters.postgres_password
+  }
+}
+
+output "boot_reads" {
+  description = "What the host reads at boot with the controller role: the SSM parameters (ARNs) and the wheel's S3 object (bucket/key), if any. Pass it to controller-iam, which grants exactly these."
+  value = {
+    parameter_arns = local.parameter_arns
+    s3_objects     = local.wheel_s3_object == null ? [] : [local.wheel_s3_object]
   }
 }

@@ -40,7 +40,7 @@ variable "vpc_cidr" {
 }
 
 variable "peer_cidrs" {
-  description = "CIDRs of the other regions' VPCs: the only networks allowed to reach PostgreSQL and the controller API (besides client_cidrs for PostgreSQL)."
+  description = "CIDRs of the other regions' VPCs: the only networks allowed to reach PostgreSQL and the controller API (besides client_cidrs for PostgreSQL and operator_cidrs for the API)."
   type        = list(string)
 
   validation {
@@ -116,7 +116,7 @@ variable "postgres_port" {
 }
 
 variable "postgres_user" {
-  description = "Role the controllers and the logical-replication subscriptions log in as."
+  description = "Role the controllers and the logical-replication subscriptions log in as: least privilege on PostgreSQL 16 and later, a superuser on 15 (see controller-role.sql)."
   type        = string
   default     = "failover"
 
@@ -126,13 +126,47 @@ variable "postgres_user" {
   }
 }
 
-variable "postgres_password_parameter" {
-  description = "Name of an SSM SecureString parameter, in this region, holding postgres_user's password. Created outside Terraform so the secret never enters the state; the instance reads it at boot."
+variable "ssm_parameters" {
+  description = <<-EOT
+    Names of the SSM parameters, in this AWS region, that the host reads at boot (their
+    values never pass through Terraform): postgres_password (SecureString, postgres_user's
+    password), fleet_key (SecureString, the controllers' shared key), tls_certificate and
+    tls_key (PostgreSQL's server certificate and its SecureString key, PEM), topology (the
+    fleet's Terraform outputs as `terraform output -json` prints them, which test-regions
+    writes; the host waits for it). Create the others before apply.
+  EOT
+  type = object({
+    postgres_password = string
+    fleet_key         = string
+    tls_certificate   = string
+    tls_key           = string
+    topology          = string
+  })
+
+  validation {
+    condition     = alltrue([for name in values(var.ssm_parameters) : can(regex("^/[A-Za-z0-9_.\\-/]+$", name))])
+    error_message = "ssm_parameters must hold SSM parameter names such as \"/failover/postgres-password\"."
+  }
+}
+
+variable "failover_wheel_url" {
+  description = "Where the host gets the failover wheel (`python -m build --wheel`): an https:// URL, or an s3://bucket/key object read with the controller role (controller-iam grants it). Either ends in the wheel's own file name, which pip reads the version from."
   type        = string
 
   validation {
-    condition     = can(regex("^/[A-Za-z0-9_.\\-/]+$", var.postgres_password_parameter))
-    error_message = "postgres_password_parameter must be an SSM parameter name such as \"/failover/postgres-password\"."
+    condition     = can(regex("^(https|s3)://[A-Za-z0-9._~:@%/+=-]+/[A-Za-z0-9_.+-]+\\.whl$", var.failover_wheel_url))
+    error_message = "failover_wheel_url must be an https:// or s3:// URL ending in the wheel's file name, e.g. \"s3://my-bucket/failover-0.1.0-py3-none-any.whl\"."
+  }
+}
+
+variable "operator_cidrs" {
+  description = "CIDRs of operators' networks that may reach the controller API (failover status, switchover, fence...). Empty: only the other regions."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.operator_cidrs : can(cidrhost(cidr, 0)) && can(regex("^[0-9.]+/[0-9]+$", cidr))])
+    error_message = "operator_cidrs must hold IPv4 CIDRs, e.g. [\"192.0.2.0/24\"]."
   }
 }
 

@@ -1,21 +1,26 @@
 # Inter-region peering: the requester asks, the accepter's own provider
 # accepts, and each side routes the other's CIDR through the connection.
-resource "aws_vpc_peering_connection" "this" {
-  provider = aws.requester
+# The two halves are modules of their own so that a caller with one provider per
+# AWS region (test-regions) can make each half with that region's provider.
+module "request" {
+  source    = "./request"
+  providers = { aws = aws.requester }
 
-  vpc_id      = var.requester.vpc_id
-  peer_vpc_id = var.accepter.vpc_id
-  peer_region = var.accepter.aws_region
-  auto_accept = false
-  tags        = merge(var.tags, { Name = var.name })
+  name      = var.name
+  requester = var.requester
+  accepter  = var.accepter
+  tags      = var.tags
 }
 
-resource "aws_vpc_peering_connection_accepter" "this" {
-  provider = aws.accepter
+module "accept" {
+  source    = "./accept"
+  providers = { aws = aws.accepter }
 
-  vpc_peering_connection_id = aws_vpc_peering_connection.this.id
-  auto_accept               = true
-  tags                      = merge(var.tags, { Name = var.name })
+  name          = var.name
+  connection_id = module.request.id
+  accepter      = var.accepter
+  requester     = var.requester
+  tags          = var.tags
 }
 
 resource "aws_route" "requester_to_accepter" {
@@ -23,13 +28,20 @@ resource "aws_route" "requester_to_accepter" {
 
   route_table_id            = var.requester.route_table_id
   destination_cidr_block    = var.accepter.vpc_cidr
-  vpc_peering_connection_id = aws_vpc_peering_connection_accepter.this.id
+  vpc_peering_connection_id = module.accept.id
 }
 
-resource "aws_route" "accepter_to_requester" {
-  provider = aws.accepter
+moved {
+  from = aws_vpc_peering_connection.this
+  to   = module.request.aws_vpc_peering_connection.this
+}
 
-  route_table_id            = var.accepter.route_table_id
-  destination_cidr_block    = var.requester.vpc_cidr
-  vpc_peering_connection_id = aws_vpc_peering_connection_accepter.this.id
+moved {
+  from = aws_vpc_peering_connection_accepter.this
+  to   = module.accept.aws_vpc_peering_connection_accepter.this
+}
+
+moved {
+  from = aws_route.accepter_to_requester
+  to   = module.accept.aws_route.accepter_to_requester
 }

@@ -1,4 +1,4 @@
 output "id" {
   description = "ID of the VPC peering connection."
-  value       = aws_vpc_peering_connection.this.id
+  value       = module.request.id
 }
