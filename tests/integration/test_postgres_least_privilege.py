@@ -30,6 +30,7 @@ from failover.postgres.steps import run_steps
 from failover.postgres.switchover import switchover_steps
 from failover.topology import PostgresEndpoint
 from tests.support.pg import APP_TABLES, SERVICE, Cluster, ServiceDb, fresh_service_db, write_rows
+from tests.support.skipping import skip_loudly
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +168,9 @@ def test_the_guides_grants_are_enough_for_every_database_task(
         least: tuple[ServiceDb, ServiceDatabases]) -> None:
     sdb, db = least
     if sdb.cluster.version < 16:
-        pytest.skip("PostgreSQL 15: the controller's role must be a superuser (next test)")
+        skip_loudly("least-privilege grants on PostgreSQL 15", "not applicable: on 15 only a "
+                    "superuser creates subscriptions, so the controller's role must be one "
+                    "(test_on_15_a_role_that_is_not_a_superuser_cannot_subscribe shows it)")
     run_steps(replication_steps(db, "alpha").steps)  # db replicate
     for region in ("bravo", "charlie"):
         sdb.wait_synced(region)
@@ -216,6 +219,8 @@ def test_on_15_a_role_that_is_not_a_superuser_cannot_subscribe(
         least: tuple[ServiceDb, ServiceDatabases]) -> None:
     sdb, db = least
     if sdb.cluster.version >= 16:
-        pytest.skip("from 16 on, pg_create_subscription lets it (previous test)")
+        skip_loudly(f"the superuser-only subscription check on PostgreSQL {sdb.cluster.version}",
+                    "not applicable: from 16 on pg_create_subscription lets the role subscribe "
+                    "(test_the_guides_grants_are_enough_for_every_database_task shows it)")
     with pytest.raises(FailoverError, match="must be superuser to create subscriptions"):
         run_steps(replication_steps(db, "alpha").steps)

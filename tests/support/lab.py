@@ -12,9 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from failover.lab.build import down, up
+from tests.support.skipping import skip_loudly
 
 LOCK = Path("/tmp/failover-lab.lock")
 
@@ -26,8 +25,8 @@ def say(message: str) -> None:
 @contextlib.contextmanager
 def running_lab(directory: Path, coordination: str, regions: int = 3) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("CHAOS SUITE SKIPPED: the lab needs root (one user per region, iptables "
-                    "for isolation); run the tests as root")
+        skip_loudly("CHAOS SUITE", "the lab needs root (one user per region, iptables for "
+                    "isolation); run the tests as root")
     with LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "lab.json").exists():

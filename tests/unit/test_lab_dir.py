@@ -24,6 +24,7 @@ from failover.errors import UserError
 from failover.lab import build
 from failover.lab import state as lab
 from failover.lab.unprivileged import RunAs, folder_closed_to_others
+from tests.support.skipping import skip_loudly
 
 
 @pytest.fixture
@@ -52,9 +53,11 @@ def test_the_first_closed_folder_on_the_way_is_named(folders: tuple[Path, Path])
     assert folder_closed_to_others(Path("/var/lib")) is None
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
 def test_an_unprivileged_user_is_stopped_exactly_where_the_check_says(
         folders: tuple[Path, Path]) -> None:
+    if os.geteuid() != 0:
+        skip_loudly("the unprivileged-user folder check", "switching to another user needs "
+                    "root; run the tests as root (CI does)")
     nobody = pwd.getpwnam("nobody")
     as_nobody = RunAs(uid=nobody.pw_uid, gid=nobody.pw_gid, name="nobody")
     for parent in folders:
@@ -87,10 +90,12 @@ def test_a_dir_out_of_reach_is_refused_with_what_to_do(folders: tuple[Path, Path
     assert str(lab.SHARED_DIR) in message and "leave --dir out" in message
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="lab up refuses to start without root first")
 def test_lab_up_with_such_a_dir_exits_2_before_starting_anything(
         folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() != 0:
+        skip_loudly("lab up's --dir refusal", "lab up refuses to start without root first; "
+                    "run the tests as root (CI does)")
     closed, _ = folders
 
     def started() -> Path:
