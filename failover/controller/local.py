@@ -62,20 +62,20 @@ class WriterLeases:
 
     async def keep_own(self) -> None:
         records = self.coordinator.records()
-        await self._keep(self.own, {name: self.me for name, record in records.items()
-                                    if record.writer == self.me})
+        await self._keep(self.own, records, {name: self.me for name, record in records.items()
+                                             if record.writer == self.me})
 
     async def stand_in(self) -> None:
-        await self._keep(self.standing_in, silent_writers(
-            self.coordinator.records(), self.coordinator.observations(), time.time(),
-            self.silence, self.me))
+        records = self.coordinator.records()
+        await self._keep(self.standing_in, records, silent_writers(
+            records, self.coordinator.observations(), time.time(), self.silence, self.me))
 
-    async def _keep(self, keeper: LeaseKeeper, writers: Mapping[str, str]) -> None:
+    async def _keep(self, keeper: LeaseKeeper, records: Mapping[str, ServiceRecord],
+                    writers: Mapping[str, str]) -> None:
         if not writers:
             return
-        records = self.coordinator.records()
         vouching = {name: self.coordinator.vouching(name, records[name].epoch)
-                    for name in writers if name in records}
+                    for name in writers}
         await asyncio.to_thread(keeper.keep_writing, records, writers, vouching)
 
     def close(self) -> None:
@@ -84,8 +84,8 @@ class WriterLeases:
 
 
 class LeaseKeeper:
-    """One kept session per (service, region) to the writers' databases (runs in a worker
-    thread); one keeper per job, so that a writer that does not answer holds back no other."""
+    """Renews writers' leases from a worker thread, keeping one set of sessions per
+    service to the regions it renews for."""
 
     def __init__(self, topo: Topology, *, quorum: int, lease_ttl: float) -> None:
         self.topo = topo

@@ -24,6 +24,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from failover.controller.api import JOURNAL_LIMIT_MAX
 from failover.controller.client import ControllerUnreachable, acting_view, call, fleet_statuses
 from failover.controller.journal import STEP
 from failover.lab import state as lab
@@ -122,7 +123,7 @@ def journals(state: lab.LabState, key: bytes, since: float) -> dict[str, list[di
     for region in state.regions:
         with contextlib.suppress(ControllerUnreachable):
             reply = call(region.controller_url, "GET", "/v1/journal", key=key,
-                         query=f"since={since}&limit=100000", timeout=10)
+                         query=f"since={since}&limit={JOURNAL_LIMIT_MAX}", timeout=10)
             if isinstance(reply.body, dict):
                 out[region.name] = list(reply.body.get("entries", []))
     return out

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from failover.controller.client import ControllerUnreachable, call, send_operator
+from failover.controller.client import call, send_operator
 from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
 from failover.lab import processes
 from failover.lab import state as lab
+from failover.lab.audit import journals as fleet_journals
 from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.checker import SafetyWatch
 from failover.lab.drill import SETTLE, RoundResult, back_in_service, drill
@@ -49,18 +50,11 @@ def lab_dir() -> Iterator[Path]:
 
 
 def journals(state: lab.LabState, since: float) -> list[dict[str, Any]]:
-    topo = load_topology(Path(state.topology))
-    secret = topo.fleet_key()
+    """Every reachable controller's journal from `since`, as one timeline."""
+    secret = load_topology(Path(state.topology)).fleet_key()
     assert secret is not None
-    entries: list[dict[str, Any]] = []
-    for region in state.regions:
-        try:
-            reply = call(region.controller_url, "GET", "/v1/journal",
-                         key=secret.get_secret_value().encode(), query=f"since={since}", timeout=5)
-        except ControllerUnreachable:
-            continue
-        entries += reply.body["entries"]
-    return sorted(entries, key=lambda e: e["ts"])
+    by_region = fleet_journals(state, secret.get_secret_value().encode(), since)
+    return sorted((e for entries in by_region.values() for e in entries), key=lambda e: e["ts"])
 
 
 def promotions_done(entries: list[dict[str, Any]]) -> list[str]:
