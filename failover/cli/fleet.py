@@ -111,6 +111,8 @@ def _status_table(topo: Topology, statuses: Statuses) -> Table:
                 f"{' PAUSED' if info.get('paused') else ''}"
                 + (f" durability {info['durability']}"
                    if info.get("durability") not in (None, "async", "unknown") else "")
+                + (f"; may lose up to {info['isolation_loss_bound_s']:g} s of writes on "
+                   "isolation" if info.get("isolation_loss_bound_s") else "")
                 + f"{' DEGRADED: ' + info['degraded'] if info.get('degraded') else ''}; {lags}"
                 + (f"; last plan {plan.get('plan_id')} {plan.get('outcome')}" if plan else ""))
         if view.get("coordination_problem"):

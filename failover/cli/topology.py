@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,8 @@ import typer
 
 from failover.cli import app
 from failover.cli.common import JsonOption, console, print_json
+from failover.engine import Durability, isolation_loss_bound
+from failover.engine.policy import policy_from_topology
 from failover.errors import UserError
 from failover.topology import FLEET_FILE, Topology, load_topology
 
@@ -55,6 +58,44 @@ def _secret_problems(topo: Topology) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class IsolationCost:
+    """What a writer cut off from every other region costs: when the others declare it DOWN,
+    how long past the last probe that found it healthy it may still take writes (its lease,
+    which a promotion waits out), and what each service may lose meanwhile."""
+
+    detection_s: float | None
+    lease_s: float
+    loss_bound_s: dict[str, float]
+
+    @classmethod
+    def of(cls, topo: Topology) -> IsolationCost:
+        lease = policy_from_topology(topo).lease_ttl
+        liveness = [check for region in topo.regions.values()
+                    for check in region.liveness_checks]
+        return cls(
+            detection_s=min((check.detection_time for check in liveness), default=None),
+            lease_s=lease,
+            loss_bound_s={name: isolation_loss_bound(
+                Durability.SYNC if service.durability == "sync" else Durability.ASYNC, lease)
+                for name, service in sorted(topo.services.items())})
+
+    def lines(self) -> list[str]:
+        declared = (f"the others declare it DOWN after {self.detection_s:g} s and promote once "
+                    "the lease is over" if self.detection_s is not None
+                    else "no liveness check declares it DOWN")
+        return [
+            f"a writer cut off from the others stops taking writes {self.lease_s:g} s after the "
+            "last probe that found it healthy (its lease: self_fence_after + "
+            f"self_fence_duration); {declared}",
+            *(f"  {name}: " + (
+                "loses no acknowledged write on isolation while sync_count subscribers are "
+                f"healthy (degraded to async: up to {self.lease_s:g} s)" if bound == 0 else
+                f"may lose up to {bound:g} s of acknowledged writes on isolation, plus what "
+                "its subscribers lagged at the cut (durability async)")
+              for name, bound in self.loss_bound_s.items())]
+
+
 @topology_app.command("validate")
 def validate(
     path: Annotated[Path, typer.Argument(help="The topology folder.")],
@@ -68,6 +109,7 @@ def validate(
     topo = load_topology(path, flag="PATH")
     if strict and (problems := _secret_problems(topo)):
         raise UserError(f"{topo.path}: {len(problems)} secret(s) cannot be read", problems)
+    isolation = IsolationCost.of(topo)
     summary = {
         "topology": str(topo.path),
         "fleet": topo.fleet.name,
@@ -78,6 +120,7 @@ def validate(
         "dns_provider": topo.fleet.dns.provider,
         "coordination": topo.fleet.coordination.backend,
         "secrets_checked": strict,
+        "isolation": asdict(isolation),
     }
     if json_out:
         print_json({"valid": True, **summary})
@@ -89,3 +132,5 @@ def validate(
         f"coordination {topo.fleet.coordination.backend}"
         + ("; every secret it names can be read here" if strict else "")
     )
+    for line in isolation.lines():
+        console.print(line)

@@ -249,7 +249,8 @@ class Controller:
             self.region, time.time(), self.last_decision, records=self.coordinator.records(),
             services=self.topo.services, observations=self.coordinator.observations(),
             runtime=self.runtime,
-            coordination=Coordination(self.coordinator.backend, self.coordinator.problem()))
+            coordination=Coordination(self.coordinator.backend, self.coordinator.problem()),
+            lease_ttl=self.policy.lease_ttl)
 
     def exchange_payload(self) -> dict[str, Any]:
         if not isinstance(self.coordinator, PeerCoordinator):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from failover.coordination.base import ServiceRecord
-from failover.engine import Decision, Durability, Observation, SetDnsWriter
+from failover.engine import Decision, Durability, Observation, SetDnsWriter, isolation_loss_bound
 from failover.engine.serialize import action_as_dict, verdict_as_dict
 
 
@@ -50,7 +50,7 @@ def replication_seen(observations: Iterable[Observation], me: str,
 def status_view(me: str, now: float, decision: Decision | None, *,
                 records: Mapping[str, ServiceRecord], services: Iterable[str],
                 observations: list[Observation], runtime: Mapping[str, ServiceRuntime],
-                coordination: Coordination) -> dict[str, Any]:
+                coordination: Coordination, lease_ttl: float) -> dict[str, Any]:
     by_service = {}
     for name in services:
         record = records.get(name)
@@ -71,6 +71,8 @@ def status_view(me: str, now: float, decision: Decision | None, *,
             "last_plan": runtime[name].last_plan,
             "durability": durability.durability.value if durability else Durability.UNKNOWN.value,
             "durability_reason": durability.reason if durability else None,
+            "isolation_loss_bound_s": isolation_loss_bound(
+                durability.durability if durability else Durability.UNKNOWN, lease_ttl),
             "degraded": "; ".join(problems) or None,
         }
     return {

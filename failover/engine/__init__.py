@@ -21,7 +21,7 @@ from failover.engine.actions import (
 )
 from failover.engine.apply import StaleEpoch, apply_plan
 from failover.engine.decision import Decision, decide
-from failover.engine.durability import Durability, DurabilityState
+from failover.engine.durability import Durability, DurabilityState, isolation_loss_bound
 from failover.engine.model import (
     ClusterState,
     Health,
@@ -72,5 +72,6 @@ __all__ = [
     "apply_plan",
     "choose_executor",
     "decide",
+    "isolation_loss_bound",
     "majority",
 ]

@@ -46,6 +46,19 @@ class DurabilityState:
     reason: str
 
 
+def isolation_loss_bound(durability: Durability, lease_ttl: float) -> float:
+    """Seconds of acknowledged writes a writer cut off from every other region may take that
+    no subscriber receives (on top of what the subscribers lagged at the cut).
+
+    None while each commit waits for a subscriber (sync, or strict and waiting: a cut-off
+    writer's commits block). Otherwise its lease, `lease_ttl`: the quorum vouched for it at
+    most at the cut, and its database refuses writes `lease_ttl` after the last vouch.
+    """
+    if durability in (Durability.SYNC, Durability.WAITING):
+        return 0.0
+    return lease_ttl
+
+
 def unfenced_subscriber(replication: Replication | None) -> bool:
     return (replication is not None and replication.role is Role.SUBSCRIBER
             and not replication.fenced)

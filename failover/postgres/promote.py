@@ -23,6 +23,7 @@ from failover.engine.durability import needed_reads
 from failover.engine.lsn import format_lsn
 from failover.engine.model import SyncStandbys
 from failover.errors import FailoverError, SafetyRefusal
+from failover.postgres.catchup import MARKER_SQL, wait_for_marker, write_marker
 from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import (
     CLIENT_SESSIONS,
@@ -423,6 +424,37 @@ def _fence_old_primary_step(db: ServiceDatabases, old_primary: str, epoch: int) 
                 tuple(s for step in steps for s in step.sql), run)
 
 
+def _catch_up_step(db: ServiceDatabases, target: str, old_primary: str, epoch: int) -> SqlStep:
+    """A fenced old writer that still answers acknowledged everything it has: let the target
+    apply it (bounded by `catch_up_timeout`) rather than lose up to the lag limits."""
+    service = db.service
+    timeout = service.catch_up_timeout
+
+    def run() -> str:
+        if inspect_node(db.conn(target), service.name).handover_epoch == epoch:
+            return "already detached by this promotion"
+        old = db.try_conn(old_primary)
+        if old is None:
+            return f"{old_primary} is unreachable: {target} keeps what it applied"
+        if timeout == 0:
+            return "catch_up_timeout is 0: no wait"
+        if inspect_node(db.conn(target), service.name).subscription_enabled is False:
+            return f"{target}'s subscription is disabled: nothing to wait for"
+        marker = write_marker(old, service.name)
+        if target in wait_for_marker(db, old_primary, marker, (target,), confirmed=target,
+                                     timeout=timeout, grace=0.0):
+            return f"{target} applied everything {old_primary} wrote, up to {marker.lsn_text}"
+        return (f"{target} did not apply {old_primary}'s last writes (up to {marker.lsn_text}) "
+                f"within catch_up_timeout {timeout:g} s: promoted with what it has")
+
+    return SqlStep(f"let {target} catch up with {old_primary} if it answers", old_primary, (
+        MARKER_SQL % {"token": "'<uuid>'", "service": f"'{service.name}'"},
+        "SELECT pg_current_wal_lsn()  -- T",
+        f"-- wait (at most catch_up_timeout {timeout:g} s) until {target} shows the token and "
+        f"slot {slot_name(service.name, target)} has confirmed_flush_lsn >= T",
+    ), run)
+
+
 def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> SqlStep:
     query = f"SELECT * FROM failover.sync_sequences({int(gap)})"
 
@@ -459,7 +491,8 @@ def promotion_steps(db: ServiceDatabases, target: str, *, epoch: int | None = No
     prepare = (
         claim_check_step(db, target, epoch),
         _lag_gate_step(db, target, old_primary, epoch, allow_data_loss),
-        *([_fence_old_primary_step(db, old_primary, epoch)] if old_primary else []),
+        *([_fence_old_primary_step(db, old_primary, epoch),
+           _catch_up_step(db, target, old_primary, epoch)] if old_primary else []),
         # After the fence: an old writer that still answers commits nothing more meanwhile.
         _acknowledged_gate_step(db, target, old_primary, epoch, known=sync_standbys,
                                 allow_data_loss=allow_data_loss),

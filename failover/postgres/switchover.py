@@ -11,15 +11,13 @@ a re-copy.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg import sql
 
-from failover.engine.lsn import parse_lsn
 from failover.errors import FailoverError, UserError
+from failover.postgres.catchup import MARKER_SQL, wait_for_marker, write_marker
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import (
     epoch_step,
@@ -57,11 +55,6 @@ DEFAULT_TIMEOUT = 30.0
 # subscriber gets this long to catch up too, else it is resynced later.
 _STRAGGLER_GRACE = 1.0
 
-_MARKER = (
-    "INSERT INTO failover.heartbeat (service, region, epoch, beat_at, token) "
-    "SELECT service, region, epoch, clock_timestamp(), %(token)s FROM failover.node_state "
-    "WHERE service = %(service)s ON CONFLICT (service) DO UPDATE "
-    "SET beat_at = excluded.beat_at, token = excluded.token")
 _SEQUENCE_VALUES = (
     "SELECT o.sequence_name, q.last_value FROM failover.owned_sequences() o "
     "JOIN pg_sequences q ON format('%I.%I', q.schemaname, q.sequencename)::regclass "
@@ -88,40 +81,14 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
     service = db.service.name
     slot = slot_name(service, target)
 
-    def applied_everywhere(token: str, marker_lsn: int, regions: tuple[str, ...]) -> set[str]:
-        done = set()
-        for region in regions:
-            conn = db.try_conn(region)
-            if conn is not None and inspect_node(conn, service).heartbeat_token == token:
-                done.add(region)
-        row = db.conn(old).execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-                                   "WHERE slot_name = %s", [slot]).fetchone()
-        confirmed = parse_lsn(row[0]) if row and row[0] else None
-        if confirmed is None or confirmed < marker_lsn:
-            done.discard(target)
-        return done
-
     def run() -> str:
         target_status = inspect_node(db.conn(target), service)
         if target_status.handover_epoch == epoch:
             return f"{target} already detached by this switchover"
-        deadline = time.monotonic() + timeout
-        token = str(uuid.uuid4())
-        conn = db.conn(old)
-        conn.execute(_MARKER, {"token": token, "service": service})
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        assert row is not None
-        marker_lsn = parse_lsn(row[0])
-        assert marker_lsn is not None
+        marker = write_marker(db.conn(old), service)
         waiting_for = (target, *subscribers)
-        done: set[str] = set()
-        while time.monotonic() < deadline:
-            done = applied_everywhere(token, marker_lsn, waiting_for)
-            if done == set(waiting_for):
-                break
-            if target in done:
-                deadline = min(deadline, time.monotonic() + _STRAGGLER_GRACE)
-            time.sleep(0.01)
+        done = wait_for_marker(db, old, marker, waiting_for, confirmed=target, timeout=timeout,
+                               grace=_STRAGGLER_GRACE)
         if target not in done:
             run_steps(unfence_steps(db, old, epoch=old_epoch, lease_ttl=lease_ttl))
             raise SwitchoverTimeout(
@@ -130,10 +97,10 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
                 f"{target}'s subscription)")
         behind = sorted(set(waiting_for) - done)
         later = f"; {', '.join(behind)} will be resynced" if behind else ""
-        return f"{target} applied the marker at {row[0]}{later}"
+        return f"{target} applied the marker at {marker.lsn_text}{later}"
 
     return SqlStep(f"write a marker on {old} and wait until {target} applied it", old, (
-        _MARKER % {"token": "'<uuid>'", "service": f"'{service}'"},
+        MARKER_SQL % {"token": "'<uuid>'", "service": f"'{service}'"},
         "SELECT pg_current_wal_lsn()  -- T",
         f"-- wait (at most {timeout:g} s) until slot {slot} has confirmed_flush_lsn >= T and "
         f"{target} shows the token; on timeout unfence {old}",

@@ -325,6 +325,11 @@ class Service(_Model):
     max_lag_seconds: DurationOrZero = 30.0
     """The same limit as an age: how old the newest heartbeat a subscriber applied may be.
     0: only a subscriber that is fully caught up."""
+    catch_up_timeout: DurationOrZero = 5.0
+    """When a failover finds the old writer's database still answering (say its region is
+    DOWN by its other checks), the old writer is fenced and the target gets this long to
+    apply everything the old writer acknowledged before it is promoted; past it, the target
+    is promoted with what it has. 0: no wait."""
     cooldown: DurationOrZero = 300.0
     """No automatic failover within this long of the service's last one. 0: no wait."""
     regions: list[str] | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from failover.errors import SafetyRefusal
@@ -166,3 +169,47 @@ def test_stale_epoch_is_refused(replicated: ServiceDb) -> None:
     run_steps(plan.steps)
     with pytest.raises(SafetyRefusal, match="stale epoch"):
         run_steps(promotion_steps(replicated.db, "charlie", epoch=plan.epoch - 1).steps)
+
+
+def _apply_held_up(sdb: ServiceDb, region: str, release_after: float) -> threading.Thread:
+    """Hold `region`'s apply worker on a table lock, as a long query there would, and let it go
+    after `release_after` seconds."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        with sdb.admin(region) as conn:
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(release_after)
+            conn.execute("COMMIT")
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10)
+    return thread
+
+
+@pytest.mark.parametrize("timeout, caught_up", [(10.0, True), (0.3, False)])
+def test_a_live_old_writer_is_fenced_and_the_target_applies_its_last_writes_first(
+        replicated: ServiceDb, timeout: float, caught_up: bool) -> None:
+    """The old writer still answers (its region DOWN by its other checks): everything it
+    acknowledged reaches the target before the target is promoted, within catch_up_timeout."""
+    replicated.db.service = replicated.service.model_copy(update={"catch_up_timeout": timeout})
+    holder = _apply_held_up(replicated, "bravo", release_after=1.5)
+    write_rows(replicated, "alpha", 5, "last")  # acknowledged; bravo cannot apply them yet
+    results = run_steps(promotion_steps(replicated.db, "bravo").steps)
+    holder.join()
+    detail = next(r.detail for r in results if r.name.startswith("let bravo catch up"))
+    with replicated.admin("alpha") as conn:
+        assert inspect_node(conn, SERVICE).fenced
+    with replicated.admin("bravo") as conn:
+        assert inspect_node(conn, SERVICE).role == "primary"
+    last = [n for n in notes(replicated, "bravo", "items") if n.startswith("last")]
+    if caught_up:
+        assert "applied everything alpha wrote" in detail
+        assert last == [f"last{i}" for i in range(5)]
+    else:
+        assert "within catch_up_timeout 0.3 s: promoted with what it has" in detail
+        assert last == []
+    write_rows(replicated, "bravo", 1, "after")

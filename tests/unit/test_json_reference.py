@@ -73,10 +73,12 @@ def test_a_controllers_status_view_has_the_documented_keys() -> None:
                            paused=False, readers=("east", "west"), version=1)
     view = status_view("west", 1.0, None, records={"orders": record}, services=["orders"],
                        observations=[], runtime={"orders": ServiceRuntime()},
-                       coordination=Coordination("peers", None))
+                       coordination=Coordination("peers", None), lease_ttl=2.0)
     assert set(view) == documented("### status: `controllers.<region>.status`")
     assert set(view["services"]["orders"]) == documented(
         "### status: `controllers.<region>.status.services.<service>`")
+    # No decision yet, so nothing known of what the writer waits for: the worst case, its lease.
+    assert view["services"]["orders"]["isolation_loss_bound_s"] == 2.0
 
 
 def test_plan_json_has_the_documented_keys() -> None:

@@ -249,9 +249,11 @@ def test_a_degraded_sync_service_says_so_in_a_metric_status_and_degraded(
     assert degraded(metrics) == {"durability"}
     view = status_view(WEST, NOW, decision, records=records, services=sync.services,
                        observations=seen, runtime=runtime,
-                       coordination=Coordination("peers", None))
+                       coordination=Coordination("peers", None), lease_ttl=2.5)
     app = view["services"]["app"]
     assert app["durability"] == "degraded"
+    # Degraded to async, a cut-off writer may again take writes no subscriber receives.
+    assert app["isolation_loss_bound_s"] == 2.5
     assert app["degraded"].startswith("DEGRADED to asynchronous commits: only 1 of the 2 "
                                       "subscribers needed are healthy (eu-west-1 DOWN)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,26 @@ def test_two_sync_services_cannot_share_a_server_even_alike(topo_dir: Path) -> N
 def test_async_services_may_share_a_server_whatever_their_sync_fields(topo_dir: Path) -> None:
     _second_service_on_the_same_servers(topo_dir, "sync_count = 2", "sync_strict = true")
     assert sorted(load_topology(topo_dir).services) == ["app", "billing"]
+
+
+def test_validate_says_what_a_cut_off_writer_may_cost(topo_dir: Path) -> None:
+    """The lease (self_fence_after + self_fence_duration) bounds what an isolated async writer
+    acknowledges that no subscriber receives; a sync service loses none while it is sync."""
+    edit(topo_dir / "fleet.toml", "self_fence_after = ", "self_fence_duration = \"1500ms\"\n"
+                                                         "self_fence_after = ")
+    done = subprocess.run([sys.executable, "-m", "failover", "topology", "validate",
+                           str(topo_dir), "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    isolation = json.loads(done.stdout)["isolation"]
+    topo = load_topology(topo_dir)
+    lease = topo.fleet.self_fence_after + 1.5
+    assert isolation["lease_s"] == lease
+    assert isolation["loss_bound_s"] == {"app": lease}
+    assert isolation["detection_s"] == min(c.detection_time for r in topo.regions.values()
+                                           for c in r.liveness_checks)
+    edit(topo_dir / "fleet.toml", 'app_roles = ["app"]', 'app_roles = ["app"]\ndurability = "sync"')
+    text = subprocess.run([sys.executable, "-m", "failover", "topology", "validate",
+                           str(topo_dir)], capture_output=True, text=True, check=False)
+    assert text.returncode == 0, text.stderr
+    assert "app: loses no acknowledged write on isolation" in text.stdout
+    assert f"stops taking writes {lease:g} s after" in text.stdout
