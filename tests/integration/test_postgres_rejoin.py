@@ -8,12 +8,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from failover.controller.steps import StepFactory, StepKind
+from failover.controller.steps import BuiltPlan, StepFactory, StepKind
 from failover.engine import RejoinRegion
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import promotion_steps
 from failover.postgres.rejoin import DECODE_TIMEOUT_SECONDS, decode_lost, rejoin_steps
 from failover.postgres.steps import run_steps
+from failover.postgres.switchover import switchover_steps
 from failover.topology import load_topology
 from tests.support.pg import APP_TABLES, SERVICE, ServiceDb, probe, write_rows, write_topology
 
@@ -82,21 +83,28 @@ def test_decoded_changes_keep_new_rows_nulls_and_quotes_and_skip_bookkeeping() -
     assert decode_lost(rows, after=0x20) == []  # committed at or before the cutoff
 
 
+def _alpha_crashed_promoted_and_back(replicated: ServiceDb, tmp_path: Path
+                                     ) -> tuple[StepFactory, BuiltPlan, int]:
+    """alpha's server dies, bravo is promoted, alpha's server starts again: the controller's
+    steps for the engine's RejoinRegion(serve_after=True), built, not run yet."""
+    replicated.server("alpha").kill()
+    run_steps(promotion_steps(replicated.db, "bravo", allow_data_loss=True).steps)
+    replicated.start_heartbeat("bravo")
+    replicated.server("alpha").start()
+    topo = load_topology(write_topology(replicated, tmp_path / "topology"))
+    epoch = inspect_node(replicated.db.conn("bravo"), SERVICE).epoch
+    factory = StepFactory(topo, None, reconciliation_dir=tmp_path / "reconciliation")
+    built = factory.build([RejoinRegion(SERVICE, epoch, "alpha", "test", serve_after=True)])
+    return factory, built, epoch
+
+
 def test_an_automatic_rejoin_leaves_a_serving_subscriber_that_takes_no_writes(
         replicated: ServiceDb, tmp_path: Path) -> None:
     """The steps the controller builds for the engine's RejoinRegion(serve_after=True)."""
     write_rows(replicated, "alpha", 2, "seen")
     replicated.wait_same("alpha", "bravo")
     probe(replicated, "bravo")
-    replicated.server("alpha").kill()
-    run_steps(promotion_steps(replicated.db, "bravo", allow_data_loss=True).steps)
-    replicated.start_heartbeat("bravo")
-    replicated.server("alpha").start()
-
-    topo = load_topology(write_topology(replicated, tmp_path / "topology"))
-    epoch = inspect_node(replicated.db.conn("bravo"), SERVICE).epoch
-    factory = StepFactory(topo, None, reconciliation_dir=tmp_path / "reconciliation")
-    built = factory.build([RejoinRegion(SERVICE, epoch, "alpha", "test", serve_after=True)])
+    factory, built, epoch = _alpha_crashed_promoted_and_back(replicated, tmp_path)
     # Decoding a long-orphaned slot may take minutes: the plan's watchdog allows for it.
     assert {s.deadline for s in built.steps if s.kind is StepKind.REJOIN} == {
         factory.step_deadline + DECODE_TIMEOUT_SECONDS}
@@ -116,3 +124,32 @@ def test_an_automatic_rejoin_leaves_a_serving_subscriber_that_takes_no_writes(
     with pytest.raises(psycopg.Error) as refused:  # serves reads, takes no application write
         write_rows(replicated, "alpha", 1, "stray")
     assert refused.value.sqlstate in ("FO003", "25006")
+
+
+@pytest.mark.parametrize("caught_up", [True, False], ids=["caught-up", "still-copying"])
+@pytest.mark.parametrize("target", ["alpha", "charlie"])
+def test_a_switchover_right_after_a_rejoin_moves_the_writer(
+        replicated: ServiceDb, tmp_path: Path, target: str, caught_up: bool) -> None:
+    """Back to the rejoined region, or on to the third: the rejoined region's slot on the
+    writer is in use by its subscription (maybe still copying) when the switchover starts."""
+    _, built, _ = _alpha_crashed_promoted_and_back(replicated, tmp_path)
+    try:
+        for step in built.steps:
+            step.run()
+    finally:
+        built.close()
+    if caught_up:
+        replicated.wait_synced("alpha")
+        write_rows(replicated, "bravo", 2, "before")
+        replicated.wait_same("bravo", "alpha")
+        replicated.wait_same("bravo", "charlie")
+
+    replicated.db.close()  # a new plan: alpha was unreachable during the last one
+    plan = switchover_steps(replicated.db, target)
+    run_steps(plan.steps)
+    with replicated.admin(target) as conn:
+        assert inspect_node(conn, SERVICE).role == "primary"
+    replicated.start_heartbeat(target)
+    write_rows(replicated, target, 2, "after")
+    for region in {"alpha", "bravo", "charlie"} - {target}:
+        replicated.wait_same(target, region)
