@@ -77,3 +77,11 @@ def wait_for_marker(db: ServiceDatabases, publisher: str, marker: Marker,
             deadline = min(deadline, time.monotonic() + grace)
         time.sleep(0.01)
     return done
+
+
+def marker_wait_shown(service: str, target: str, bound: str, then: str = "") -> tuple[str, ...]:
+    """The marker and the wait as `--dry-run` shows them; `then`: what a timeout does."""
+    return (MARKER_SQL % {"token": "'<uuid>'", "service": f"'{service}'"},
+            "SELECT pg_current_wal_lsn()  -- T",
+            f"-- wait (at most {bound}) until {target} shows the token and slot "
+            f"{slot_name(service, target)} has confirmed_flush_lsn >= T{then}")

@@ -23,7 +23,7 @@ from failover.engine.durability import needed_reads
 from failover.engine.lsn import format_lsn
 from failover.engine.model import SyncStandbys
 from failover.errors import FailoverError, SafetyRefusal
-from failover.postgres.catchup import MARKER_SQL, wait_for_marker, write_marker
+from failover.postgres.catchup import marker_wait_shown, wait_for_marker, write_marker
 from failover.postgres.connection import ServiceDatabases, same_server
 from failover.postgres.fence import (
     CLIENT_SESSIONS,
@@ -447,12 +447,9 @@ def _catch_up_step(db: ServiceDatabases, target: str, old_primary: str, epoch: i
         return (f"{target} did not apply {old_primary}'s last writes (up to {marker.lsn_text}) "
                 f"within catch_up_timeout {timeout:g} s: promoted with what it has")
 
-    return SqlStep(f"let {target} catch up with {old_primary} if it answers", old_primary, (
-        MARKER_SQL % {"token": "'<uuid>'", "service": f"'{service.name}'"},
-        "SELECT pg_current_wal_lsn()  -- T",
-        f"-- wait (at most catch_up_timeout {timeout:g} s) until {target} shows the token and "
-        f"slot {slot_name(service.name, target)} has confirmed_flush_lsn >= T",
-    ), run)
+    return SqlStep(f"let {target} catch up with {old_primary} if it answers", old_primary,
+                   marker_wait_shown(service.name, target, f"catch_up_timeout {timeout:g} s",
+                                     "; then promote it either way"), run)
 
 
 def _sync_sequences_step(db: ServiceDatabases, target: str, gap: int) -> SqlStep:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from failover.errors import FailoverError, UserError
-from failover.postgres.catchup import MARKER_SQL, wait_for_marker, write_marker
+from failover.postgres.catchup import marker_wait_shown, wait_for_marker, write_marker
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.fence import (
     epoch_step,
@@ -28,7 +28,7 @@ from failover.postgres.fence import (
 )
 from failover.postgres.inspect import inspect_node
 from failover.postgres.lease import DEFAULT_LEASE_TTL
-from failover.postgres.names import publication_name, slot_name
+from failover.postgres.names import publication_name
 from failover.postgres.promote import (
     claim_check_step,
     detach_step,
@@ -79,7 +79,6 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
     """On timeout the old primary is unfenced at `old_epoch`, the epoch it recorded when the
     plan was made: refused if another plan has raised it since."""
     service = db.service.name
-    slot = slot_name(service, target)
 
     def run() -> str:
         target_status = inspect_node(db.conn(target), service)
@@ -99,12 +98,9 @@ def _drain_step(db: ServiceDatabases, old: str, target: str, subscribers: tuple[
         later = f"; {', '.join(behind)} will be resynced" if behind else ""
         return f"{target} applied the marker at {marker.lsn_text}{later}"
 
-    return SqlStep(f"write a marker on {old} and wait until {target} applied it", old, (
-        MARKER_SQL % {"token": "'<uuid>'", "service": f"'{service}'"},
-        "SELECT pg_current_wal_lsn()  -- T",
-        f"-- wait (at most {timeout:g} s) until slot {slot} has confirmed_flush_lsn >= T and "
-        f"{target} shows the token; on timeout unfence {old}",
-    ), run)
+    return SqlStep(f"write a marker on {old} and wait until {target} applied it", old,
+                   marker_wait_shown(service, target, f"{timeout:g} s",
+                                     f"; on timeout unfence {old}"), run)
 
 
 def _copy_sequences_step(db: ServiceDatabases, old: str, target: str) -> SqlStep:
