@@ -33,7 +33,7 @@ FAILOVER_CHAOS_ROUNDS="${FAILOVER_CHAOS_ROUNDS:-1}" \
   .venv/bin/pytest -m chaos tests/chaos -p no:cacheprovider -rA --durations=40 >"$chaos_log" 2>&1 &
 chaos_pid=$!
 rest=0
-.venv/bin/pytest "${workers[@]}" -m "not chaos" || rest=$?
+.venv/bin/pytest "${workers[@]}" -m "not chaos" --durations=25 || rest=$?
 chaos=0
 wait "$chaos_pid" || chaos=$?
 echo "== chaos suite (tests/chaos), run beside the rest; its log: $chaos_log"

@@ -51,6 +51,10 @@ def up(
     sync_count: Annotated[int, typer.Option(
         "--sync-count", help="With --durability sync: how many subscribers confirm a commit "
                              "(default 1).")] = 1,
+    sync_strict: Annotated[bool, typer.Option(
+        "--sync-strict", help="With --durability sync: when fewer than --sync-count subscribers "
+                              "are healthy, writes wait rather than the writer degrading to "
+                              "asynchronous commits.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Start the regions and return when the fleet is healthy."""
@@ -60,7 +64,8 @@ def up(
     if coordination not in ("peers", "etcd"):
         raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
     state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress,
-                     rejoin=rejoin, durability=durability, sync_count=sync_count)
+                     rejoin=rejoin, durability=durability, sync_count=sync_count,
+                     sync_strict=sync_strict)
     if json_out:
         print_json(state.model_dump(mode="json"))
         return

@@ -87,7 +87,7 @@ def is_up(lab_dir: Path) -> bool:
 
 def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, tsig_file: Path,
                     tsig_name: str, coordination: dict[str, Any], rejoin: str,
-                    durability: str, sync_count: int) -> Path:
+                    durability: str, sync_count: int, sync_strict: bool) -> Path:
     topo = lab_dir / "topology"
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
@@ -108,6 +108,7 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
             "reader_record": lab.READER_RECORD, "ttl": lab.TTL, "max_lag_bytes": 64 * 1024 * 1024,
             "max_lag_seconds": "10s", "cooldown": "5s", "app_roles": [lab.APP_ROLE],
             "rejoin": rejoin, "durability": durability, "sync_count": sync_count,
+            "sync_strict": sync_strict,
         }],
     }
     (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))
@@ -200,7 +201,7 @@ def check_reachable(lab_dir: Path) -> None:
 
 def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
        timeout: float = 90.0, rejoin: str = "auto", durability: str = "async",
-       sync_count: int = 1) -> lab.LabState:
+       sync_count: int = 1, sync_strict: bool = False) -> lab.LabState:
     lab_dir = lab_dir.resolve()
     addresses = lab.lab_regions(regions)
     if rejoin not in lab.REJOIN_MODES:
@@ -269,7 +270,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
             progress(f"etcd cluster on {', '.join(etcd_addresses.values())}")
         topo_dir = _write_topology(lab_dir, addresses, key_file=key_file, tsig_file=tsig_file,
                                    tsig_name=key.name, coordination=coordination_settings,
-                                   rejoin=rejoin, durability=durability, sync_count=sync_count)
+                                   rejoin=rejoin, durability=durability, sync_count=sync_count,
+                                   sync_strict=sync_strict)
         topo = load_topology(topo_dir)
 
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
@@ -297,7 +299,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
                                      writer_record=lab.WRITER_RECORD,
                                      reader_record=lab.READER_RECORD, ttl=lab.TTL,
                                      app_role=lab.APP_ROLE, rejoin=rejoin,
-                                     durability=durability, sync_count=sync_count),
+                                     durability=durability, sync_count=sync_count,
+                                     sync_strict=sync_strict),
             etcd=etcd_members)
         lab.save(state, lab_dir)
         progress("controllers started; waiting for the fleet to be healthy")

@@ -91,9 +91,11 @@ class ServiceState(BaseModel):
     # What the service's `rejoin` says: "auto", the fleet rejoins a returning old writer;
     # "manual", the drill and the tests do, as an operator would.
     rejoin: str = "manual"
-    # What the service's `durability` and `sync_count` say (sync_count read in sync mode only).
+    # What the service's `durability`, `sync_count` and `sync_strict` say (the last two read
+    # in sync mode only).
     durability: str = "async"
     sync_count: int = 1
+    sync_strict: bool = False
 
 
 class EtcdMember(BaseModel):

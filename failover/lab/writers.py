@@ -174,10 +174,13 @@ class PinnedWriter:
         self.region, self.address, self.run = region, address, run
         self.service = state.service.name
         # The server gives up before the client does: its error is definite, the
-        # client's timeout is not.
+        # client's timeout is not. A commit waiting for synchronous standbys ignores
+        # statement_timeout, though: the connection check ends the backend of a client
+        # that gave up, or a writer whose standbys are gone piles one up per write.
         self.session = Session(state.service.database, state.service.app_role,
                                timeout=WRITE_TIMEOUT, application_name=f"checker-{region}",
-                               options=f"-c statement_timeout={int(WRITE_TIMEOUT * 800)}")
+                               options=f"-c statement_timeout={int(WRITE_TIMEOUT * 800)} "
+                                       "-c client_connection_check_interval=200")
 
     async def write(self, seq: int, log: list[Write]) -> None:
         sent_at = time.time()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from failover.controller.client import call, send_operator
+from failover.controller.executor import CRASH_AFTER_STEP_ENV
 from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
 from failover.lab import processes
@@ -235,6 +236,59 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
         say(heal(lab_dir, writer))
         watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
+
+
+def _restart_controller(lab_dir: Path, region: str, *, crash_after: str | None = None) -> None:
+    """Start `region`'s controller again (its process is gone); `crash_after`: it exits
+    right after the step of that name ends (the executor's test hook)."""
+    state = lab.load(lab_dir)
+    if crash_after is not None:
+        os.environ[CRASH_AFTER_STEP_ENV] = crash_after
+    try:
+        state.region(region).controller_pid = start_controller(
+            lab_dir, Path(state.topology), region, region_user(region))
+    finally:
+        os.environ.pop(CRASH_AFTER_STEP_ENV, None)
+    state.faults.pop(region, None)
+    lab.save(state, lab_dir)
+
+
+def test_a_rejoin_interrupted_midway_completes_once_after_its_controller_restarts(
+        lab_dir: Path) -> None:
+    state = lab.load(lab_dir)
+    writer = service_view(state)["writer"]
+    executor = max((r for r in state.regions if r.name != writer),
+                   key=lambda r: lab.PRIORITIES[r.name]).name
+    midway = "drop stale slots and the publication"  # after the listing, before the resync
+    say(fault(lab_dir, executor, "controller-crash"))
+    _restart_controller(lab_dir, executor, crash_after=midway)
+    wait_healthy(lab.load(lab_dir), 60.0, say)
+    since = time.time()
+    with SafetyWatch(lab_dir) as watch:
+        say(fault(lab_dir, writer, "crash"))
+        wait_for(lambda: service_view(lab.load(lab_dir))["writer"] != writer, 90, "a new writer")
+        say(heal(lab_dir, writer))  # its server starts: the fleet rejoins it
+        pid = lab.load(lab_dir).region(executor).controller_pid
+        assert pid is not None
+        wait_for(lambda: not processes.alive(pid), 90, f"{executor}'s controller to die midway")
+        _restart_controller(lab_dir, executor)
+        _rejoin(lab_dir, writer)
+        watch.finish(SETTLE)
+    entries = journals(lab.load(lab_dir), since)
+    crashed = [e for e in entries if e["source"] == executor and e["kind"] == "step"
+               and e["step"] == midway and e["event"] == "end"]
+    assert crashed, f"{executor} never ran the step it was to die after"
+    rejoins = {e["plan_id"] for e in entries if e["kind"] == "plan" and e["event"] == "start"
+               and any(a["type"] == "RejoinRegion" and a.get("region") == writer
+                       for a in (e.get("plan") or {}).get("actions", []))}
+    done = [e["plan_id"] for e in entries if e["kind"] == "plan" and e["event"] == "end"
+            and e.get("outcome") == "ok" and e["plan_id"] in rejoins]
+    assert len(done) == 1, f"rejoin plans of {writer} that ended ok: {done} (of {rejoins})"
+    resyncs = [e for e in entries if e["kind"] == "step" and e["event"] == "end"
+               and e["step"] == f"resync {writer} from {service_view(lab.load(lab_dir))['writer']}"
+               and e.get("outcome") == "ok"]
+    assert len(resyncs) == 1, f"the resync ran {len(resyncs)} times"
     assert_safe(watch.report())
 
 

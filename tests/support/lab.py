@@ -11,6 +11,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from failover.lab.build import down, up
 from tests.support.skipping import skip_loudly
@@ -23,7 +24,9 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(directory: Path, coordination: str, regions: int = 3) -> Iterator[Path]:
+def running_lab(directory: Path, coordination: str, regions: int = 3,
+                **service: Any) -> Iterator[Path]:
+    """`service`: the service's mode as `lab up` takes it (durability, sync_count, ...)."""
     if os.geteuid() != 0:
         skip_loudly("CHAOS SUITE", "the lab needs root (one user per region, iptables for "
                     "isolation); run the tests as root")
@@ -31,7 +34,7 @@ def running_lab(directory: Path, coordination: str, regions: int = 3) -> Iterato
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "lab.json").exists():
             down(directory, purge=True, progress=say)
-        up(directory, coordination=coordination, regions=regions, progress=say)
+        up(directory, coordination=coordination, regions=regions, progress=say, **service)
         try:
             yield directory
         finally:

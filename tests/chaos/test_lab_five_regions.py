@@ -1,9 +1,15 @@
-"""Each nemesis fault kind, injected and healed on a five-region lab, checked from outside.
+"""A five-region lab whose service is synchronous (ANY 2 of the writer's subscribers, strict).
 
-The lab only injects and removes: whatever the controllers do about a fault is
-the other chaos modules' business. So these tests look at what a fault does to
-the machine (packets from one region's group to another's ports, processes and
-their state), on regions that do not hold the writer, and keep their faults short.
+First each nemesis fault kind, injected and healed, checked from outside. The lab only
+injects and removes: these tests look at what a fault does to the machine (packets from
+one region's group to another's ports, processes and their state), on regions that do
+not hold the writer, and keep their faults short.
+
+Then what synchronous durability promises, judged by the checker (clients pinned to every
+region, then every database read): a subscriber restarted under writes costs no write and
+no failover; with fewer than sync_count subscribers left, strict mode makes writes wait
+(none acknowledged, none lost, no failover) until they are back; and a failover of the
+crashed writer promotes a subscriber that holds every acknowledged write.
 """
 
 from __future__ import annotations
@@ -23,13 +29,20 @@ import requests
 from failover.lab import processes
 from failover.lab import state as lab
 from failover.lab.build import service_view
+from failover.lab.checker import SafetyWatch
+from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault, heal
 from failover.lab.launch import in_region_group
 from failover.lab.unprivileged import region_user
+from failover.lab.writers import RATE, Write
 from failover.topology import load_topology
+from tests.chaos.safety import QUIET_SETTLE, assert_safe
+from tests.chaos.test_lab_chaos import wait_for
 from tests.support.lab import running_lab, say
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+
+SYNC_COUNT = 2
 
 # A TCP connect as a region's process makes it: in the region's group.
 _PROBE = """
@@ -46,7 +59,8 @@ except OSError as exc:
 
 @pytest.fixture(scope="module")
 def lab_dir() -> Iterator[Path]:
-    with running_lab(Path("/tmp/failover-chaos-lab"), "peers", regions=5) as directory:
+    with running_lab(Path("/tmp/failover-chaos-lab"), "peers", regions=5, durability="sync",
+                     sync_count=SYNC_COUNT, sync_strict=True) as directory:
         yield directory
 
 
@@ -176,3 +190,78 @@ def test_one_way_partition_from_the_command_line(lab_dir: Path) -> None:
         cli("heal", a, "--kind", "partition", "--peer", b)
     assert connect(state, a, b, lab.CONTROLLER_PORT) == "connected"
     assert lab_rules() == before
+
+
+# ---------------------------------------------------------------- synchronous durability
+
+
+def durability(lab_dir: Path) -> str:
+    return str(service_view(lab.load(lab_dir))["durability"])
+
+
+def acknowledged_between(writes: list[Write], start: float, end: float) -> list[Write]:
+    return [w for w in writes if w.outcome == "acked" and start <= w.done_at <= end]
+
+
+def test_a_subscriber_restarted_under_sync_writes_costs_no_write_and_no_failover(
+        lab_dir: Path) -> None:
+    """Three of four subscribers are still healthy, more than sync_count: writes go on."""
+    state = lab.load(lab_dir)
+    writer = service_view(state)["writer"]
+    victim = bystanders(state)[0]
+    wait_for(lambda: durability(lab_dir) == "sync", 30, "the service to be sync")
+    with SafetyWatch(lab_dir) as watch:
+        time.sleep(1)
+        start = time.time()
+        say(fault(lab_dir, victim, "restart"))
+        time.sleep(5)
+        end = time.time()
+        watch.finish(QUIET_SETTLE)
+    during = acknowledged_between(watch.stop(), start, end)
+    assert len(during) >= 5 * RATE / 2, f"only {len(during)} writes acknowledged in 5 s"
+    assert {w.server_region for w in during} == {writer}
+    assert service_view(lab.load(lab_dir))["writer"] == writer
+    assert_safe(watch.report())
+    wait_for(lambda: durability(lab_dir) == "sync", 30, f"{victim} back among the standbys")
+
+
+def test_too_few_subscribers_in_strict_mode_make_writes_wait_without_failover_or_loss(
+        lab_dir: Path) -> None:
+    """Three of four subscribers crash: one is left, fewer than sync_count. Writes wait
+    (none acknowledged, none lost), the writer stays; once they are back, writes go on."""
+    state = lab.load(lab_dir)
+    writer = service_view(state)["writer"]
+    victims = bystanders(state)[:3]
+    wait_for(lambda: durability(lab_dir) == "sync", 30, "the service to be sync")
+    with SafetyWatch(lab_dir) as watch:
+        time.sleep(1)
+        for victim in victims:
+            say(fault(lab_dir, victim, "crash"))
+        # A commit in flight when the last standby died may still be acknowledged.
+        start = time.time() + 1
+        wait_for(lambda: durability(lab_dir) == "waiting", 30, "the service to wait")
+        time.sleep(3)
+        end = time.time()
+        assert service_view(lab.load(lab_dir))["writer"] == writer
+        for victim in victims:
+            say(heal(lab_dir, victim))
+        wait_for(lambda: durability(lab_dir) == "sync", 60, "the service to be sync again")
+        resumed = time.time()
+        time.sleep(3)
+        watch.finish(QUIET_SETTLE)
+    writes = watch.stop()
+    waited = acknowledged_between(writes, start, end)
+    assert waited == [], f"{len(waited)} writes acknowledged with one standby, e.g. {waited[:3]}"
+    assert acknowledged_between(writes, resumed, time.time()), "writes did not resume"
+    assert service_view(lab.load(lab_dir))["writer"] == writer
+    assert_safe(watch.report())
+
+
+def test_a_crashed_sync_writer_fails_over_to_a_subscriber_with_every_acknowledged_write(
+        lab_dir: Path) -> None:
+    """Last in this module: it moves the writer."""
+    report = drill(lab_dir, ["crash"], 1, say)
+    [result] = [RoundResult(**r) for r in report["rounds"]]
+    assert result.failed_over and result.rto_s is not None, f"no failover: {result}"
+    assert not result.false_failover and result.duplicate_keys == 0
+    assert_safe(result.checker)
