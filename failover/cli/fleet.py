@@ -115,6 +115,12 @@ def _status_table(topo: Topology, statuses: Statuses) -> Table:
                    "isolation" if info.get("isolation_loss_bound_s") else "")
                 + f"{' DEGRADED: ' + info['degraded'] if info.get('degraded') else ''}; {lags}"
                 + (f"; last plan {plan.get('plan_id')} {plan.get('outcome')}" if plan else ""))
+        if view.get("topology_differs"):
+            table.caption = (table.caption or "") + (
+                f"\nTOPOLOGY DIFFERS: {view['region']} runs topology {view.get('topology')}, "
+                + ", ".join(f"{region} runs {fingerprint}"
+                            for region, fingerprint in view["topology_differs"].items())
+                + "; give every host the same topology files and restart its controller")
         if view.get("coordination_problem"):
             table.caption = (table.caption or "") + f"\nno automatic action: {view['coordination_problem']}"
     return table

@@ -25,6 +25,7 @@ class DegradedReason(StrEnum):
 
     NO_QUORUM = "no_quorum"  # it hears fewer controllers than the quorum: it never acts
     COORDINATION = "coordination"  # the coordination backend (etcd) has a problem: no action
+    TOPOLOGY = "topology"  # another controller runs different topology files
     WRITER_RECORD = "writer_record"  # a writer DNS record differs from the fleet's writer
     NO_WRITER = "no_writer"  # a service has no writer recorded, or its writer's region is DOWN
     # a sync service's writer acknowledges commits without its subscribers (degraded), or
@@ -92,7 +93,8 @@ class Metrics:
         self.degraded = Gauge(
             "failover_degraded",
             "1 while the reason holds: no_quorum (too few controllers heard), coordination "
-            "(the backend has a problem), writer_record (a writer DNS record awaits repair), "
+            "(the backend has a problem), topology (another controller runs different "
+            "topology files), writer_record (a writer DNS record awaits repair), "
             "no_writer (a service has no writer, or its writer's region is DOWN), durability "
             "(a sync service's writer degraded to asynchronous commits, or waits for "
             "subscribers that are not there)",

@@ -74,7 +74,8 @@ def _observed_at(live: Sequence[CheckView], now: float) -> float:
 
 
 def observe_region(observer: str, target: str, views: Sequence[CheckView], now: float,
-                   services: Mapping[str, Service]) -> Observation:
+                   services: Mapping[str, Service], *, topology: str | None = None
+                   ) -> Observation:
     live = [(check, status) for check, status in views if check.purpose == "liveness"]
     liveness = [status for _, status in live]
     health, consecutive = _region_health(liveness)
@@ -92,4 +93,4 @@ def observe_region(observer: str, target: str, views: Sequence[CheckView], now: 
     oks = [status.last_ok_at for status in liveness]
     last_ok_at = None if not oks or None in oks else min(ok for ok in oks if ok is not None)
     return Observation(observer, target, health, consecutive, observed_at,
-                       tuple(seen[name] for name in sorted(seen)), last_ok_at)
+                       tuple(seen[name] for name in sorted(seen)), last_ok_at, topology)

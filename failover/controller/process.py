@@ -141,7 +141,7 @@ class Controller:
         status = self._probes.status()
         return [observe_region(self.region, name,
                                [(check, status[(name, check.name)]) for check in region.checks],
-                               now, self.topo.services)
+                               now, self.topo.services, topology=self.topo.fingerprint)
                 for name, region in self.topo.regions.items()]
 
     # ------------------------------------------------------------ deciding
@@ -250,7 +250,7 @@ class Controller:
             services=self.topo.services, observations=self.coordinator.observations(),
             runtime=self.runtime,
             coordination=Coordination(self.coordinator.backend, self.coordinator.problem()),
-            lease_ttl=self.policy.lease_ttl)
+            lease_ttl=self.policy.lease_ttl, topology=self.topo.fingerprint)
 
     def exchange_payload(self) -> dict[str, Any]:
         if not isinstance(self.coordinator, PeerCoordinator):

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from failover.controller.journal import DECISION, THRESHOLD, VERDICT, Journal
 from failover.controller.metrics import DegradedReason, Metrics, SubscriberLag
-from failover.controller.status import ServiceRuntime
+from failover.controller.status import ServiceRuntime, differing_topologies
 from failover.coordination.base import ServiceRecord
 from failover.engine import Decision, Durability, NoOp, Observation, Role, Verdict
 from failover.engine.planner import Positions, WriterPosition, subscriber_lag
@@ -47,7 +47,8 @@ def subscriber_lags(me: str, observations: Iterable[Observation],
 
 def degraded_reasons(decision: Decision, records: Mapping[str, ServiceRecord],
                      services: Iterable[str], runtime: Mapping[str, ServiceRuntime],
-                     coordination_problem: str | None) -> set[DegradedReason]:
+                     coordination_problem: str | None, *, topology_differs: bool = False
+                     ) -> set[DegradedReason]:
     """What keeps the fleet from serving every service a writer, or this controller from
     acting: the same facts `failover status` shows as NO quorum, "no automatic action",
     DEGRADED (a writer record awaiting repair), and a writer that is missing or DOWN."""
@@ -56,6 +57,8 @@ def degraded_reasons(decision: Decision, records: Mapping[str, ServiceRecord],
         reasons.add(DegradedReason.NO_QUORUM)
     if coordination_problem is not None:
         reasons.add(DegradedReason.COORDINATION)
+    if topology_differs:
+        reasons.add(DegradedReason.TOPOLOGY)
     if any(state.degraded is not None for state in runtime.values()):
         reasons.add(DegradedReason.WRITER_RECORD)
     if any(state.durability in (Durability.DEGRADED, Durability.WAITING)
@@ -95,9 +98,12 @@ class DecisionReport:
 
     def decision(self, decision: Decision, records: Mapping[str, ServiceRecord],
                  observations: Iterable[Observation], coordination_problem: str | None) -> None:
+        observations = list(observations)
         self.metrics.has_quorum.set(1 if decision.has_quorum else 0)
+        differs = differing_topologies(observations, decision.me, self.topo.fingerprint)
         self.metrics.set_degraded(degraded_reasons(decision, records, self.topo.services,
-                                                   self.runtime, coordination_problem))
+                                                   self.runtime, coordination_problem,
+                                                   topology_differs=bool(differs)))
         self.metrics.set_lags(subscriber_lags(decision.me, observations, records,
                                               decision.positions))
         for verdict in decision.verdicts:

@@ -47,10 +47,25 @@ def replication_seen(observations: Iterable[Observation], me: str,
     return seen
 
 
+def differing_topologies(observations: Iterable[Observation], me: str, mine: str
+                         ) -> dict[str, str]:
+    """The other controllers whose newest observation reports another topology fingerprint
+    than `mine`, with theirs (one that reports none, from an older release, is left out)."""
+    newest: dict[str, Observation] = {}
+    for observation in observations:
+        known = newest.get(observation.observer)
+        if observation.observer != me and (known is None
+                                           or observation.observed_at > known.observed_at):
+            newest[observation.observer] = observation
+    return {name: observation.topology for name, observation in sorted(newest.items())
+            if observation.topology is not None and observation.topology != mine}
+
+
 def status_view(me: str, now: float, decision: Decision | None, *,
                 records: Mapping[str, ServiceRecord], services: Iterable[str],
                 observations: list[Observation], runtime: Mapping[str, ServiceRuntime],
-                coordination: Coordination, lease_ttl: float) -> dict[str, Any]:
+                coordination: Coordination, lease_ttl: float, topology: str
+                ) -> dict[str, Any]:
     by_service = {}
     for name in services:
         record = records.get(name)
@@ -80,6 +95,8 @@ def status_view(me: str, now: float, decision: Decision | None, *,
         "time": now,
         "coordination": coordination.backend,
         "coordination_problem": coordination.problem,
+        "topology": topology,
+        "topology_differs": differing_topologies(observations, me, topology),
         "has_quorum": decision.has_quorum if decision else False,
         "heard": list(decision.heard) if decision else [],
         "executor": decision.executor if decision else None,

@@ -86,6 +86,9 @@ class Observation:
     # The newest moment at which every liveness check of the target last succeeded
     # (None: never). An observer vouches for a writer's lease only up to this moment.
     last_ok_at: float | None = None
+    # The observer's topology fingerprint (None: not reported). The engine ignores it;
+    # status compares the fleet's.
+    topology: str | None = None
     # Built once here rather than on every evaluation: the planner looks up
     # services by name, and an observation outlives many evaluations.
     by_service: dict[str, Replication] = field(init=False, repr=False, compare=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Iterable
 from itertools import combinations
@@ -270,7 +271,18 @@ def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
         raise UserError(f"{path}: the topology has {len(problems)} problem(s)", problems)
     return Topology(path=path, fleet=_anchor_files(fleet, path),
                     regions={name: _anchor_region(region, path) for name, region in regions.items()},
-                    region_files=files)
+                    region_files=files, fingerprint=fingerprint(fleet_path, *files.values()))
+
+
+def fingerprint(*paths: Path) -> str:
+    """What the files say, as 16 hex digits: equal on two hosts only if every file (by
+    name) has the same bytes there."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        content = path.read_bytes()
+        digest.update(f"{path.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()[:16]
 
 
 def _anchored(file: Path | None, folder: Path) -> Path | None:

@@ -575,6 +575,9 @@ class Topology:
     fleet: Fleet
     regions: dict[str, Region]
     region_files: dict[str, Path]
+    # A hash of the files' bytes (fleet.toml and every region file, by name): controllers
+    # report it with every observation, and status flags a fleet whose hosts differ.
+    fingerprint: str = ""
     services: dict[str, Service] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import pytest
 from etcd3gw.lease import Lease
@@ -50,7 +51,7 @@ def test_each_controller_sees_every_controllers_observations(etcd_cluster: EtcdC
         await b.start()
         try:
             await a.exchange([observation("a", "c", Health.UNHEALTHY)])
-            await b.exchange([observation("b", "c")])
+            await b.exchange([replace(observation("b", "c"), topology="b-topology")])
             await a.exchange([])
             return a.observations(), b.observations()
         finally:
@@ -58,8 +59,8 @@ def test_each_controller_sees_every_controllers_observations(etcd_cluster: EtcdC
             await b.close()
 
     seen_by_a, seen_by_b = asyncio.run(scenario())
-    assert {(o.observer, o.target, o.health) for o in seen_by_a} == {
-        ("a", "c", Health.UNHEALTHY), ("b", "c", Health.HEALTHY)}
+    assert {(o.observer, o.target, o.health, o.topology) for o in seen_by_a} == {
+        ("a", "c", Health.UNHEALTHY, None), ("b", "c", Health.HEALTHY, "b-topology")}
     # b exchanged before a's second round: it has a's first observation, and its own.
     assert {(o.observer, o.health) for o in seen_by_b} == {("a", Health.UNHEALTHY),
                                                            ("b", Health.HEALTHY)}

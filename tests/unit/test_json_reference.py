@@ -73,7 +73,7 @@ def test_a_controllers_status_view_has_the_documented_keys() -> None:
                            paused=False, readers=("east", "west"), version=1)
     view = status_view("west", 1.0, None, records={"orders": record}, services=["orders"],
                        observations=[], runtime={"orders": ServiceRuntime()},
-                       coordination=Coordination("peers", None), lease_ttl=2.0)
+                       coordination=Coordination("peers", None), lease_ttl=2.0, topology="t")
     assert set(view) == documented("### status: `controllers.<region>.status`")
     assert set(view["services"]["orders"]) == documented(
         "### status: `controllers.<region>.status.services.<service>`")

@@ -103,7 +103,8 @@ def _lab_topology(folder: Path, **service: Any) -> Topology:
 
 
 def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) -> None:
-    topo = _lab_topology(tmp_path, rejoin="auto", durability="async", sync_count=1)
+    topo = _lab_topology(tmp_path, rejoin="auto", durability="async", sync_count=1,
+                         sync_strict=False)
     assert sorted(topo.regions) == sorted(lab.FIVE_REGIONS)
     assert topo.services["app"].rejoin == "auto"
     assert topo.services["app"].durability == "async"
@@ -114,16 +115,18 @@ def test_the_five_region_lab_needs_three_regions_for_a_quorum(tmp_path: Path) ->
 
 
 def test_the_lab_topology_and_lab_json_take_the_durability(tmp_path: Path) -> None:
-    topo = _lab_topology(tmp_path, rejoin="auto", durability="sync", sync_count=2)
+    topo = _lab_topology(tmp_path, rejoin="auto", durability="sync", sync_count=2,
+                         sync_strict=True)
     service = topo.services["app"]
-    assert (service.durability, service.sync_count, service.sync_strict) == ("sync", 2, False)
+    assert (service.durability, service.sync_count, service.sync_strict) == ("sync", 2, True)
     recorded = lab.ServiceState(name="app", database="app", writer_record="app.lab.test.",
                                 reader_record="app-ro.lab.test.", ttl=1, app_role="app",
-                                durability="sync", sync_count=2)
+                                durability="sync", sync_count=2, sync_strict=True)
     assert lab.ServiceState.model_validate_json(recorded.model_dump_json()) == recorded
     older = lab.ServiceState.model_validate({k: v for k, v in recorded.model_dump().items()
-                                             if k not in ("durability", "sync_count")})
-    assert (older.durability, older.sync_count) == ("async", 1)  # a lab.json from before
+                                             if k not in ("durability", "sync_count",
+                                                          "sync_strict")})
+    assert (older.durability, older.sync_count, older.sync_strict) == ("async", 1, False)  # older
 
 
 @pytest.mark.parametrize(("durability", "sync_count", "flag"), [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -190,8 +191,8 @@ def test_only_this_controllers_own_checks_report_lag(topo: Topology, journal: Jo
 
 def degraded(metrics: Metrics) -> set[str]:
     states = series(metrics, "failover_degraded")
-    assert set(states) == {("no_quorum",), ("coordination",), ("writer_record",), ("no_writer",),
-                           ("durability",)}
+    assert set(states) == {("no_quorum",), ("coordination",), ("topology",), ("writer_record",),
+                           ("no_writer",), ("durability",)}
     return {reason for (reason,), value in states.items() if value}
 
 
@@ -224,6 +225,37 @@ def test_degraded_names_each_reason_that_holds(topo: Topology, journal: Journal)
     assert degraded(metrics) == set()
 
 
+def test_a_controller_that_runs_other_topology_files_is_named_in_status_and_degraded(
+        topo: Topology, journal: Journal) -> None:
+    """Each controller reports its topology fingerprint with its observations; one that
+    differs (an older release reports none) is flagged, by its newest observation."""
+    metrics = Metrics(WEST)
+    runtime = {"app": ServiceRuntime()}
+    report = DecisionReport(journal, metrics, topo, runtime)
+    records = {"app": ServiceRecord("app", EAST, 3)}
+    up = dict.fromkeys(REGIONS, Health.HEALTHY)
+    same = [replace(o, topology=topo.fingerprint) for o in observations(up, {})]
+    other = [replace(o, topology="0123456789abcdef") if o.observer == EAST else o for o in same]
+    older = [replace(o, topology=None) if o.observer == EU else o for o in same]
+    seen_later = [replace(o, observed_at=NOW + 1) for o in same if o.observer == EAST]
+
+    def view(seen: list[Observation]) -> dict[str, Any]:
+        report.decision(decided(topo, seen, records), records, seen, None)
+        return status_view(WEST, NOW, None, records=records, services=topo.services,
+                           observations=seen, runtime=runtime,
+                           coordination=Coordination("peers", None), lease_ttl=2.0,
+                           topology=topo.fingerprint)
+
+    assert view(same)["topology_differs"] == {} and degraded(metrics) == set()
+    assert view(older)["topology_differs"] == {} and degraded(metrics) == set()
+    flagged = view(other)
+    assert flagged["topology"] == topo.fingerprint
+    assert flagged["topology_differs"] == {EAST: "0123456789abcdef"}
+    assert degraded(metrics) == {"topology"}
+    assert view(other + seen_later)["topology_differs"] == {}  # EAST runs ours again
+    assert degraded(metrics) == set()
+
+
 def test_a_degraded_sync_service_says_so_in_a_metric_status_and_degraded(
         topo: Topology, journal: Journal) -> None:
     fleet = topo.fleet.model_copy(update={"services": [
@@ -249,7 +281,8 @@ def test_a_degraded_sync_service_says_so_in_a_metric_status_and_degraded(
     assert degraded(metrics) == {"durability"}
     view = status_view(WEST, NOW, decision, records=records, services=sync.services,
                        observations=seen, runtime=runtime,
-                       coordination=Coordination("peers", None), lease_ttl=2.5)
+                       coordination=Coordination("peers", None), lease_ttl=2.5,
+                       topology=sync.fingerprint)
     app = view["services"]["app"]
     assert app["durability"] == "degraded"
     # Degraded to async, a cut-off writer may again take writes no subscriber receives.

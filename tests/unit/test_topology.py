@@ -231,3 +231,14 @@ def test_validate_says_what_a_cut_off_writer_may_cost(topo_dir: Path) -> None:
     assert text.returncode == 0, text.stderr
     assert "app: loses no acknowledged write on isolation" in text.stdout
     assert f"stops taking writes {lease:g} s after" in text.stdout
+
+
+def test_the_fingerprint_changes_with_any_file_and_only_then(topo_dir: Path) -> None:
+    first = load_topology(topo_dir).fingerprint
+    assert len(first) == 16
+    assert load_topology(topo_dir).fingerprint == first
+    elsewhere = topo_dir.parent / "elsewhere"
+    shutil.copytree(topo_dir, elsewhere)
+    assert load_topology(elsewhere).fingerprint == first  # the same files on another host
+    edit(topo_dir / "us-west-2.toml", "interval = ", "# slower here\ninterval = ")
+    assert load_topology(topo_dir).fingerprint != first
