@@ -147,3 +147,16 @@ def plans_run_twice(by_region: Mapping[str, Iterable[dict[str, Any]]]) -> list[s
               for epoch, regions in sorted(epoch_runners.items()) if len(regions) > 1]
     return twice
 
+
+def back_in_readers(journals: dict[str, list[dict[str, Any]]], region: str,
+                     since: float) -> float | None:
+    """From `since` to the end of the first plan after it that put `region` back into the
+    reader record, in any reachable journal."""
+    adding = {e["plan_id"] for entries in journals.values() for e in entries
+              if e.get("kind") == "plan" and e.get("event") == "start"
+              and any(a.get("type") == "AddReader" and a.get("region") == region
+                      for a in (e.get("plan") or {}).get("actions", []))}
+    ends = [e["ts"] for entries in journals.values() for e in entries
+            if e.get("kind") == "plan" and e.get("event") == "end" and e.get("outcome") == "ok"
+            and e.get("plan_id") in adding and e["ts"] >= since]
+    return min(ends) - since if ends else None

@@ -89,6 +89,9 @@ class CheckReport:
     split_brain_writes: int
     lost_acknowledged: int | None  # None: no writer's database could be read
     reconciled: int
+    # Listed in a reconciliation file yet on the writer: a rejoin that set aside what the
+    # writer has (the file must list exactly what the writer lacks).
+    reconciled_on_writer: int
     duplicates: int
     repeated_rows: int
     non_primary_acks: int
@@ -168,11 +171,14 @@ def analyse(writes: Sequence[Write], seen: Observation, *, examples: int = EXAMP
     writer = current_writer(seen.nodes)
     lost: list[Write] | None = None
     reconciled: list[Write] = []
+    listed_on_writer: set[WriteId] = set()
     if writer is not None and writer in seen.rows:
         on_writer = {row.id for row in seen.rows[writer]}
         missing = [w for w in acked if w.id not in on_writer]
         lost = [w for w in missing if w.id not in seen.reconciled]
         reconciled = [w for w in missing if w.id in seen.reconciled]
+        runs = {w.run for w in writes}
+        listed_on_writer = {i for i in seen.reconciled if i[0] in runs} & on_writer
 
     split = split_brain(acked)
     per_client: dict[str, dict[str, int]] = {}
@@ -190,7 +196,7 @@ def analyse(writes: Sequence[Write], seen: Observation, *, examples: int = EXAMP
         primaries=sorted(r for r, n in seen.nodes.items() if n.role == "primary" and not n.fenced),
         split_brain_writes=len(split),
         lost_acknowledged=None if lost is None else len(lost),
-        reconciled=len(reconciled),
+        reconciled=len(reconciled), reconciled_on_writer=len(listed_on_writer),
         duplicates=len(duplicates), repeated_rows=len(repeated),
         non_primary_acks=sum(1 for w in acked if w.server_role != "primary"),
         writable_regions=sorted(r for r, why in seen.writable.items() if why is None),
@@ -205,6 +211,8 @@ def analyse(writes: Sequence[Write], seen: Observation, *, examples: int = EXAMP
             "duplicates": [{"run": i[0], "client": i[1], "seq": i[2],
                             "contents": sorted(map(list, stored[i]))}
                            for i in duplicates[:examples]],
+            "reconciled_on_writer": [{"run": i[0], "client": i[1], "seq": i[2]}
+                                     for i in sorted(listed_on_writer)[:examples]],
         },
     )
 

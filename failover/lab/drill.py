@@ -41,7 +41,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from failover.controller.client import send_operator
 from failover.errors import FailoverError, UserError
 from failover.lab import state as lab
-from failover.lab.audit import DnsAgreement, journals, plans_run_twice
+from failover.lab.audit import DnsAgreement, back_in_readers, journals, plans_run_twice
 from failover.lab.build import service_view, wait_healthy
 from failover.lab.checker import CheckReport, SafetyWatch
 from failover.lab.faults import fault, heal
@@ -207,6 +207,8 @@ class RoundResult:
     # After a failover in a lab whose service rejoins automatically: whether the fleet had
     # the old writer serving as a subscriber again in time (None: manual rejoin, or none due).
     rejoined_by_fleet: bool | None = None
+    # From the heal to the old writer back in the reader record (a rejoin by the fleet).
+    rejoin_s: float | None = None
 
 
 def _longest_gap(log: WriteLog, since: float) -> float | None:
@@ -294,6 +296,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         for region, lab_kind, peer in injected:
             progress(f"round {round_no}: healing {lab_kind} of {region}")
             heal(lab_dir, region, lab_kind, peer=peer)
+        healed_at = time.time()
         agreement = DnsAgreement(state)
         agreement.start()
         progress(f"round {round_no}: {settle:g} s to settle, then a write to every region")
@@ -335,6 +338,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         writable_regions_after=check.writable_regions_after, checker=check.to_dict(),
         dns_converged_s=dns.converged_s, dns_agrees_at_end=dns.agrees_at_end,
         plans_run_twice=twice, rejoined_by_fleet=by_fleet,
+        rejoin_s=back_in_readers(journal, old_writer, healed_at) if by_fleet else None,
     )
 
 
@@ -403,6 +407,12 @@ def summarise(results: list[RoundResult]) -> dict[str, Any]:
                                        else len(r.plans_run_twice) for r in rounds]),
             "rejoined_by_fleet": sum(r.rejoined_by_fleet is True for r in rounds),
             "not_rejoined_by_fleet": sum(r.rejoined_by_fleet is False for r in rounds),
+            "rejoin_s": _stats([r.rejoin_s for r in rounds if r.rejoin_s is not None]),
+            "reconciled": _total([None if r.checker is None else r.checker["reconciled"]
+                                  for r in rounds]),
+            "reconciled_on_writer": _total([
+                None if r.checker is None else r.checker.get("reconciled_on_writer")
+                for r in rounds]),
         }
     return {"kinds": kinds, "rounds": [asdict(r) for r in results]}
 

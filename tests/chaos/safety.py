@@ -19,7 +19,8 @@ def _seen(report: CheckReport | dict[str, Any] | None) -> dict[str, Any]:
 
 def assert_safe(*reports: CheckReport | dict[str, Any] | None) -> None:
     """No split-brain write, no acknowledged write lost (set aside by a rejoin is not
-    lost), no write stored twice, exactly one region taking writes at the end."""
+    lost), nothing set aside that the writer has, no write stored twice, exactly one
+    region taking writes at the end."""
     for report in reports:
         seen = _seen(report)
         examples = seen["examples"]
@@ -28,6 +29,9 @@ def assert_safe(*reports: CheckReport | dict[str, Any] | None) -> None:
         assert seen["lost_acknowledged"] == 0, (
             f"acknowledged writes lost: {seen['lost_acknowledged']} (writer {seen['writer']}, "
             f"unreadable {seen['unreadable']}), e.g. {examples['lost']}")
+        assert seen["reconciled_on_writer"] == 0, (
+            f"{seen['reconciled_on_writer']} writes set aside by a rejoin are on the writer "
+            f"too, e.g. {examples['reconciled_on_writer']}")
         assert seen["duplicates"] == 0 and seen["repeated_rows"] == 0, (
             f"{seen['duplicates']} ids stored with two contents, {seen['repeated_rows']} "
             f"stored twice, e.g. {examples['duplicates']}")

@@ -95,6 +95,20 @@ def test_lost_is_what_the_writer_lacks_and_no_rejoin_set_aside() -> None:
     assert report.examples["lost"][0]["seq"] == 2
 
 
+def test_a_reconciliation_file_listing_what_the_writer_has_is_reported() -> None:
+    """The file must list exactly what the writer lacks: an entry the writer also holds
+    would be applied twice by whoever reconciles."""
+    kept, aside = acked(A, 0, 1.0, 1), acked(A, 1, 2.0, 1)
+    other_run = (RUN + 1, A, 0)
+    report = analyse([kept, aside], after_failover({B: [stored(kept)]},
+                                                   reconciled={kept.id, aside.id, other_run}))
+    assert (report.lost_acknowledged, report.reconciled) == (0, 1)
+    assert report.reconciled_on_writer == 1
+    assert report.examples["reconciled_on_writer"] == [{"run": RUN, "client": A, "seq": 0}]
+    clean = analyse([kept, aside], after_failover({B: [stored(kept)]}, reconciled={aside.id}))
+    assert clean.reconciled_on_writer == 0
+
+
 def test_indeterminate_writes_are_never_lost_nor_acknowledged() -> None:
     unknown_kept = Write(RUN, A, 0, 1.0, 1.5, "indeterminate", error="timeout")
     unknown_gone = Write(RUN, A, 1, 1.5, 2.0, "indeterminate", sqlstate="57P01", error="x")
