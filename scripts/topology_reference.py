@@ -189,6 +189,8 @@ def _type_text(annotation: Any, info: FieldInfo | None = None) -> str:
     if info is not None and _is_duration(info):
         return "duration"
     annotation = _strip_optional(annotation)
+    if annotation in (Duration, DurationOrZero):  # optional: the metadata stays inside
+        return "duration"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
         return " or ".join(f'`"{arg}"`' for arg in args)

@@ -21,7 +21,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -159,8 +159,37 @@ class PostgresProbe(BoundedProbe):
             # for standbys the server still names (a former writer).
             f"-c default_transaction_read_only=off {OWN_COMMITS}"))
         self._conn: AsyncConnection | None = None
+        self._on_close: Callable[[], None] | None = None
+        self._watched: int | None = None  # the kept session's socket, while idle
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close = callback
 
     async def attempt(self) -> Outcome:
+        self._unwatch()
+        outcome = await self._attempt()
+        self._watch()
+        return outcome
+
+    def _watch(self) -> None:
+        """While the kept session is idle, anything the server sends on it is its goodbye
+        (a crash or kill closes the socket, a shutdown or termination sends a FATAL first)."""
+        if self._on_close is None or self._conn is None or self._conn.closed:
+            return
+        self._watched = self._conn.pgconn.socket
+        asyncio.get_running_loop().add_reader(self._watched, self._closed_by_server)
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            asyncio.get_running_loop().remove_reader(self._watched)
+            self._watched = None
+
+    def _closed_by_server(self) -> None:
+        self._unwatch()
+        if self._on_close is not None:
+            self._on_close()
+
+    async def _attempt(self) -> Outcome:
         kept = self._conn is not None
         try:
             return await self._query()
@@ -235,6 +264,7 @@ class PostgresProbe(BoundedProbe):
         return Outcome(True, SCHEMA_MISSING_REASON, details)
 
     async def _discard(self) -> None:
+        self._unwatch()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 TIMEOUT_REASON = "timeout"
 
@@ -49,6 +49,14 @@ class Probe(Protocol):
     async def run(self) -> ProbeResult: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SessionProbe(Protocol):
+    """A probe that keeps a session to its target between runs and can say when the target
+    closed it: an event worth probing again for at once."""
+
+    def on_close(self, callback: Callable[[], None]) -> None: ...
 
 
 def describe_error(exc: BaseException) -> str:

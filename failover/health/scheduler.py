@@ -28,6 +28,13 @@ stale health. A probe that would start more than half an interval late is
 skipped instead: with more probes than CPU, running every one late makes
 all of them time out (inconclusively), while skipping some lets the loop
 catch up and the rest run on time.
+
+Fall fast, rise slow (a check's `fast_interval`): after a failure, while the check is not
+unhealthy yet, its next probe is a one-off timer `fast_interval` after the failing one
+started, and its bucket leaves it alone meanwhile, so that the runs that decide are
+spaced as the check says (a blip shorter than (unhealthy_threshold - 1) x fast_interval
+never condemns). A success or the unhealthy verdict hands it back to its bucket. A probe
+that keeps a session (`SessionProbe`) and sees the target close it starts one at once.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
@@ -49,7 +57,7 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from failover.health.probe import ProbeResult
+from failover.health.probe import ProbeResult, SessionProbe
 from failover.health.targets import ProbeTarget, TargetKey
 from failover.health.thresholds import HealthState, TargetHealth, observe
 
@@ -135,6 +143,8 @@ class ProbeScheduler:
         }
         self._running: set[asyncio.Task[None]] = set()
         self._in_flight: set[TargetKey] = set()
+        # Checks between a failure and a verdict, re-probed on their own timer.
+        self._fast: dict[TargetKey, asyncio.TimerHandle] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self.start_delays: deque[float] = deque(maxlen=START_DELAY_SAMPLES)
         self.probes_run = 0
@@ -171,12 +181,18 @@ class ProbeScheduler:
         scheduler.add_listener(self._bucket_skipped, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         scheduler.start()
         self._scheduler = scheduler
+        for target in self.targets:
+            if target.check.fast_interval is not None and isinstance(target.probe, SessionProbe):
+                target.probe.on_close(partial(self._probe_now, target))
 
     async def stop(self) -> None:
         """Stop scheduling and let the probes in flight finish (each is time-bounded)."""
         if self._scheduler is None:
             return
         self._scheduler.pause()
+        for handle in self._fast.values():
+            handle.cancel()
+        self._fast.clear()
         # Runs submitted just before the pause start on the next loop turn:
         # let them register, so that they are awaited rather than cancelled.
         await asyncio.sleep(0)
@@ -195,15 +211,44 @@ class ProbeScheduler:
 
     async def _start_bucket(self, targets: list[ProbeTarget]) -> None:
         scheduled = _scheduled_for.get(None)
-        loop = asyncio.get_running_loop()
         for target in targets:
+            if target.key in self._fast:
+                continue  # between a failure and a verdict: its own timer runs it
             if target.key in self._in_flight:
                 self.runs_skipped += 1
                 continue
-            self._in_flight.add(target.key)
-            task = loop.create_task(self._probe_once(target, scheduled))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start(target, scheduled)
+
+    def _start(self, target: ProbeTarget, scheduled: dt.datetime | None) -> None:
+        self._in_flight.add(target.key)
+        task = asyncio.get_running_loop().create_task(self._probe_once(target, scheduled))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def _probe_now(self, target: ProbeTarget) -> None:
+        """A probe outside the bucket's schedule: the fast timer fired, or the target closed
+        the probe's session."""
+        handle = self._fast.pop(target.key, None)
+        if handle is not None:
+            handle.cancel()
+        if self._scheduler is None or target.key in self._in_flight:
+            return
+        self._start(target, dt.datetime.now(dt.UTC))
+
+    def _fall_fast(self, target: ProbeTarget, result: ProbeResult, health: TargetHealth,
+                   started: float) -> None:
+        """After a failure short of a verdict, the next probe `fast_interval` after this one
+        started; otherwise back to the bucket."""
+        handle = self._fast.pop(target.key, None)
+        if handle is not None:
+            handle.cancel()
+        fast = target.check.fast_interval
+        if (fast is None or self._scheduler is None or result.ok
+                or health.state is HealthState.UNHEALTHY):
+            return
+        delay = max(0.0, started + fast - time.time())
+        self._fast[target.key] = asyncio.get_running_loop().call_later(
+            delay, self._probe_now, target)
 
     async def _probe_once(self, target: ProbeTarget, scheduled: dt.datetime | None) -> None:
         try:
@@ -232,6 +277,7 @@ class ProbeScheduler:
         last_ok_at = started if result.ok and result.conclusive else before.last_ok_at
         self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
                                                finished, start_delay, last_ok_at)
+        self._fall_fast(target, result, health, started)
         if self.on_result is not None:
             self.on_result(target, result)
         if health.state is not before.health.state and self.on_transition is not None:

@@ -124,6 +124,10 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
     return problems
 
 
+_DETECTION = ("the fastest liveness check's interval, then unhealthy_threshold - 1 more "
+              "probes at its fast_interval, else its interval")
+
+
 def _timing_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, Region]) -> list[str]:
     """Timings that cannot work together; each message says what would go wrong."""
     problems: list[str] = []
@@ -142,14 +146,13 @@ def _timing_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, Region])
     if fleet.self_fence_after >= detection:
         problems.append(
             f"{fleet_path}: self_fence_after: {fleet.self_fence_after:g} s must be shorter than the "
-            f"{detection:g} s the fleet needs to declare a region DOWN (interval x "
-            "unhealthy_threshold of the fastest liveness check), or the old primary could still "
-            "take writes when the new one starts")
+            f"{detection:g} s the fleet needs to declare a region DOWN ({_DETECTION}), or the "
+            "old primary could still take writes when the new one starts")
     if max_age > detection:
         problems.append(
             f"{fleet_path}: observation_max_age: {max_age:g} s must be at most the {detection:g} s "
-            "the fleet needs to declare a region DOWN (interval x unhealthy_threshold of the "
-            "fastest liveness check): a cut-off writer starts counting self_fence_after only "
+            f"the fleet needs to declare a region DOWN ({_DETECTION}): a cut-off writer starts "
+            "counting self_fence_after only "
             "once what it heard is that old, and a controller that died stays heard (and can "
             "stay the executor, so that nobody acts) for that long")
     # The writer's lease reaches only self_fence_after + self_fence_duration past the start

@@ -97,9 +97,20 @@ class _CheckBase(_Model):
     healthy_threshold: int = Field(default=2, ge=1)
     """Successes in a row that make the check healthy."""
     unhealthy_threshold: int = Field(default=3, ge=1)
-    """Failures in a row that make the check unhealthy. `interval x unhealthy_threshold` of
-    the fastest liveness check is the fleet's detection time, which bounds
-    `self_fence_after` and `observation_max_age` (see the rules at the top)."""
+    """Failures in a row that make the check unhealthy. `interval + (unhealthy_threshold -
+    1) x (fast_interval, else interval)` of the fastest liveness check is the fleet's
+    detection time, which bounds `self_fence_after` and `observation_max_age` (see the
+    rules at the top)."""
+    fast_interval: Duration | None = None
+    """Fall fast, rise slow: after a failure, while the check is not unhealthy yet, the next
+    probe starts this long after the last one started instead of `interval`; a success, or
+    the check turning unhealthy, goes back to `interval`. A `postgres` check then also
+    probes again at once when the server closes the session it keeps (a crash, a kill, a
+    shutdown). Shorter than `interval`. Not set: every probe at `interval`."""
+    min_outage: DurationOrZero = 0.0
+    """The longest blip the check must ride out without turning unhealthy: the loader
+    refuses `(unhealthy_threshold - 1) x (fast_interval, else interval)` shorter than this.
+    0: no such promise."""
     purpose: Literal["liveness", "readiness", "info"] = "liveness"
     """`liveness`: the region is alive; any unhealthy liveness check makes this controller's
     observation of the region unhealthy, and only liveness checks make a region DOWN.
@@ -108,18 +119,35 @@ class _CheckBase(_Model):
     never used in a verdict."""
 
     @model_validator(mode="after")
-    def _timeout_shorter_than_interval(self) -> _CheckBase:
+    def _timings(self) -> _CheckBase:
         if self.timeout >= self.interval:
             raise ValueError(
                 f"timeout ({self.timeout:g} s) must be shorter than interval ({self.interval:g} s), "
                 "or probes would overlap"
             )
+        if self.fast_interval is not None and self.fast_interval >= self.interval:
+            raise ValueError(
+                f"fast_interval ({self.fast_interval:g} s) must be shorter than interval "
+                f"({self.interval:g} s): it is the cadence after a failure")
+        ridden_out = (self.unhealthy_threshold - 1) * self.retry_interval
+        if ridden_out < self.min_outage:
+            field = "fast_interval" if self.fast_interval is not None else "interval"
+            raise ValueError(
+                f"min_outage ({self.min_outage:g} s): a blip that long would turn the check "
+                f"unhealthy, since (unhealthy_threshold - 1) x {field} is {ridden_out:g} s; "
+                f"raise {field} or unhealthy_threshold, or lower min_outage")
         return self
 
     @property
+    def retry_interval(self) -> float:
+        """Between probes after a failure, until the check turns unhealthy."""
+        return self.fast_interval if self.fast_interval is not None else self.interval
+
+    @property
     def detection_time(self) -> float:
-        """Time for this check alone to turn a dead target unhealthy."""
-        return self.interval * self.unhealthy_threshold
+        """Time for this check alone to turn a dead target unhealthy: the first failing
+        probe within an interval, then the rest of the unhealthy run."""
+        return self.interval + (self.unhealthy_threshold - 1) * self.retry_interval
 
 
 class HttpCheck(_CheckBase):

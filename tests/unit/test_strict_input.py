@@ -139,6 +139,35 @@ def test_the_lease_must_outlast_the_check_cadence(topo_dir: Path) -> None:
            "interval plus coordination.exchange_interval (1 s + 1 s)" in problem
 
 
+def test_fast_interval_must_be_shorter_than_interval(topo_dir: Path) -> None:
+    set_field(topo_dir / "east.toml", ("checks", 0, "fast_interval"), "1s")
+    problem = only_problem(topo_dir, f"{topo_dir / 'east.toml'}: checks[0]")
+    assert "fast_interval (1 s) must be shorter than interval (1 s)" in problem
+
+
+@pytest.mark.parametrize(("fast", "field", "ridden_out"), [(None, "interval", "9"),
+                                                          ("100ms", "fast_interval", "0.9")])
+def test_a_min_outage_the_check_cannot_ride_out_names_what_to_raise(
+        topo_dir: Path, fast: str | None, field: str, ridden_out: str) -> None:
+    if fast is not None:
+        set_field(topo_dir / "east.toml", ("checks", 0, "fast_interval"), fast)
+    set_field(topo_dir / "east.toml", ("checks", 0, "min_outage"), "10s")
+    problem = only_problem(topo_dir, f"{topo_dir / 'east.toml'}: checks[0]")
+    assert (f"min_outage (10 s): a blip that long would turn the check unhealthy, since "
+            f"(unhealthy_threshold - 1) x {field} is {ridden_out} s; raise {field} or "
+            "unhealthy_threshold, or lower min_outage") in problem
+
+
+def test_fast_re_probing_shortens_the_detection_time_the_timings_are_checked_against(
+        topo_dir: Path) -> None:
+    """1 s checks, 10 failures: 10 s to detect, or 1 s + 9 x 100 ms = 1.9 s when falling fast,
+    which the observation age (and self_fence_after) must then fit in."""
+    assert load_topology(topo_dir).regions["east"].checks[0].detection_time == 10.0
+    set_field(topo_dir / "east.toml", ("checks", 0, "fast_interval"), "100ms")
+    problems = problems_of(topo_dir)
+    assert any("observation_max_age" in p and "1.9 s" in p for p in problems), problems
+
+
 @pytest.mark.parametrize("field", ["address", "controller_url"])
 def test_two_regions_cannot_share_an_address_or_a_controller(topo_dir: Path, field: str) -> None:
     east = tomllib.loads((topo_dir / "east.toml").read_text())
