@@ -6,7 +6,9 @@ session probes again at once instead of at its next interval."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -45,69 +47,79 @@ class Seen:
         return self.transitions[-1].current if self.transitions else None
 
 
-async def _accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.close()
+class Port:
+    """A real TCP server on (host, port) that can go away and come back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        self.server = await asyncio.start_server(accept, self.host, self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+
+@contextlib.asynccontextmanager
+async def checked_port(check: TcpCheck, seen: Seen) -> AsyncIterator[Port]:
+    """The port open and its check's scheduler running, healthy before the body starts."""
+    port = Port(check.host, check.port)
+    await port.open()
+    scheduler = ProbeScheduler([ProbeTarget("alpha", check, TcpProbe(check))],
+                               seen.transitions.append, on_result=seen.result)
+    scheduler.start()
+    try:
+        await until(lambda: seen.state() is HealthState.HEALTHY, "healthy")
+        yield port
+    finally:
+        await scheduler.stop()
+        await port.close()
 
 
 def test_after_a_failure_the_check_reprobes_fast_then_rises_at_its_interval() -> None:
-    host, port = allocate_block().address(1), 6433
-    check = TcpCheck(kind="tcp", name="port", host=host, port=port, interval=2.0,
-                     timeout=0.1, fast_interval=0.1, healthy_threshold=2,
+    check = TcpCheck(kind="tcp", name="port", host=allocate_block().address(1), port=6433,
+                     interval=2.0, timeout=0.1, fast_interval=0.1, healthy_threshold=2,
                      unhealthy_threshold=3)
     seen = Seen()
 
     async def scenario() -> None:
-        server = await asyncio.start_server(_accept, host, port)
-        scheduler = ProbeScheduler([ProbeTarget("alpha", check, TcpProbe(check))],
-                                   seen.transitions.append, on_result=seen.result)
-        scheduler.start()
-        try:
-            await until(lambda: seen.state() is HealthState.HEALTHY, "healthy")
-            server.close()
-            await server.wait_closed()
+        async with checked_port(check, seen) as port:
+            await port.close()
             await until(lambda: seen.state() is HealthState.UNHEALTHY, "unhealthy")
             failing = [at for at, ok in seen.results if not ok]
             # Three failures in a row at the fast cadence, not at the 2 s interval.
             assert len(failing) == 3 and failing[-1] - failing[0] < 1.0, failing
-            server = await asyncio.start_server(_accept, host, port)
+            await port.open()
             back_at = time.monotonic()
             await until(lambda: seen.state() is HealthState.HEALTHY, "healthy again")
             rising = [at for at, ok in seen.results if ok and at >= back_at]
             # Rise slow: the second success a whole interval after the first.
             assert len(rising) == 2 and rising[1] - rising[0] > 1.5, rising
-        finally:
-            await scheduler.stop()
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
 
 def test_blips_shorter_than_the_fast_run_never_turn_the_check_unhealthy() -> None:
-    host, port = allocate_block().address(1), 6434
     # (3 - 1) x 0.4 s: an outage must last 0.8 s to be seen three times in a row.
-    check = TcpCheck(kind="tcp", name="port", host=host, port=port, interval=0.5,
-                     timeout=0.1, fast_interval=0.4, min_outage=0.8, healthy_threshold=1,
-                     unhealthy_threshold=3)
+    check = TcpCheck(kind="tcp", name="port", host=allocate_block().address(1), port=6434,
+                     interval=0.5, timeout=0.1, fast_interval=0.4, min_outage=0.8,
+                     healthy_threshold=1, unhealthy_threshold=3)
     seen = Seen()
 
     async def scenario() -> None:
-        server = await asyncio.start_server(_accept, host, port)
-        scheduler = ProbeScheduler([ProbeTarget("alpha", check, TcpProbe(check))],
-                                   seen.transitions.append, on_result=seen.result)
-        scheduler.start()
-        try:
-            await until(lambda: seen.state() is HealthState.HEALTHY, "healthy")
+        async with checked_port(check, seen) as port:
             for _ in range(8):
-                server.close()
-                await server.wait_closed()
+                await port.close()
                 await asyncio.sleep(0.2)  # the blip
-                server = await asyncio.start_server(_accept, host, port)
+                await port.open()
                 await asyncio.sleep(0.9)
-        finally:
-            await scheduler.stop()
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
     assert any(not ok for _, ok in seen.results), "no probe ever met a blip: the test proves nothing"
