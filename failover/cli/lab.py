@@ -162,8 +162,10 @@ def drill(
         "--kind", help="crash | hang | isolate | db-partition | crash-partition (the writer "
                        "crashes and the link between two other regions is cut) | restart | "
                        "pause-controller | writer-partition (the writer cut off from one "
-                       "region) | controller-crash | dns-down | switchover (repeatable); "
-                       "default crash")] = None,
+                       "region) | blip-300ms | blip-800ms (the writer's database unreachable "
+                       "from the other regions that long: no failover is due) | "
+                       "controller-crash | dns-down | switchover (repeatable); default crash")]
+    = None,
     settle: Annotated[float, typer.Option(
         "--settle", help="Seconds the fleet has after each fault's end before every region "
                          "is asked whether it takes a write.")] = 20.0,

@@ -52,8 +52,10 @@ from failover.topology import load_topology
 # crash-partition: the writer's database crashes and the link between the next two
 # regions is cut, so that two controllers may each think they execute the failover.
 FAILOVER_KINDS = ("crash", "hang", "isolate", "db-partition", "crash-partition")
-# writer-partition: the writer is cut off from one other region only.
-QUIET_KINDS = ("controller-crash", "dns-down", "pause-controller", "writer-partition")
+# writer-partition: the writer is cut off from one other region only. A blip: the writer's
+# database unreachable from the other regions (db-partition) for that long, then healed.
+BLIPS = {"blip-300ms": 0.3, "blip-800ms": 0.8}
+QUIET_KINDS = ("controller-crash", "dns-down", "pause-controller", "writer-partition", *BLIPS)
 # A supervisor restarting the writer's server may or may not outlast detection.
 EITHER_KINDS = ("restart",)
 PLANNED_KINDS = ("switchover",)  # an operator's move of the writer, not a fault
@@ -272,6 +274,10 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
         else:
             for region, lab_kind, peer in injected:
                 await asyncio.to_thread(fault, lab_dir, region, lab_kind, peer=peer)
+        if kind in BLIPS:
+            await asyncio.sleep(BLIPS[kind])
+            for region, lab_kind, peer in injected:
+                await asyncio.to_thread(heal, lab_dir, region, lab_kind, peer=peer)
         progress(f"round {round_no}: {kind} of the writer {old_writer}")
         deadline = time.monotonic() + (RECOVERY_DEADLINE if kind in MOVING_KINDS
                                        else QUIET_WATCH)
@@ -293,7 +299,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
     # the heal: a returning old writer that takes writes is what they are there to see.
     with SafetyWatch(lab_dir, round_no) as watch:
         t0, dns_flip = asyncio.run(drive())
-        for region, lab_kind, peer in injected:
+        for region, lab_kind, peer in ([] if kind in BLIPS else injected):
             progress(f"round {round_no}: healing {lab_kind} of {region}")
             heal(lab_dir, region, lab_kind, peer=peer)
         healed_at = time.time()
@@ -349,6 +355,8 @@ def _faults(kind: str, writer: str, regions: list[str]) -> list[Fault]:
         return [(writer, "crash", None), (others[0], "partition", others[1])]
     if kind == "writer-partition":
         return [(writer, "partition", others[0])]
+    if kind in BLIPS:
+        return [(writer, "db-partition", None)]
     return [(writer, kind, None)]
 
 
