@@ -239,3 +239,23 @@ def test_a_leader_whose_etcd_member_is_cut_off_from_its_cluster_stops(
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_member_back_from_a_partition_does_not_depose_the_leader(
+        fresh_etcd_cluster: EtcdCluster) -> None:
+    """Cut off from its peers for several election timeouts, a follower campaigns; back, it
+    must not force an election (pre-vote): every heal of an isolated region cost the fleet
+    its coordination store for seconds without it."""
+    leader = _leader(fresh_etcd_cluster)
+    before = leader.status()
+    assert before is not None
+    follower = next(m for m in fresh_etcd_cluster.members if m is not leader)
+    follower.partition(from_clients=False)
+    try:
+        time.sleep(3.5)
+    finally:
+        follower.heal()
+    time.sleep(2.0)
+    after = leader.status()
+    assert _leader(fresh_etcd_cluster) is leader
+    assert after is not None and after["term"] == before["term"], (before, after)
