@@ -12,7 +12,13 @@ Reported over the window after the warm-up: CPU share, peak RSS, and the probes
 the controller ran per second (from its own /metrics), so that a controller
 that fell behind cannot look cheap.
 
+With `--fast-interval 0.2` every check falls fast (issue 16): after a failure it probes
+again 0.2 s later. `--fail-share 0.2` makes the endpoints answer 503 to that share of
+requests, at random, so that checks keep entering the fast cadence: the cost of fast
+re-probing while things go wrong, not only when all is well.
+
 Run: .venv/bin/python benchmarks/controller.py [--services 200] [--seconds 60]
+     [--fast-interval 0.2] [--fail-share 0.2]
 """
 
 from __future__ import annotations
@@ -35,20 +41,23 @@ ADDRESS = {region: f"127.77.{i}.1" for i, region in enumerate(REGIONS, 1)}
 HTTP_PORT, API_PORT = 18080, 18700
 
 SERVER = """
-import asyncio, sys
+import asyncio, random, sys
 from aiohttp import web
-async def ok(request): return web.Response(text="ok")
+FAIL = float(sys.argv[2])
+async def ok(request):
+    return web.Response(status=503 if random.random() < FAIL else 200, text="ok")
 async def main():
     app = web.Application(); app.router.add_get("/{tail:.*}", ok)
     runner = web.AppRunner(app, access_log=None); await runner.setup()
-    for host in sys.argv[2:]:
+    for host in sys.argv[3:]:
         await web.TCPSite(runner, host, int(sys.argv[1])).start()
     await asyncio.Event().wait()
 asyncio.run(main())
 """
 
 
-def write_topology(folder: Path, services: int, key_file: Path) -> None:
+def write_topology(folder: Path, services: int, key_file: Path,
+                   fast_interval: float | None) -> None:
     fleet = {
         "name": "bench", "observation_max_age": "3s", "self_fence_after": "1s",
         "coordination": {"key_file": str(key_file), "exchange_interval": "1s"},
@@ -65,7 +74,9 @@ def write_topology(folder: Path, services: int, key_file: Path) -> None:
                          for n in range(services)},
             "checks": [{"name": f"s{n}", "kind": "http",
                         "url": f"http://{address}:{HTTP_PORT}/s{n}", "interval": "1s",
-                        "timeout": "500ms"} for n in range(services)],
+                        "timeout": "500ms",
+                        **({"fast_interval": fast_interval} if fast_interval else {})}
+                       for n in range(services)],
         }
         (folder / f"{region}.toml").write_text(tomli_w.dumps(doc))
 
@@ -95,6 +106,8 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--fast-interval", type=float, default=None)
+    parser.add_argument("--fail-share", type=float, default=0.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -102,9 +115,9 @@ def main() -> int:
         key.write_text(secrets.token_hex(32))
         topo = root / "topology"
         topo.mkdir()
-        write_topology(topo, args.services, key)
+        write_topology(topo, args.services, key, args.fast_interval)
         server = subprocess.Popen([sys.executable, "-c", SERVER, str(HTTP_PORT),
-                                   *ADDRESS.values()])
+                                   str(args.fail_share), *ADDRESS.values()])
         controller = subprocess.Popen(
             [sys.executable, "-m", "failover", "controller", "run", "--topology", str(topo),
              "--region", "r1", "--state-dir", str(root / "state"), "--log-level", "WARNING"],
@@ -131,6 +144,7 @@ def main() -> int:
               "checks": args.services * len(REGIONS), "seconds": args.seconds,
               "cpu_share_of_one_core": round(cpu, 3), "peak_rss_mb": round(peak, 1),
               "probes_per_s": round(probes / window, 1),
+              "fast_interval": args.fast_interval, "fail_share": args.fail_share,
               "targets": {"cpu_share_of_one_core": 0.25, "peak_rss_mb": 150}}
     print(json.dumps(result, indent=2))
     return 0 if cpu < 0.25 and peak < 150 else 1
