@@ -8,8 +8,11 @@ from typing import Any
 from failover.lab.checker import CheckReport
 
 # After a fault that moved nothing, the fleet has nothing to settle: a short wait only
-# lets a resumed server answer again. A failover's old writer gets the drill's SETTLE.
+# lets a resumed server answer again.
 QUIET_SETTLE = 2.0
+# After a failover's heal, half the drill's 20 s before every region is asked whether it
+# takes a write: a stricter bar than the drill's, and minutes off the suite.
+SETTLE = 10.0
 
 
 def _seen(report: CheckReport | dict[str, Any] | None) -> dict[str, Any]:

@@ -30,13 +30,13 @@ from failover.lab import state as lab
 from failover.lab.audit import journals as fleet_journals
 from failover.lab.build import service_view, start_controller, wait_healthy
 from failover.lab.checker import SafetyWatch
-from failover.lab.drill import SETTLE, RoundResult, back_in_service, drill
+from failover.lab.drill import RoundResult, back_in_service, drill
 from failover.lab.faults import fault, heal
 from failover.lab.launch import region_server
 from failover.lab.unprivileged import region_user
 from failover.lab.writers import probe_writable
 from failover.topology import load_topology
-from tests.chaos.safety import QUIET_SETTLE, assert_safe
+from tests.chaos.safety import QUIET_SETTLE, SETTLE, assert_safe
 from tests.support.lab import running_lab, say
 
 ROUNDS = int(os.environ.get("FAILOVER_CHAOS_ROUNDS", "3"))
@@ -92,7 +92,7 @@ def assert_clean_failover(result: RoundResult) -> None:
 @pytest.mark.parametrize("kind", ["crash", "hang", "isolate"])
 def test_writer_failure_fails_over_once_without_split_brain(lab_dir: Path, kind: str) -> None:
     since = time.time()
-    report = drill(lab_dir, [kind], ROUNDS, say)
+    report = drill(lab_dir, [kind], ROUNDS, say, settle=SETTLE)
     rounds = [RoundResult(**r) for r in report["rounds"]]
     for result in rounds:
         assert_clean_failover(result)
@@ -191,7 +191,7 @@ def test_a_blip_shorter_than_the_threshold_causes_no_failover(lab_dir: Path) -> 
 
 @pytest.mark.parametrize("kind", ["controller-crash", "dns-down"])
 def test_faults_that_must_not_fail_over(lab_dir: Path, kind: str) -> None:
-    report = drill(lab_dir, [kind], ROUNDS, say)
+    report = drill(lab_dir, [kind], ROUNDS, say, settle=SETTLE)
     for result in report["rounds"]:
         assert not result["failed_over"] and not result["false_failover"]
         assert result["lost"] == 0 and result["duplicate_keys"] == 0
@@ -340,7 +340,7 @@ def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path)
 
 
 def test_planned_switchover_under_load_loses_no_acknowledged_write(lab_dir: Path) -> None:
-    report = drill(lab_dir, ["switchover"], ROUNDS, say)
+    report = drill(lab_dir, ["switchover"], ROUNDS, say, settle=SETTLE)
     for result in report["rounds"]:
         assert result["failed_over"], "the writer did not move"
         assert result["lost"] == 0, f"{result['lost']} acknowledged writes missing"

@@ -19,7 +19,7 @@ import pytest
 from failover.lab import state as lab
 from failover.lab.build import service_view
 from failover.lab.checker import SafetyWatch
-from failover.lab.drill import SETTLE, RoundResult, drill
+from failover.lab.drill import RoundResult, drill
 from failover.lab.faults import fault, heal
 
 # The peer lab's scenarios are imported so that pytest collects them again here and runs
@@ -29,7 +29,7 @@ from failover.lab.faults import fault, heal
 # (tests/integration/test_etcd_faults.py kills the elected one mid-plan). Nor are those
 # whose subject runs the same whoever coordinates, once the executor acts: the
 # pre_promote hook, DNS down during a failover, and the interrupted rejoin.
-from tests.chaos.safety import assert_safe
+from tests.chaos.safety import SETTLE, assert_safe
 from tests.chaos.test_lab_chaos import (
     ROUNDS,
     _rejoin,
@@ -58,7 +58,7 @@ def lab_dir() -> Iterator[Path]:
 @pytest.mark.parametrize("kind", ["crash", "isolate"])
 def test_writer_failure_fails_over_once_on_etcd(lab_dir: Path, kind: str) -> None:
     since = time.time()
-    report = drill(lab_dir, [kind], ROUNDS, say)
+    report = drill(lab_dir, [kind], ROUNDS, say, settle=SETTLE)
     rounds = [RoundResult(**r) for r in report["rounds"]]
     for result in rounds:
         assert_clean_failover(result)

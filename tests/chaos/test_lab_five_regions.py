@@ -36,7 +36,7 @@ from failover.lab.launch import in_region_group
 from failover.lab.unprivileged import region_user
 from failover.lab.writers import RATE, Write
 from failover.topology import load_topology
-from tests.chaos.safety import QUIET_SETTLE, assert_safe
+from tests.chaos.safety import QUIET_SETTLE, SETTLE, assert_safe
 from tests.chaos.test_lab_chaos import wait_for
 from tests.support.lab import running_lab, say
 
@@ -260,7 +260,7 @@ def test_too_few_subscribers_in_strict_mode_make_writes_wait_without_failover_or
 def test_a_crashed_sync_writer_fails_over_to_a_subscriber_with_every_acknowledged_write(
         lab_dir: Path) -> None:
     """Last in this module: it moves the writer."""
-    report = drill(lab_dir, ["crash"], 1, say)
+    report = drill(lab_dir, ["crash"], 1, say, settle=SETTLE)
     [result] = [RoundResult(**r) for r in report["rounds"]]
     assert result.failed_over and result.rto_s is not None, f"no failover: {result}"
     assert not result.false_failover and result.duplicate_keys == 0
