@@ -10,6 +10,7 @@ import pytest
 
 from failover.controller.steps import BuiltPlan, StepFactory, StepKind
 from failover.engine import RejoinRegion
+from failover.postgres.fence import unfence_steps
 from failover.postgres.inspect import inspect_node
 from failover.postgres.promote import promotion_steps
 from failover.postgres.rejoin import DECODE_TIMEOUT_SECONDS, decode_lost, rejoin_steps
@@ -126,18 +127,26 @@ def test_an_automatic_rejoin_leaves_a_serving_subscriber_that_takes_no_writes(
     assert refused.value.sqlstate in ("FO003", "25006")
 
 
+@pytest.mark.parametrize("by", ["fleet", "operator"])
 @pytest.mark.parametrize("caught_up", [True, False], ids=["caught-up", "still-copying"])
 @pytest.mark.parametrize("target", ["alpha", "charlie"])
 def test_a_switchover_right_after_a_rejoin_moves_the_writer(
-        replicated: ServiceDb, tmp_path: Path, target: str, caught_up: bool) -> None:
+        replicated: ServiceDb, tmp_path: Path, target: str, caught_up: bool, by: str) -> None:
     """Back to the rejoined region, or on to the third: the rejoined region's slot on the
-    writer is in use by its subscription (maybe still copying) when the switchover starts."""
+    writer is in use by its subscription (maybe still copying) when the switchover starts.
+    Rejoined by the fleet (RejoinRegion with serve_after), or by `failover rejoin` and
+    `failover unfence` as an operator does."""
     _, built, _ = _alpha_crashed_promoted_and_back(replicated, tmp_path)
     try:
-        for step in built.steps:
-            step.run()
+        if by == "fleet":
+            for step in built.steps:
+                step.run()
     finally:
         built.close()
+    if by == "operator":
+        replicated.db.close()
+        run_steps(rejoin_steps(replicated.db, "alpha", lost_file=tmp_path / "lost.json").steps)
+        run_steps(unfence_steps(replicated.db, "alpha"))
     if caught_up:
         replicated.wait_synced("alpha")
         write_rows(replicated, "bravo", 2, "before")
