@@ -167,3 +167,14 @@ def test_a_peer_that_does_not_trust_the_ca_cannot_exchange(fleet: Fleet, tmp_pat
     assert errors["trusted"] == []
     [refused] = errors["stranger"]
     assert "certificate verify failed" in refused
+
+
+def test_a_controller_whose_certificate_cannot_be_read_stops_with_exit_2(
+        fleet: Fleet, tmp_path: Path) -> None:
+    broken = tmp_path / "topology"
+    shutil.copytree(fleet.topology, broken)
+    (broken / "alpha.key").unlink()
+    run = cli("controller", "run", "-t", str(broken), "--region", "alpha",
+              "--state-dir", str(tmp_path / "state"))
+    assert run.returncode == 2
+    assert "alpha.toml: api.key_file: cannot read" in run.stderr, run.stderr
