@@ -110,9 +110,9 @@ def publisher_conninfo(service: str, region: str, publisher: PostgresEndpoint,
     address, role and sslmode, the subscriber's own TLS files (paths on its server's host),
     and `standby_name(service, region)` as the application_name, the name the writer's
     synchronous_standby_names lists. `shown`: without the password (`--dry-run`)."""
-    return publisher.subscription_conninfo(subscriber,
-                                           application_name=standby_name(service, region),
-                                           **({"password": HIDDEN} if shown else {}))
+    return publisher.conninfo_for_subscriber(subscriber,
+                                             application_name=standby_name(service, region),
+                                             **({"password": HIDDEN} if shown else {}))
 
 
 def create_subscription_statement(service: str, region: str, publisher: PostgresEndpoint,

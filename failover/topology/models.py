@@ -346,7 +346,8 @@ class PostgresEndpoint(_Model):
         files = {name: str(path) for name, path in self.tls_files().items()}
         return make_conninfo(**self._params(**files, **overrides))
 
-    def subscription_conninfo(self, subscriber: PostgresEndpoint, **overrides: str | int) -> str:
+    def conninfo_for_subscriber(self, subscriber: PostgresEndpoint,
+                                **overrides: str | int) -> str:
         """The connection string a subscriber's server uses to reach this (the writer's)
         database: this endpoint's address, role, password and `sslmode`, and the
         subscriber's `subscription_ssl*` files, which live on the subscriber's server host."""
@@ -384,10 +385,11 @@ class ApiServer(_Model):
             return None
         try:
             parts = urlsplit(f"//{value}")
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None or port == 0 or parts.path or parts.username:
+            valid = (bool(parts.hostname) and bool(parts.port) and parts.username is None
+                     and not (parts.path or parts.query or parts.fragment))
+        except ValueError:  # a malformed [v6] or a port beyond 65535
+            valid = False
+        if not valid:
             raise ValueError(f"expected address:port (or [v6]:port) with a port from 1 to "
                              f"65535, got {value!r}")
         return value

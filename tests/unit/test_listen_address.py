@@ -30,7 +30,8 @@ def test_api_listen_is_apart_from_the_advertised_url() -> None:
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0", ":8700", "0.0.0.0:0", "0.0.0.0:70000",
-                                    "host:port", "0.0.0.0:8700/x", "u@0.0.0.0:8700"])
+                                    "host:port", "0.0.0.0:8700/x", "u@0.0.0.0:8700",
+                                    "[::1:8700", "0.0.0.0:8700?q"])
 def test_api_listen_needs_an_address_and_a_port(listen: str) -> None:
     with pytest.raises(ValidationError, match="expected address:port"):
         region("http://127.0.0.1:8700", listen=listen)
