@@ -50,7 +50,10 @@ for real hosts.
   `--strict` also reads every secret the topology names.
 - **Durations** are a number of seconds (`5`, `2.5`) or a string with a unit: `"500ms"`,
   `"5s"`, `"2m"`, `"1h"`. Never negative, NaN or infinite, and 0 only where a field says so.
-- **Paths** (key and password files) are relative to the topology folder unless absolute.
+- **Paths** (key, password and TLS files) are relative to the topology folder unless
+  absolute; the `subscription_ssl*` paths are on a database server's host and must be
+  absolute. The loader does not read files (each host holds its own): a file a controller
+  or the CLI cannot read stops it with exit 2 naming the field, and `--strict` reads them.
 - **Secrets** are never written in the files: each is named by an environment variable
   (`*_env`) or a file (`*_file`).
 - **Which region holds a service's writer is not configuration**: it is read from the
@@ -69,7 +72,12 @@ The loader also refuses values that cannot work together:
   liveness check: `self_fence_after` not shorter than it, or `observation_max_age`
   longer than it;
 - the writer's lease, `self_fence_after + self_fence_duration`, not longer than the
-  slowest liveness check's `interval` plus `coordination.exchange_interval`.
+  slowest liveness check's `interval` plus `coordination.exchange_interval`;
+- an `https://` `controller_url` without `api.cert_file` and `api.key_file`, those with an
+  `http://` one, or any `https://` one without `fleet.toml`'s `api.ca_file`;
+- a `postgres.<service>` endpoint asking `sslmode = "verify-ca"` or `"verify-full"` while
+  another region of the service has no `subscription_sslrootcert` (its server subscribes to
+  this one when it is the writer).
 """
 
 

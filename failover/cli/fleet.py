@@ -72,7 +72,7 @@ def _controllers(topo: Topology) -> dict[str, str]:
 
 
 def _statuses(topo: Topology) -> Statuses:
-    return fleet_statuses(_controllers(topo))
+    return fleet_statuses(_controllers(topo), tls=topo.api_client_tls())
 
 
 def _status_document(topo: Topology, statuses: Statuses) -> dict[str, Any]:
@@ -218,13 +218,14 @@ def history(
     topo = load_topology(topology)
     key = topo.signing_key()
     query = f"limit={limit}" + (f"&since={since}" if since is not None else "")
+    tls = topo.api_client_tls()
     entries: list[dict[str, Any]] = []
     missing: dict[str, str] = {}
     clipped: list[str] = []
     for name, region in topo.regions.items():
         try:
             reply = call(region.controller_url, "GET", "/v1/journal", key=key, query=query,
-                         timeout=5)
+                         timeout=5, tls=tls)
         except ControllerUnreachable as exc:
             missing[name] = str(exc)
             continue
@@ -262,7 +263,7 @@ def send_operator(topo: Topology, verb: str, body: dict[str, Any], *,
     `without_controllers` says what the operator can do when none answers."""
     try:
         return operator_request(_controllers(topo), topo.signing_key, verb,
-                                {"by": "cli", **body})
+                                {"by": "cli", **body}, tls=topo.api_client_tls())
     except NoControllerAnswered as exc:
         raise FailoverError(f"{exc}; {without_controllers}") from None
 

@@ -110,7 +110,7 @@ def refuse_direct_while_controllers_run(topo: Topology, *, force: bool) -> None:
     from failover.controller.client import fleet_statuses
 
     statuses = fleet_statuses({name: r.controller_url for name, r in topo.regions.items()},
-                              timeout=1.0)
+                              timeout=1.0, tls=topo.api_client_tls())
     answering = sorted(region for region, status in statuses.items() if isinstance(status, dict))
     if answering:
         raise UserError(f"--direct: the controllers of {', '.join(answering)} are running: a "

@@ -15,7 +15,8 @@ from failover.cli.common import JsonOption, console, print_json
 from failover.engine import Durability, isolation_loss_bound
 from failover.engine.policy import policy_from_topology
 from failover.errors import UserError
-from failover.topology import FLEET_FILE, Topology, load_topology
+from failover.tls import client_context
+from failover.topology import FLEET_FILE, HttpCheck, Topology, load_topology
 
 topology_app = typer.Typer(help="Validate and generate topology folders.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
@@ -33,9 +34,14 @@ def _secret_problems(topo: Topology) -> list[str]:
     opened and every environment variable the topology names looked up, as the
     controller reads them. Nothing is sent anywhere; each problem names its field."""
     fleet_file = topo.path / FLEET_FILE
-    reads: list[Callable[[], object]] = [topo.signing_key]
-    reads += [endpoint.password for region in topo.regions.values()
-              for endpoint in region.postgres.values()]
+    reads: list[Callable[[], object]] = [topo.signing_key, topo.api_client_tls]
+    reads += [read for region in topo.regions.values() for endpoint in region.postgres.values()
+              for read in (endpoint.password, endpoint.tls_files)]
+    reads += [partial(client_context, check.ca_file, check.cert_file, check.key_file,
+                      where=f"{topo.region_files[name]}: checks[{index}]")
+              for name, region in topo.regions.items()
+              for index, check in enumerate(region.checks)
+              if isinstance(check, HttpCheck) and (check.ca_file or check.cert_file)]
     dns = topo.fleet.dns
     if dns.provider == "rfc2136" and dns.rfc2136 is not None:
         from failover.dns.factory import tsig_key
@@ -100,8 +106,9 @@ class IsolationCost:
 def validate(
     path: Annotated[Path, typer.Argument(help="The topology folder.")],
     strict: Annotated[bool, typer.Option(
-        "--strict", help="Also open every key and password file and check that every "
-        "environment variable the topology names is set, as a controller on this host would.")]
+        "--strict", help="Also open every key, password and TLS file and check that every "
+        "environment variable the topology names is set, as a controller on this host would "
+        "(a region's own api.cert_file and api.key_file are read by its controller at start).")]
     = False,
     json_out: JsonOption = False,
 ) -> None:

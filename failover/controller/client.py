@@ -1,8 +1,12 @@
-"""Signed requests to controllers from the CLI (status, history, operator verbs)."""
+"""Signed requests to controllers from the CLI (status, history, operator verbs).
+
+`tls` verifies controllers at `https://` URLs: `Topology.api_client_tls()`, the CAs of
+`fleet.toml`'s `api.ca_file` (None: the system's store, for `http://` fleets)."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,7 +28,7 @@ class ControllerUnreachable(Exception):
 
 
 def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any = None,
-         query: str = "", timeout: float = 5.0) -> Reply:
+         query: str = "", timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> Reply:
     """One request; `key` signs it. ControllerUnreachable when nothing answers in time."""
     data = b"" if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
@@ -36,7 +40,7 @@ def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any 
     request = urllib.request.Request(url, data=data if method != "GET" else None,  # noqa: S310 - scheme checked above
                                      headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:  # noqa: S310
             return Reply(response.status, json.loads(response.read() or b"null"))
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -52,12 +56,13 @@ def call(base_url: str, method: str, path: str, *, key: bytes | None, body: Any 
 Statuses = dict[str, dict[str, Any] | str]
 
 
-def fleet_statuses(controllers: dict[str, str], timeout: float = 2.0) -> Statuses:
+def fleet_statuses(controllers: dict[str, str], timeout: float = 2.0, *,
+                   tls: ssl.SSLContext | None = None) -> Statuses:
     """Every controller's /v1/status by region, or why it did not answer."""
     out: Statuses = {}
     for region, url in controllers.items():
         try:
-            reply = call(url, "GET", "/v1/status", key=None, timeout=timeout)
+            reply = call(url, "GET", "/v1/status", key=None, timeout=timeout, tls=tls)
             out[region] = reply.body if isinstance(reply.body, dict) else f"HTTP {reply.status}"
         except ControllerUnreachable as exc:
             out[region] = f"unreachable: {exc}"
@@ -85,12 +90,13 @@ def require_an_answer(statuses: Statuses) -> None:
 
 
 def send_operator(controllers: dict[str, str], key: Callable[[], bytes], verb: str,
-                  body: dict[str, Any], *, timeout: float = 300.0) -> dict[str, Any]:
+                  body: dict[str, Any], *, timeout: float = 300.0,
+                  tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Ask the acting controller (the fleet's executor) to run an operator's verb, so that
     the fleet's epochs and journal apply and the controllers never fight the operator.
     The answer carries `via`: the region whose controller ran it. `key` is read only once
     a controller answered: with none running, that is what the operator needs to hear."""
-    statuses = fleet_statuses(controllers)
+    statuses = fleet_statuses(controllers, tls=tls)
     require_an_answer(statuses)
     secret = key()
     acting = acting_view(statuses)
@@ -99,7 +105,7 @@ def send_operator(controllers: dict[str, str], key: Callable[[], bytes], verb: s
     for name in order:
         try:
             reply = call(controllers[name], "POST", f"/v1/operator/{verb}", key=secret,
-                         body=body, timeout=timeout)
+                         body=body, timeout=timeout, tls=tls)
         except ControllerUnreachable as exc:
             errors.append(f"{name}: {exc}")
             continue

@@ -23,7 +23,6 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import uvloop
 from aiohttp import web
@@ -87,6 +86,8 @@ class Controller:
         self.metrics = Metrics(self.region)
         settings = topo.fleet.coordination
         self.verifier = Verifier(key, settings.request_window)
+        # Read now: a certificate that cannot be read stops the start (exit 2), not a request.
+        self._api_tls = topo.api_server_tls(self.region)
         if coordinator is None and settings.backend == "etcd" and settings.etcd is not None:
             from failover.coordination.etcd import EtcdCoordinator
 
@@ -97,7 +98,7 @@ class Controller:
         self.coordinator: Coordinator = coordinator or PeerCoordinator(
             self.region, {name: r.controller_url for name, r in topo.regions.items()}, key,
             state_dir, quorum=topo.quorum, observation_max_age=topo.fleet.observation_max_age,
-            timeout=max(0.2, settings.exchange_interval * 0.8),
+            timeout=max(0.2, settings.exchange_interval * 0.8), tls=topo.api_client_tls(),
             on_exchange_error=self._exchange_failed, on_news=self.request_tick,
         )
         if dns is None and topo.fleet.dns.provider != "none":
@@ -339,8 +340,8 @@ class Controller:
             runner = web.AppRunner(build_app(self, self.verifier), access_log=None)
             await runner.setup()
             url = self.me.controller_url
-            host, port = listen_address(url)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            host, port = self.me.listen_address
+            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=self._api_tls)
             await site.start()
             self._probes.start()
             jobs = AsyncIOScheduler(event_loop=self._loop)
@@ -359,7 +360,7 @@ class Controller:
             # Everything allocated so far lives as long as the process: keep the garbage
             # collector from walking it again (full collections paused probes ~100 ms).
             gc.freeze()
-            log.info("controller of %s listening on %s", self.region, url)
+            log.info("controller of %s listening on %s:%d for %s", self.region, host, port, url)
             try:
                 await stop.wait()
             finally:
@@ -373,13 +374,6 @@ class Controller:
                 await self.coordinator.close()
                 self.leases.close()
                 log.info("controller of %s stopped", self.region)
-
-
-def listen_address(url: str) -> tuple[str, int]:
-    """Where to listen for a controller URL: an IPv6 host without its brackets, and the
-    scheme's port when the URL names none."""
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def run_forever(controller: Controller) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -75,7 +76,9 @@ class PeerCoordinator:
         timeout: float,
         on_exchange_error: Callable[[str, str], None] | None = None,
         on_news: Callable[[], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls` verifies the peers at `https://` URLs (None: the system's CAs)."""
         self.me = me
         self._peers = {name: url for name, url in peers.items() if name != me}
         self._key = key
@@ -93,6 +96,7 @@ class PeerCoordinator:
         # Anything this controller vouched for before a restart, it vouched for before now.
         self._started_at = time.time()
         self._session: aiohttp.ClientSession | None = None
+        self._tls = tls
 
     def _load_promises(self) -> dict[str, tuple[int, str, str]]:
         try:
@@ -113,7 +117,9 @@ class PeerCoordinator:
                           RECORDS.dump_json(sorted(self._records.values(), key=lambda r: r.service)))
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            connector=aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import ssl
 from urllib.parse import unquote, urlsplit
 
 import httptools
 
 from failover.health.probe import BoundedProbe, Outcome
+from failover.tls import shared_client_context
 from failover.topology import HttpCheck
 
 # Enough to find a marker in a health page without reading a huge body; a longer
@@ -75,21 +75,21 @@ def _request(check: HttpCheck) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying context for every https check: each loads the system's CA store."""
-    return ssl.create_default_context()
-
-
 class HttpProbe(BoundedProbe):
-    def __init__(self, check: HttpCheck) -> None:
+    def __init__(self, check: HttpCheck, *, where: str = "checks") -> None:
+        """`where`: the file and field of the check, for a TLS file that cannot be read."""
         super().__init__(check.timeout)
         self.check = check
         parts = urlsplit(check.url)
         https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if https else 80)
-        self._tls = _tls_context() if https else None
+        # Built here, not per probe: a CA or key that cannot be read is the operator's to fix
+        # at start (exit 2), not a flapping check. Checks naming the same files share one.
+        self._tls = (shared_client_context(check.ca_file, check.cert_file, check.key_file,
+                                           where=where) if https else None)
+        self._trusted = (f"the CAs of {check.ca_file}" if check.ca_file is not None
+                         else "the system's CA store")
         self._request = _request(check)
         self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
@@ -110,6 +110,10 @@ class HttpProbe(BoundedProbe):
                 # timeout): that says nothing about its health; ask again on a new one.
                 self._drop()
                 status, body = await self._exchange()
+        except ssl.SSLCertVerificationError as exc:
+            self._drop()
+            return Outcome(False, f"TLS: the server's certificate is not trusted "
+                                  f"({exc.verify_message}), checked against {self._trusted}")
         except BaseException:
             # Timed out, cancelled or broken half-way: the connection's state is unknown.
             self._drop()

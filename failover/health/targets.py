@@ -45,7 +45,9 @@ class ProbeTarget:
 def make_probe(topo: Topology, region: str, check: Check) -> Probe:
     match check:
         case HttpCheck():
-            return HttpProbe(check)
+            index = topo.regions[region].checks.index(check)
+            return HttpProbe(check, where=f"{topo.region_files.get(region, topo.path)}: "
+                                          f"checks[{index}]")
         case TcpCheck():
             return TcpProbe(check)
         case PostgresCheck():

@@ -10,8 +10,12 @@ synchronous_commit = local, never waiting for a sync writer's standbys.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import socket
+import ssl
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,13 +49,40 @@ def postmaster_answers(host: str, port: int, timeout: float = 0.3) -> bool:
     that hangs (SIGSTOP, packets dropped) says nothing, and libpq's connect_timeout
     cannot tell that in less than 2 s.
     """
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             sock.sendall(struct.pack("!ii", 8, _SSL_REQUEST_CODE))
-            return len(sock.recv(1)) == 1
+            answer = sock.recv(1)
+            if answer == b"S":
+                _end_tls_quietly(sock, deadline - time.monotonic())
+            return len(answer) == 1
     except OSError:
         return False
+
+
+@functools.cache
+def _unverified_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # nothing is sent or believed over it
+    return context
+
+
+def _end_tls_quietly(sock: socket.socket, time_left: float) -> None:
+    """A server with TLS on ('S') waits for a handshake, and logs every connection that
+    leaves without one ("could not accept SSL connection: EOF detected"): that would be a
+    line per ping. Finish the handshake and close it with a close_notify, which the server
+    takes silently. Best effort, in what is left of the ping's time: its answer was already
+    the sign of life, so this verifies nothing and any failure is ignored."""
+    if time_left <= 0:
+        return
+    sock.settimeout(time_left)
+    with contextlib.suppress(OSError), _unverified_tls().wrap_socket(sock) as tls:
+        tls.setblocking(False)  # send our close_notify; do not wait for the server's
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
 
 
 # Failover's own commits (fences, leases, heartbeats, bookkeeping) never wait for a sync

@@ -271,7 +271,7 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
             ensure_slot(target_conn, slot)
             truncate_published(conn)
         conn.execute(create_subscription_statement(service, region, target_endpoint,
-                                                   copy_data=not clean))
+                                                   db.endpoint(region), copy_data=not clean))
         record_role(conn, service, "subscriber", epoch)
         if clean:
             return f"clean hand-over at {format_lsn(applied)}"
@@ -282,12 +282,12 @@ def repoint_step(db: ServiceDatabases, region: str, target: str, old_primary: st
         f"SELECT failover.check_epoch('{service}', {epoch})",
         *(s.as_string() for s in drop_subscription_statements(service)),
         f"-- if {region} applied exactly what {target} applied and slot {slot} exists:",
-        create_subscription_statement(service, region, target_endpoint, copy_data=False,
-                                      shown=True).as_string(),
+        create_subscription_statement(service, region, target_endpoint, db.endpoint(region),
+                                      copy_data=False, shown=True).as_string(),
         "-- else: create the slot on the target if missing, then",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, region, target_endpoint, copy_data=True,
-                                      shown=True).as_string(),
+        create_subscription_statement(service, region, target_endpoint, db.endpoint(region),
+                                      copy_data=True, shown=True).as_string(),
     ), run)
 
 

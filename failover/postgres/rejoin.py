@@ -196,7 +196,7 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
         drop_subscription(conn, service)
         truncated = truncate_published(conn)
         conn.execute(create_subscription_statement(service, old, primary_endpoint,
-                                                   copy_data=True))
+                                                   db.endpoint(old), copy_data=True))
         record_role(conn, service, "subscriber", epoch)
         return f"{cleared}; {truncated}; subscribed to {primary}, copying (still fenced)"
 
@@ -204,8 +204,8 @@ def _resync_step(db: ServiceDatabases, old: str, primary: str, epoch: int) -> Sq
         CLEAR_SERVICE_STANDBYS_SQL,
         f"-- on {primary}: {ensure_slot_sql(slot)}",
         "TRUNCATE <every table of failover.publishable_tables()>",
-        create_subscription_statement(service, old, primary_endpoint, copy_data=True,
-                                      shown=True).as_string(),
+        create_subscription_statement(service, old, primary_endpoint, db.endpoint(old),
+                                      copy_data=True, shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch} "
         f"WHERE service = '{service}'",
     ), run)

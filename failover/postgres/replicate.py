@@ -110,7 +110,8 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
                 source = db.region_of(current) or "another server"
                 raise ConflictError(f"region {region} already subscribes to {source}; "
                                     "re-point it with `failover promote` or `failover rejoin`")
-            upgraded = upgrade_subscription(conn, service, region, writer_endpoint)
+            upgraded = upgrade_subscription(conn, service, region, writer_endpoint,
+                                            db.endpoint(region))
             conn.execute(sql.SQL("ALTER SUBSCRIPTION {} REFRESH PUBLICATION").format(
                 sql.Identifier(subscription_name(service))))
             return f"already subscribed to {writer} ({upgraded}); refreshed the table list"
@@ -126,7 +127,7 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
         conn.execute("TRUNCATE failover.heartbeat, failover.sequence_snapshot")
         ensure_slot(db.conn(writer), slot)
         conn.execute(create_subscription_statement(service, region, writer_endpoint,
-                                                   copy_data=True))
+                                                   db.endpoint(region), copy_data=True))
         return f"subscribed to {writer} through slot {slot}, copying"
 
     return SqlStep(f"subscribe {region} to {writer}", region, (
@@ -134,9 +135,10 @@ def _subscribe_step(db: ServiceDatabases, region: str, writer: str, epoch: int) 
         f"WHERE service = '{service}'",
         f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on',
         f"-- on {writer}: {ensure_slot_sql(slot)}",
-        create_subscription_statement(service, region, writer_endpoint, copy_data=True,
-                                      shown=True).as_string(),
+        create_subscription_statement(service, region, writer_endpoint, db.endpoint(region),
+                                      copy_data=True, shown=True).as_string(),
         "-- or, when already subscribed: ALTER SUBSCRIPTION ... CONNECTION <the same, with "
-        "its application_name> and SET (synchronous_commit = 'on') unless it has them, then "
+        "its application_name and TLS settings> and SET (synchronous_commit = 'on') unless it "
+        "has them, then "
         "ALTER SUBSCRIPTION ... REFRESH PUBLICATION",
     ), run)

@@ -98,18 +98,35 @@ def drop_subscription(conn: Connection, service: str) -> str:
     return f"dropped subscription {subscription_name(service)}"
 
 
-def create_subscription_statement(service: str, region: str, publisher: PostgresEndpoint, *,
-                                  copy_data: bool, shown: bool = False) -> sql.Composed:
-    """Subscribe `region` to `publisher` through the slot made for it there.
+# What `db replicate` brings an existing subscription's connection string to: the settings the
+# topology decides besides the publisher's address (same server, so the origin stays valid).
+# The password is left as it is (docs/operator-guide.md).
+_MAINTAINED = ("application_name", "sslmode", "sslrootcert", "sslcert", "sslkey")
 
-    The connection reports `standby_name(service, region)` as its application_name, the name
-    the writer's synchronous_standby_names lists. synchronous_commit = on: the apply worker
-    flushes each commit it applies and reports the flushed position at once, not when the
-    WAL writer next gets to it, so a commit waiting for it on a sync writer waits no longer.
+
+def publisher_conninfo(service: str, region: str, publisher: PostgresEndpoint,
+                       subscriber: PostgresEndpoint, *, shown: bool = False) -> str:
+    """How `region`'s server connects to `publisher` for its subscription: the publisher's
+    address, role and sslmode, the subscriber's own TLS files (paths on its server's host),
+    and `standby_name(service, region)` as the application_name, the name the writer's
+    synchronous_standby_names lists. `shown`: without the password (`--dry-run`)."""
+    return publisher.conninfo_for_subscriber(subscriber,
+                                             application_name=standby_name(service, region),
+                                             **({"password": HIDDEN} if shown else {}))
+
+
+def create_subscription_statement(service: str, region: str, publisher: PostgresEndpoint,
+                                  subscriber: PostgresEndpoint, *, copy_data: bool,
+                                  shown: bool = False) -> sql.Composed:
+    """Subscribe `region` (whose endpoint is `subscriber`) to `publisher` through the slot
+    made for it there, over `publisher_conninfo`.
+
+    synchronous_commit = on: the apply worker flushes each commit it applies and reports the
+    flushed position at once, not when the WAL writer next gets to it, so a commit waiting for
+    it on a sync writer waits no longer.
     `shown`: the statement as printed (`--dry-run`), without the password.
     """
-    conninfo = publisher.conninfo(application_name=standby_name(service, region),
-                                  **({"password": HIDDEN} if shown else {}))
+    conninfo = publisher_conninfo(service, region, publisher, subscriber, shown=shown)
     return sql.SQL(
         "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH "
         "(slot_name = {}, create_slot = false, copy_data = {}, synchronous_commit = 'on')").format(
@@ -119,10 +136,11 @@ def create_subscription_statement(service: str, region: str, publisher: Postgres
 
 
 def upgrade_subscription(conn: Connection, service: str, region: str,
-                         publisher: PostgresEndpoint) -> str:
-    """Give a subscription made before standby names what `create_subscription_statement`
-    gives a new one: its application_name (a sync writer names it) and synchronous_commit =
-    on. Same publisher, so its replication origin, and what it applied, stay valid."""
+                         publisher: PostgresEndpoint, subscriber: PostgresEndpoint) -> str:
+    """Give a subscription what `create_subscription_statement` gives a new one: the
+    application_name (a sync writer names it) and TLS settings of `publisher_conninfo`, and
+    synchronous_commit = on. Same publisher, so its replication origin, and what it applied,
+    stay valid."""
     name = sql.Identifier(subscription_name(service))
     row = conn.execute(
         "SELECT subconninfo, subsynccommit FROM pg_subscription WHERE subname = %s AND subdbid = "
@@ -130,12 +148,13 @@ def upgrade_subscription(conn: Connection, service: str, region: str,
         [subscription_name(service)]).fetchone()
     if row is None:
         return "no subscription"
-    standby = standby_name(service, region)
-    changed = []
-    if conninfo_to_dict(str(row[0])).get("application_name") != standby:
+    wanted = publisher_conninfo(service, region, publisher, subscriber)
+    have, want = conninfo_to_dict(str(row[0])), conninfo_to_dict(wanted)
+    changed = [f"{key} {want[key]}" if key in want else f"no {key}" for key in _MAINTAINED
+               if have.get(key) != want.get(key)]
+    if changed:
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
-            name, sql.Literal(publisher.conninfo(application_name=standby))))
-        changed.append(f"application_name {standby}")
+            name, sql.Literal(wanted)))
     if row[1] != "on":
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (synchronous_commit = 'on')").format(name))
         changed.append("synchronous_commit = on")

@@ -134,7 +134,7 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
             dropped = drop_logical_slots(conn)
             drop_publication(conn, service)
             conn.execute(create_subscription_statement(service, old, target_endpoint,
-                                                       copy_data=False))
+                                                       db.endpoint(old), copy_data=False))
             detail = (f"{cleared}; dropped slots {', '.join(dropped) or 'none'}; subscribed to "
                       f"{target}")
         record_role(conn, service, "subscriber", epoch)
@@ -148,8 +148,8 @@ def _subscribe_old_primary_step(db: ServiceDatabases, old: str, target: str,
         "WHERE slot_type = 'logical' AND database = current_database()",
         sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(publication_name(service))).as_string(),
-        create_subscription_statement(service, old, target_endpoint, copy_data=False,
-                                      shown=True).as_string(),
+        create_subscription_statement(service, old, target_endpoint, db.endpoint(old),
+                                      copy_data=False, shown=True).as_string(),
         f"UPDATE failover.node_state SET role = 'subscriber', epoch = {epoch}, fenced = false "
         f"WHERE service = '{service}'  -- the database stays read-only",
     ), run)

@@ -7,19 +7,26 @@ import tomllib
 from collections.abc import Iterable
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from failover.errors import UserError
 from failover.topology.models import (
     CHECK_KINDS,
     FLEET_FILE,
+    TLS_FILE_FIELDS,
+    VERIFYING_SSLMODES,
     Fleet,
+    HttpCheck,
     PostgresCheck,
     Region,
     Topology,
 )
+
+M = TypeVar("M", bound=BaseModel)
+# The files of an endpoint that this host reads (its subscription_* files are the server's).
+ENDPOINT_FILE_FIELDS = ("password_file", "sslrootcert", "sslcert", "sslkey")
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -119,6 +126,7 @@ def _cross_checks(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
     problems += _shared_values(regions, files, "controller_url", "one controller would answer "
                                "for two regions")
     problems += _shared_server_problems(fleet_path, fleet, regions)
+    problems += _tls_problems(fleet_path, fleet, regions, files)
     if not regions and all_regions_loaded:
         problems.append(f"{fleet_path.parent}: no <region>.toml files; a fleet needs regions")
     return problems
@@ -225,6 +233,43 @@ def _shared_server_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, R
     return problems
 
 
+def _tls_problems(fleet_path: Path, fleet: Fleet, regions: dict[str, Region],
+                  files: dict[str, Path]) -> list[str]:
+    """TLS settings that name too little for what another part asks: a controller URL that
+    says https:// needs a certificate to serve and a CA for its clients to verify it with; a
+    writer that asks to be verified needs a CA on every server that subscribes to it."""
+    problems: list[str] = []
+    for name, region in regions.items():
+        if region.serves_tls and region.api.cert_file is None:
+            problems.append(f"{files[name]}: api.cert_file: controller_url {region.controller_url}"
+                            " is https://, so this controller serves TLS: set api.cert_file and "
+                            "api.key_file (its certificate must name the URL's host)")
+        elif not region.serves_tls and region.api.cert_file is not None:
+            problems.append(f"{files[name]}: api.cert_file: controller_url "
+                            f"{region.controller_url} is http://, so the other controllers and "
+                            "the CLI would speak plain HTTP to a TLS server: make it https:// or "
+                            "remove api.cert_file and api.key_file")
+    https = [name for name, region in regions.items() if region.serves_tls]
+    if https and fleet.api.ca_file is None:
+        problems.append(f"{fleet_path}: api.ca_file: the controller URLs of {', '.join(https)} "
+                        "are https://: set ca_file to the CA certificates (PEM) that signed "
+                        "their certificates, so that the controllers and the CLI can verify them")
+    for service in fleet.services:
+        members = [regions[n] for n in (service.regions or list(regions)) if n in regions]
+        endpoints = {r.name: r.postgres[service.name] for r in members
+                     if service.name in r.postgres}
+        verified = sorted(n for n, e in endpoints.items() if e.sslmode in VERIFYING_SSLMODES)
+        for name, endpoint in endpoints.items():
+            writers = [w for w in verified if w != name]
+            if writers and endpoint.subscription_sslrootcert is None:
+                problems.append(
+                    f"{files[name]}: postgres.{service.name}.subscription_sslrootcert: missing; "
+                    f"this server subscribes to {', '.join(writers)} when it is the writer of "
+                    f"{service.name!r}, whose sslmode verifies its certificate: name the CA "
+                    "certificates (PEM) as a path on this region's PostgreSQL server host")
+    return problems
+
+
 def load_topology(path: Path, *, flag: str = "--topology") -> Topology:
     """Read and validate a topology folder; UserError lists every problem found."""
     path = Path(path)
@@ -293,23 +338,29 @@ def _anchored(file: Path | None, folder: Path) -> Path | None:
     return None if file is None or file.is_absolute() else folder / file
 
 
+def _anchor_fields(model: M, folder: Path, names: tuple[str, ...]) -> M:
+    """`model` with its path fields `names` anchored in the topology folder."""
+    updates = {name: anchored for name in names
+               if (anchored := _anchored(getattr(model, name), folder)) is not None}
+    return model.model_copy(update=updates) if updates else model
+
+
 def _anchor_files(fleet: Fleet, folder: Path) -> Fleet:
-    coordination = fleet.coordination
-    if (key := _anchored(coordination.key_file, folder)) is not None:
-        coordination = coordination.model_copy(update={"key_file": key})
+    coordination = _anchor_fields(fleet.coordination, folder, ("key_file",))
     if coordination.etcd is not None:
-        updates = {name: anchored for name in ("ca_file", "cert_file", "key_file")
-                   if (anchored := _anchored(getattr(coordination.etcd, name), folder))}
         coordination = coordination.model_copy(
-            update={"etcd": coordination.etcd.model_copy(update=updates)})
+            update={"etcd": _anchor_fields(coordination.etcd, folder, TLS_FILE_FIELDS)})
     dns = fleet.dns
-    if dns.rfc2136 is not None and (key := _anchored(dns.rfc2136.key_file, folder)):
-        dns = dns.model_copy(update={"rfc2136": dns.rfc2136.model_copy(update={"key_file": key})})
-    return fleet.model_copy(update={"coordination": coordination, "dns": dns})
+    if dns.rfc2136 is not None:
+        dns = dns.model_copy(update={"rfc2136": _anchor_fields(dns.rfc2136, folder, ("key_file",))})
+    return fleet.model_copy(update={"coordination": coordination, "dns": dns,
+                                    "api": _anchor_fields(fleet.api, folder, ("ca_file",))})
 
 
 def _anchor_region(region: Region, folder: Path) -> Region:
-    endpoints = {service: endpoint.model_copy(update={"password_file": password})
-                 if (password := _anchored(endpoint.password_file, folder)) else endpoint
+    endpoints = {service: _anchor_fields(endpoint, folder, ENDPOINT_FILE_FIELDS)
                  for service, endpoint in region.postgres.items()}
-    return region.model_copy(update={"postgres": endpoints})
+    checks = [_anchor_fields(check, folder, TLS_FILE_FIELDS) if isinstance(check, HttpCheck)
+              else check for check in region.checks]
+    return region.model_copy(update={"postgres": endpoints, "checks": checks,
+                                     "api": _anchor_fields(region.api, folder, ("cert_file", "key_file"))})

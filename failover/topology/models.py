@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
 
 from failover.durations import Duration, DurationOrZero
 from failover.errors import UserError
+from failover.tls import client_context, server_context
 
 FLEET_FILE = "fleet.toml"
 
@@ -78,6 +80,15 @@ def _http_url_with_host(value: str) -> str:
         raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
     _refuse_bad_port(value)
     return value
+
+
+TLS_FILE_FIELDS = ("ca_file", "cert_file", "key_file")
+
+
+def _files_together(model: BaseModel, cert: str = "cert_file", key: str = "key_file") -> None:
+    """A certificate is nothing without its key, and the other way round."""
+    if (getattr(model, cert) is None) != (getattr(model, key) is None):
+        raise ValueError(f"{cert} and {key} go together: set both or neither")
 
 
 # ---------------------------------------------------------------- checks
@@ -152,7 +163,7 @@ class _CheckBase(_Model):
 
 class HttpCheck(_CheckBase):
     """An HTTP GET; redirects are not followed. `https` URLs verify the server's certificate
-    against the system's CA store."""
+    and host name, against `ca_file` when it is set, else the system's CA store."""
 
     kind: Literal["http"]
     """The check's kind."""
@@ -162,11 +173,28 @@ class HttpCheck(_CheckBase):
     """The status codes that count as a success; not set: any 2xx or 3xx."""
     body_contains: str | None = None
     """Text the body must contain, searched in its first 64 KiB."""
+    ca_file: Path | None = None
+    """CA certificates (PEM) that verify an `https` server, instead of the system's store;
+    relative to the topology folder."""
+    cert_file: Path | None = None
+    """A client certificate (PEM) presented to an `https` server that asks for one, with
+    `key_file`; relative to the topology folder."""
+    key_file: Path | None = None
+    """The private key of `cert_file` (PEM), with it; relative to the topology folder."""
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _http_url_with_host(value)
+
+    @model_validator(mode="after")
+    def _tls_files_need_https(self) -> HttpCheck:
+        named = [name for name in TLS_FILE_FIELDS if getattr(self, name) is not None]
+        if named and urlsplit(self.url).scheme != "https":
+            raise ValueError(f"{' and '.join(named)} apply to https:// URLs only, and url is "
+                             f"{self.url!r}")
+        _files_together(self)
+        return self
 
 
 class TcpCheck(_CheckBase):
@@ -225,12 +253,17 @@ CHECK_KINDS = ("http", "tcp", "postgres", "dns", "command")
 
 # ---------------------------------------------------------------- regions
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+VERIFYING_SSLMODES = ("verify-ca", "verify-full")
+SUBSCRIPTION_TLS_FIELDS = ("subscription_sslrootcert", "subscription_sslcert",
+                           "subscription_sslkey")
+
 
 class PostgresEndpoint(_Model):
     """How to reach this region's database of one service, as the controller's role. The
     same connection string, password included, is what the other regions' servers use to
-    subscribe to this one when it is the writer: it is stored in their `pg_subscription`.
-    There are no TLS settings yet: libpq's defaults apply."""
+    subscribe to this one when it is the writer: it is stored in their `pg_subscription`,
+    with this endpoint's `sslmode` and the subscriber's own `subscription_ssl*` files."""
 
     host: str = Field(min_length=1)
     """Host name or address of the server, as libpq takes it. Every controller host and
@@ -252,33 +285,147 @@ class PostgresEndpoint(_Model):
     `~/.pgpass`)."""
     connect_timeout: Duration = 3.0
     """libpq's `connect_timeout`, rounded to whole seconds (at least 1)."""
+    sslmode: SslMode | None = None
+    """libpq's `sslmode` for every connection to this database: the controllers', the
+    CLI's, and the subscriptions of the other regions' servers when this one is the writer.
+    `verify-ca` checks the server's certificate against `sslrootcert`, `verify-full` also
+    that it names `host`; `require` encrypts without checking who answers. Not set: libpq's
+    default (`prefer`: TLS if the server offers it, unchecked)."""
+    sslrootcert: Path | None = None
+    """CA certificates (PEM) that verify this server's certificate, for the controllers and
+    the CLI; relative to the topology folder. Required with `verify-ca` and `verify-full`."""
+    sslcert: Path | None = None
+    """A client certificate (PEM) the controllers and the CLI present to this server, with
+    `sslkey`; relative to the topology folder. For `cert` authentication its common name is
+    `user`."""
+    sslkey: Path | None = None
+    """The private key of `sslcert` (PEM), with it; relative to the topology folder. libpq
+    refuses a key that its group or others may read (mode 0600, or 0640 owned by root)."""
+    subscription_sslrootcert: Path | None = None
+    """An absolute path **on this region's PostgreSQL server host**: the CA certificates its
+    subscriptions verify the writer with. Written into the subscription's connection string,
+    which this server (not the controller) opens. Required when another region of the
+    service asks `verify-ca` or `verify-full`."""
+    subscription_sslcert: Path | None = None
+    """An absolute path on this region's PostgreSQL server host: the client certificate its
+    subscriptions present to the writer, with `subscription_sslkey`."""
+    subscription_sslkey: Path | None = None
+    """An absolute path on this region's PostgreSQL server host: the key of
+    `subscription_sslcert`, readable by the server's user only."""
     source: str = Field(default="", exclude=True)
     """Not for the file: the loader sets it to where the endpoint was configured, for
     messages, replacing any value written here."""
+
+    @model_validator(mode="after")
+    def _tls_files_fit_the_mode(self) -> PostgresEndpoint:
+        if self.sslmode in VERIFYING_SSLMODES and self.sslrootcert is None:
+            raise ValueError(f"sslmode = \"{self.sslmode}\" checks the server's certificate "
+                             "against the CAs in sslrootcert: set sslrootcert")
+        if self.sslmode == "disable" and (self.sslrootcert or self.sslcert):
+            raise ValueError("sslmode = \"disable\" uses no TLS, so sslrootcert and sslcert "
+                             "would be ignored: remove them or ask for TLS")
+        for prefix in ("", "subscription_"):
+            _files_together(self, f"{prefix}sslcert", f"{prefix}sslkey")
+        for name in SUBSCRIPTION_TLS_FIELDS:
+            path = getattr(self, name)
+            if path is not None and not path.is_absolute():
+                raise ValueError(f"{name}: {str(path)!r} is a path on this region's PostgreSQL "
+                                 "server host, read by the server itself: write it absolute "
+                                 "(a relative one would be read from its data folder)")
+        return self
 
     def password(self) -> SecretStr | None:
         return _secret_from(self.password_env, self.password_file,
                             what="the PostgreSQL password", where=self.source,
                             fields=("password_env", "password_file"))
 
-    def conninfo(self, **overrides: str | int) -> str:
-        """A libpq keyword/value string, password included; never log it."""
-        from psycopg.conninfo import make_conninfo  # psycopg is heavy: import on use
+    def tls_files(self) -> dict[str, Path]:
+        """The TLS files this host reads to connect (the libpq keyword and its path); each
+        must be readable here, or a UserError names its field."""
+        files = {name: path for name in ("sslrootcert", "sslcert", "sslkey")
+                 if (path := getattr(self, name)) is not None}
+        for name, path in files.items():
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                raise UserError(f"{self.source}.{name}: cannot read {path}: {exc.strerror}"
+                                ) from None
+        return files
 
+    def _params(self, **overrides: str | int) -> dict[str, Any]:
         params: dict[str, Any] = {
             "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
             "connect_timeout": max(1, round(self.connect_timeout)),
             "application_name": "failover",
         }
+        if self.sslmode is not None:
+            params["sslmode"] = self.sslmode
         secret = self.password()
         if secret is not None:
             params["password"] = secret.get_secret_value()
         params.update(overrides)
-        return make_conninfo(**params)
+        return params
+
+    def conninfo(self, **overrides: str | int) -> str:
+        """A libpq keyword/value string for a connection from this host, password and TLS
+        files included; never log it."""
+        from psycopg.conninfo import make_conninfo  # psycopg is heavy: import on use
+
+        files = {name: str(path) for name, path in self.tls_files().items()}
+        return make_conninfo(**self._params(**files, **overrides))
+
+    def conninfo_for_subscriber(self, subscriber: PostgresEndpoint,
+                                **overrides: str | int) -> str:
+        """The connection string a subscriber's server uses to reach this (the writer's)
+        database: this endpoint's address, role, password and `sslmode`, and the
+        subscriber's `subscription_ssl*` files, which live on the subscriber's server host."""
+        from psycopg.conninfo import make_conninfo
+
+        files = {name.removeprefix("subscription_"): str(path)
+                 for name in SUBSCRIPTION_TLS_FIELDS
+                 if (path := getattr(subscriber, name)) is not None}
+        return make_conninfo(**self._params(**files, **overrides))
 
     def describe(self) -> str:
         """host:port/dbname as user: safe to print."""
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+class ApiServer(_Model):
+    """How this region's controller serves its API. Its files are read by this region's
+    controller host only, when the controller starts (restart it after renewing them)."""
+
+    listen: str | None = None
+    """Where the controller listens, `address:port` or `[v6]:port` (e.g. `0.0.0.0:8700` when
+    `controller_url` names an address the host does not hold, behind NAT). Not set: the host
+    and port of `controller_url`."""
+    cert_file: Path | None = None
+    """The controller's certificate (PEM, followed by any intermediate certificates), served
+    when `controller_url` is `https://`; it must name `controller_url`'s host (a DNS name or
+    an IP address in its subject alternative names). Relative to the topology folder."""
+    key_file: Path | None = None
+    """The private key of `cert_file` (PEM), with it; relative to the topology folder."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(f"//{value}")
+            valid = (bool(parts.hostname) and bool(parts.port) and parts.username is None
+                     and not (parts.path or parts.query or parts.fragment))
+        except ValueError:  # a malformed [v6] or a port beyond 65535
+            valid = False
+        if not valid:
+            raise ValueError(f"expected address:port (or [v6]:port) with a port from 1 to "
+                             f"65535, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> ApiServer:
+        _files_together(self)
+        return self
 
 
 class Region(_Model):
@@ -292,10 +439,11 @@ class Region(_Model):
     outside a DOWN region, and among equally good failover targets the higher priority is
     promoted."""
     controller_url: str
-    """Where this region's controller listens and the others reach it: an `http://` URL
-    with a host (a trailing `/` is dropped), unique in the fleet. The controller listens on
-    this URL's host and port in plain HTTP whatever the scheme, so `https://` does not work
-    yet."""
+    """Where the other controllers and the CLI reach this region's controller: an `http://`
+    or `https://` URL with a host (a trailing `/` is dropped), unique in the fleet. The
+    controller listens on its host and port unless `api.listen` says otherwise. With
+    `https://` it serves TLS with `api.cert_file` and `api.key_file`, and is verified with
+    the CAs of `fleet.toml`'s `api.ca_file`."""
     address: str
     """The IPv4 or IPv6 address that DNS publishes for this region (an `A` or `AAAA`
     record): the writer record points at the writer region's address, the reader record
@@ -304,6 +452,19 @@ class Region(_Model):
     """One endpoint per service this region holds a copy of, keyed by service name."""
     checks: list[Check] = Field(default_factory=list)
     """The checks every controller runs against this region."""
+    api: ApiServer = Field(default_factory=ApiServer)
+    """How this region's controller serves its API (`[api]`)."""
+
+    @property
+    def serves_tls(self) -> bool:
+        return urlsplit(self.controller_url).scheme == "https"
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """Where this controller listens: `api.listen`, else the host and port of its URL
+        (an IPv6 host without its brackets, the scheme's port when the URL names none)."""
+        parts = urlsplit(f"//{self.api.listen}" if self.api.listen else self.controller_url)
+        return parts.hostname or "", parts.port or (443 if self.serves_tls else 80)
 
     @field_validator("controller_url")
     @classmethod
@@ -565,6 +726,18 @@ class DnsSettings(_Model):
         return self
 
 
+class ApiTrust(_Model):
+    """How the controllers and the CLI verify the controllers they call at `https://`
+    controller URLs."""
+
+    ca_file: Path | None = None
+    """CA certificates (PEM) that verify every `https://` `controller_url`, for the
+    controllers' exchanges and claims and for the CLI; relative to the topology folder.
+    Required when any region's `controller_url` is `https://`, and the only CAs trusted for
+    them: for certificates from a public CA, name the system's bundle (e.g.
+    `/etc/ssl/certs/ca-certificates.crt`)."""
+
+
 class Fleet(_Model):
     """`fleet.toml`: what every region shares."""
 
@@ -590,6 +763,8 @@ class Fleet(_Model):
     """How controllers exchange observations and agree (`[coordination]`)."""
     dns: DnsSettings = Field(default_factory=DnsSettings)
     """The DNS provider and zone (`[dns]`)."""
+    api: ApiTrust = Field(default_factory=ApiTrust)
+    """How controllers and the CLI verify `https://` controller URLs (`[api]`)."""
     services: list[Service] = Field(default_factory=list)
     """The replicated services (`[[services]]`)."""
 
@@ -655,6 +830,22 @@ class Topology:
 
     def fleet_key(self) -> SecretStr | None:
         return self.fleet.coordination.fleet_key(f"{self.path / FLEET_FILE}: coordination")
+
+    def api_client_tls(self) -> ssl.SSLContext | None:
+        """What verifies `https://` controller URLs (`api.ca_file`), for the controllers and
+        the CLI; None when no CA is configured (then no controller serves TLS)."""
+        if self.fleet.api.ca_file is None:
+            return None
+        return client_context(self.fleet.api.ca_file, where=f"{self.path / FLEET_FILE}: api")
+
+    def api_server_tls(self, region: str) -> ssl.SSLContext | None:
+        """The TLS context the controller of `region` serves its API with, or None for an
+        `http://` controller URL."""
+        api = self.regions[region].api
+        if not self.regions[region].serves_tls or api.cert_file is None or api.key_file is None:
+            return None
+        return server_context(api.cert_file, api.key_file,
+                              where=f"{self.region_files.get(region, self.path)}: api")
 
     def signing_key(self) -> bytes:
         """The fleet key that signs requests between controllers and from the CLI."""

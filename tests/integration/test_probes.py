@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from failover.health.tcp import TcpProbe
 from failover.lab.bind import NamedServer, ZoneRecord, ensure_installed, free_port, start_primary
 from failover.topology import CommandCheck, DnsCheck, HttpCheck, TcpCheck
 from tests.support.loopback import LoopbackBlock, allocate_block
+from tests.support.pki import Authority
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +53,30 @@ def health_app() -> web.Application:
     async def moved(request: web.Request) -> web.Response:
         raise web.HTTPFound("/healthz")
 
+    async def client(request: web.Request) -> web.Response:
+        """Who the TLS client certificate says the caller is."""
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peercert") or {}
+        names = [value for rdn in peer.get("subject", ()) for key, value in rdn
+                 if key == "commonName"]
+        return web.Response(text=f"client: {', '.join(names) or 'anonymous'}")
+
     app = web.Application()
     app.router.add_get("/healthz", ok)
     app.router.add_get("/broken", broken)
     app.router.add_get("/old", moved)
+    app.router.add_get("/client", client)
     return app
 
 
 @asynccontextmanager
-async def http_server(host: str, port: int) -> AsyncIterator[str]:
+async def http_server(host: str, port: int, tls: ssl.SSLContext | None = None
+                      ) -> AsyncIterator[str]:
     runner = web.AppRunner(health_app())
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls).start()
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()
 
@@ -219,6 +231,57 @@ def test_http_chunked_body_match_and_basic_auth_from_the_url(block: LoopbackBloc
     assert found.ok, found.reason
     assert not beyond.ok and "does not contain 'primary'" in beyond.reason
     assert not unauthorized.ok and unauthorized.reason == "HTTP 401 (expected 2xx or 3xx)"
+
+
+def https_server_context(authority: Authority, host: str, *, client_certificates: bool
+                         ) -> ssl.SSLContext:
+    """A server certificate for `host` from a private CA; `client_certificates`: one signed
+    by it is required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*authority.issue("server", addresses=[host]))
+    if client_certificates:
+        context.load_verify_locations(authority.cert_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def test_https_with_a_private_ca_is_healthy_with_its_ca_file_and_names_the_certificate_without(
+        block: LoopbackBlock, tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    host = block.address(1)
+
+    async def scenario() -> tuple[ProbeResult, ProbeResult]:
+        tls = https_server_context(authority, host, client_certificates=False)
+        async with http_server(host, 8443, tls) as base:
+            return (await probe_http(http_check(f"{base}/healthz",
+                                                ca_file=authority.cert_file)),
+                    await probe_http(http_check(f"{base}/healthz")))
+
+    trusted, unknown = asyncio.run(scenario())
+    assert trusted.ok and trusted.reason == "HTTP 200"
+    assert not unknown.ok
+    assert unknown.reason.startswith("TLS: the server's certificate is not trusted (")
+    assert unknown.reason.endswith("checked against the system's CA store")
+
+
+def test_https_presents_the_client_certificate_of_cert_file_and_key_file(
+        block: LoopbackBlock, tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    host = block.address(1)
+    cert, key = authority.issue("probe", common_name="failover probe")
+
+    async def scenario() -> tuple[ProbeResult, ProbeResult]:
+        tls = https_server_context(authority, host, client_certificates=True)
+        async with http_server(host, 8443, tls) as base:
+            url = f"{base}/client"
+            return (await probe_http(http_check(
+                        url, ca_file=authority.cert_file, cert_file=cert, key_file=key,
+                        body_contains="client: failover probe")),
+                    await probe_http(http_check(url, ca_file=authority.cert_file)))
+
+    presented, without = asyncio.run(scenario())
+    assert presented.ok, presented.reason
+    assert not without.ok, without.reason  # the server asked for a certificate and got none
 
 
 def test_http_connection_refused(block: LoopbackBlock) -> None:

@@ -29,9 +29,8 @@ from tests.support.cloud_init import (
     written_files,
 )
 from tests.support.loopback import allocate_block
-from tests.support.pg import available_bindirs
+from tests.support.pg import tls_bindir
 from tests.support.pki import key_and_cert, pem
-from tests.support.skipping import skip_loudly
 from tests.support.terraform import REPO_TERRAFORM, require_terraform
 
 pytestmark = [pytest.mark.integration, pytest.mark.terraform, pytest.mark.timeout(600)]
@@ -121,24 +120,13 @@ def use_user_data_files(server: PgServer, files: dict[str, str], workdir: Path) 
         conn.execute("SELECT pg_reload_conf()")
 
 
-def tls_bindir() -> Path:
-    """A PostgreSQL built with TLS (the embedded one is not), or a loud skip."""
-    for _, bindir in available_bindirs():
-        configure = subprocess.run([str(bindir / "pg_config"), "--configure"], check=True,
-                                   capture_output=True, text=True, timeout=30).stdout
-        if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
-            return bindir
-    skip_loudly("PostgreSQL over TLS", "no PostgreSQL built with TLS on this machine: the "
-                "region module's TLS settings were NOT tried (scripts/setup.sh installs "
-                "Debian's PostgreSQL 15)")
-
-
 @pytest.fixture(scope="module")
 def server(user_data: str, host: str) -> Iterator[PgServer]:
     # The server runs unprivileged: pytest's temporary folders are root's alone.
     pg_root = Path(tempfile.mkdtemp(prefix="failover-cloud-init-"))
     try:
-        pg = init_server(pg_root, "region", host, bindir=tls_bindir())
+        pg = init_server(pg_root, "region", host,
+                         bindir=tls_bindir("the region module's TLS settings"))
         try:
             use_user_data_files(pg, written_files(user_data), pg_root)
             yield pg

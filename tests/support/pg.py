@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -27,7 +28,13 @@ import psycopg
 import pytest
 
 from failover.errors import FailoverError
-from failover.lab.postgres import PgServer, pg_bindir, start_servers, stop_servers
+from failover.lab.postgres import (
+    PgServer,
+    init_server,
+    pg_bindir,
+    start_servers,
+    stop_servers,
+)
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.heartbeat import HeartbeatThread
 from failover.postgres.inspect import inspect_node
@@ -38,6 +45,8 @@ from failover.postgres.state import recorded_epoch
 from failover.postgres.steps import run_steps
 from failover.topology import PostgresEndpoint, Service
 from tests.support.loopback import allocate_block
+from tests.support.pki import Authority
+from tests.support.skipping import skip_loudly
 
 REGIONS = ("alpha", "bravo", "charlie")
 APP_ROLE = "app"
@@ -71,6 +80,18 @@ def available_bindirs() -> list[tuple[str, Path]]:
 _BINDIRS = available_bindirs()
 
 
+def tls_bindir(untried: str) -> Path:
+    """A PostgreSQL built with TLS (the embedded one is not), or a loud skip saying that
+    `untried` was not tried."""
+    for _, bindir in available_bindirs():
+        configure = subprocess.run([str(bindir / "pg_config"), "--configure"], check=True,
+                                   capture_output=True, text=True, timeout=30).stdout
+        if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
+            return bindir
+    skip_loudly("PostgreSQL over TLS", f"no PostgreSQL built with TLS on this machine: "
+                f"{untried} were NOT tried (scripts/setup.sh installs Debian's PostgreSQL 15)")
+
+
 @dataclass
 class Cluster:
     servers: dict[str, PgServer]
@@ -95,14 +116,42 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def _start_tls_servers(root: Path, hosts: dict[str, str], bindir: Path,
+                       authority: Authority) -> list[PgServer]:
+    """`start_servers` with `ssl = on`: each server's certificate, from `authority`, names its
+    address; `ssl_ca_file` is the authority's, so a client certificate it issued is verified
+    and shows in `pg_stat_ssl.client_dn`. The rules stay the lab's (TLS is not required)."""
+    servers: list[PgServer] = []
+    try:
+        for name, host in hosts.items():
+            server = init_server(root, name, host, bindir=bindir, durable=False)
+            servers.append(server)
+            tls = server.datadir.parent / "tls"
+            tls.mkdir()
+            cert, key = authority.issue("server", addresses=[host], folder=tls)
+            server.run_as.chown(tls)
+            with (server.datadir / "postgresql.conf").open("a") as conf:
+                conf.write(f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
+                           f"ssl_ca_file = '{authority.cert_file}'\n")
+            server.start()
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
 @contextmanager
-def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[Cluster]:
+def running_cluster(bindir: Path, *, durable: bool = False,
+                    tls: Authority | None = None) -> Iterator[Cluster]:
     """Three servers on a fresh loopback block, with the application role; stopped on exit.
-    Not `durable` (the tests): fsync off, which a benchmark of commit latency may want on."""
+    Not `durable` (the tests): fsync off, which a benchmark of commit latency may want on.
+    `tls`: the servers speak TLS with certificates from that authority, whose folder the
+    servers' user must be able to read."""
     block = allocate_block()
     root = Path(tempfile.mkdtemp(prefix="failover-pg-"))
-    servers = start_servers(root, {name: block.address(i + 1) for i, name in enumerate(REGIONS)},
-                            bindir=bindir, durable=durable)
+    hosts = {name: block.address(i + 1) for i, name in enumerate(REGIONS)}
+    servers = (start_servers(root, hosts, bindir=bindir, durable=durable) if tls is None
+               else _start_tls_servers(root, hosts, bindir, tls))
     try:
         for server in servers:
             with server.connect() as conn:

@@ -45,3 +45,29 @@ def write_pem(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificat
     key_text, cert_text = pem(key, cert)
     path.with_suffix(".key").write_text(key_text)
     path.with_suffix(".crt").write_text(cert_text)
+
+
+class Authority:
+    """A throwaway CA that writes its certificate and the ones it issues into `folder`:
+    `NAME.crt` and `NAME.key`, the key readable by its owner only (libpq and PostgreSQL
+    refuse a key others may read)."""
+
+    def __init__(self, folder: Path, name: str = "ca") -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._key, self._cert = key_and_cert(f"failover test CA {name}", issuer=None, ca=True)
+        self.cert_file = self._write(folder / name, self._key, self._cert)[0]
+
+    def _write(self, base: Path, key: ec.EllipticCurvePrivateKey,
+               cert: x509.Certificate) -> tuple[Path, Path]:
+        write_pem(base, key, cert)
+        base.with_suffix(".key").chmod(0o600)
+        return base.with_suffix(".crt"), base.with_suffix(".key")
+
+    def issue(self, name: str, *, common_name: str = "", addresses: Sequence[str] = (),
+              folder: Path | None = None) -> tuple[Path, Path]:
+        """(certificate, key) for `common_name`, valid for `addresses` (IP SANs), written as
+        `name.crt` and `name.key` (no dot in `name`) into `folder` (default: the CA's)."""
+        key, cert = key_and_cert(common_name, issuer=(self._cert.subject, self._key),
+                                 addresses=addresses)
+        return self._write((folder or self.folder) / name, key, cert)
