@@ -16,23 +16,12 @@ from pathlib import Path
 from typer.core import TyperGroup
 from typer.main import get_command
 
+from tests.support.packaging import UNIT, unit_settings
 from tests.support.skipping import skip_loudly
 
-ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "packaging" / "systemd" / "failover-controller.service"
 # `systemd-analyze security` scores exposure from 0 (locked down) to 10; the unit
 # scored 1.5 when written. Above this, a hardening setting was lost.
 MAX_EXPOSURE = 2.0
-
-
-def settings(text: str) -> dict[str, list[str]]:
-    """Every `Key=value` of a unit file, by key, in order (comments and sections left out)."""
-    found: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            found.setdefault(key.strip(), []).append(value.strip())
-    return found
 
 
 def systemd_analyze(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +39,7 @@ def runnable_copy(tmp_path: Path) -> Path:
     failover = shutil.which("failover", path=str(Path(sys.executable).parent))
     assert failover is not None, f"no failover script beside {sys.executable}"
     text = UNIT.read_text()
-    [exec_start] = settings(text)["ExecStart"]
+    [exec_start] = unit_settings(text)["ExecStart"]
     shipped_binary = exec_start.split()[0]
     copy = text.replace(f"ExecStart={shipped_binary} ", f"ExecStart={failover} ")
     changed = [(a, b) for a, b in zip(text.splitlines(), copy.splitlines(), strict=True) if a != b]
@@ -76,7 +65,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
 
 
 def test_the_unit_is_hardened(tmp_path: Path) -> None:
-    unit = settings(UNIT.read_text())
+    unit = unit_settings(UNIT.read_text())
     wanted = {"User": "failover", "StateDirectory": "failover", "Restart": "on-failure",
               "EnvironmentFile": "/etc/failover/failover.env", "NoNewPrivileges": "yes",
               "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes"}
@@ -93,7 +82,7 @@ def test_exec_start_runs_the_controller_with_flags_it_has() -> None:
     import failover.cli.fleet  # noqa: F401  (registers `controller run` on the app)
     from failover.cli import app
 
-    argv = settings(UNIT.read_text())["ExecStart"][0].split()
+    argv = unit_settings(UNIT.read_text())["ExecStart"][0].split()
     assert argv[1:3] == ["controller", "run"]
     root = get_command(app)
     assert isinstance(root, TyperGroup)
@@ -105,5 +94,5 @@ def test_exec_start_runs_the_controller_with_flags_it_has() -> None:
     assert [arg for arg in given[::2] if arg not in flags] == [], f"not flags of {argv[:3]}"
     assert len(given) % 2 == 0, "every flag takes a value"
     # The state directory is the one systemd creates and hands to the service user.
-    [state_directory] = settings(UNIT.read_text())["StateDirectory"]
+    [state_directory] = unit_settings(UNIT.read_text())["StateDirectory"]
     assert given[given.index("--state-dir") + 1] == f"%S/{state_directory}"

@@ -8,47 +8,19 @@ environment's site-packages for them. A few seconds.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+from tests.support.packaging import PYPROJECT, ROOT, build_wheel, install_wheel, run_outside
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 
 
-def run(argv: list[str | Path], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # PYTHONPATH (set when running from a worktree) would import the sources, not the wheel.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([str(a) for a in argv], check=False, capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=240)
-    assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built in a copy of what the build reads, so that build/ and *.egg-info stay out of
-    the checkout (and two builds never share them)."""
-    sources = tmp_path_factory.mktemp("sources")
-    for name in ("pyproject.toml", PYPROJECT["project"]["readme"],
-                 *PYPROJECT["project"]["license-files"]):
-        shutil.copy(ROOT / name, sources / name)
-    for folder in ("failover", "sql", "packaging"):
-        shutil.copytree(ROOT / folder, sources / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out, sources])
-    [built] = out.glob("*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("build"))
 
 
 def expected_files() -> set[str]:
@@ -79,23 +51,14 @@ def test_the_wheel_holds_the_package_its_schema_and_its_license(wheel: Path) -> 
 
 
 def test_a_fresh_venv_runs_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", venv])
-    python = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
-         "--no-index", wheel])
-    # The dependencies come from this environment, appended after the venv's own
-    # site-packages (a .pth line), so the wheel's failover is the one found first.
-    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
-                    ).stdout.strip())
-    (site / "borrowed-dependencies.pth").write_text(
-        f"{sysconfig.get_path('purelib')}\n{sysconfig.get_path('platlib')}\n")
-    version = run([venv / "bin" / "failover", "--version"], cwd=tmp_path).stdout
+    venv = install_wheel(wheel, tmp_path / "venv")
+    version = run_outside([venv.bin("failover"), "--version"], cwd=tmp_path).stdout
     assert version == f"failover {PYPROJECT['project']['version']}\n"
-    seen = run([python, "-c", "import failover, importlib.metadata as m; "
-                "from failover.postgres.schema import schema_versions; "
-                "print(failover.__file__); print(m.distribution('failover').locate_file('')); "
-                "print(*[v.name for v in schema_versions()])"], cwd=tmp_path).stdout.splitlines()
-    assert seen[0].startswith(f"{site}/failover/"), "the wheel's failover is not the one run"
-    assert seen[1] == str(site)
+    seen = run_outside([venv.python, "-c", "import failover, importlib.metadata as m; "
+                        "from failover.postgres.schema import schema_versions; "
+                        "print(failover.__file__); print(m.distribution('failover').locate_file('')); "
+                        "print(*[v.name for v in schema_versions()])"],
+                       cwd=tmp_path).stdout.splitlines()
+    assert seen[0].startswith(f"{venv.site}/failover/"), "the wheel's failover is not the one run"
+    assert seen[1] == str(venv.site)
     assert seen[2].split() == sorted(path.name for path in (ROOT / "sql").glob("*.sql"))
