@@ -75,6 +75,7 @@ from failover.lab.unprivileged import RunAs, server_user
 from tests.support.loopback import LoopbackBlock, allocate_block
 from tests.support.packaging import (
     PYPROJECT,
+    ROOT,
     UNIT,
     Venv,
     build_wheel,
@@ -87,6 +88,7 @@ from tests.support.pki import Authority
 
 pytestmark = [pytest.mark.integration, pytest.mark.packaging, pytest.mark.timeout(600)]
 
+GUIDE = ROOT / "docs" / "operator-guide.md"
 # The example's regions and priorities (docs/examples/three-regions/); the first writer is
 # the one with the highest priority, as the guide advises.
 PRIORITIES = {"us-east-1": 100, "us-west-2": 50, "eu-west-1": 10}
@@ -479,10 +481,25 @@ timeout = "800ms"
 """)
 
 
+def installed_unit(venv: Venv) -> str:
+    """The unit the wheel installed, found with the guide's own command (step 2), which
+    names the venv /opt/failover. Run in the checkout, where the newcomer built the wheel
+    and where a command that put the current folder on sys.path would find the sources."""
+    [command] = [line.strip() for line in GUIDE.read_text().splitlines()
+                 if line.strip().startswith("/opt/failover/bin/python ")]
+    argv = shlex.split(command.replace("/opt/failover", str(venv.root), 1))
+    where = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60,
+                           env=outside_env(), cwd=ROOT).stdout.strip()
+    assert where.startswith(f"{venv.site}/"), f"the guide's command found {where}"
+    text = Path(where).read_text()
+    assert text == UNIT.read_text(), f"{where} is not {UNIT}"
+    return text
+
+
 def start_controllers(site: Newcomer) -> None:
     """Step 8: each region's controller as its unit would run it."""
     assert site.venv is not None
-    unit = unit_settings(UNIT.read_text())
+    unit = unit_settings(installed_unit(site.venv))
     [exec_start], [env_file] = unit["ExecStart"], unit["EnvironmentFile"]
     [umask], [state_name], [state_mode] = (unit["UMask"], unit["StateDirectory"],
                                            unit["StateDirectoryMode"])
