@@ -255,10 +255,15 @@ def _failover(
     # One pass over the regions that are not DOWN: each unfenced subscriber
     # is re-pointed, and the UP one with the most applied data is promoted:
     # ranked by applied position, then the freshest heartbeat, then
-    # priority, then name.
+    # priority, then name. The freshest heartbeat is the newest one applied
+    # (heartbeat_at): two subscribers that applied the same data hold the same
+    # one, which ties them for priority to decide. Not their lag in seconds,
+    # which a dead writer's subscribers measure up to the last moment each
+    # heard from it, a noise that would leave priority nothing to break; the
+    # lag serves only when the heartbeat is not known.
     subscribers: list[str] = []
     out_of_reach: list[str] = []
-    best: tuple[tuple[float, float, int, str], Replication] | None = None
+    best: tuple[tuple[float, float, float, int, str], Replication] | None = None
     for region in sorted(policy.regions - ctx.down - {writer}):
         replication = ctx.views.of(region, service)
         if replication is None or not unfenced_subscriber(replication):
@@ -267,9 +272,11 @@ def _failover(
         if region in ctx.up and region not in ctx.reached:
             out_of_reach.append(region)
         elif region in ctx.up:
-            applied, lag_seconds = replication.applied_lsn, replication.lag_seconds
-            rank = (-applied if applied is not None else math.inf,
-                    lag_seconds if lag_seconds is not None else math.inf,
+            applied, beat = replication.applied_lsn, replication.heartbeat_at
+            lag_seconds = replication.lag_seconds
+            freshness = ((-beat, 0.0) if beat is not None
+                         else (math.inf, lag_seconds if lag_seconds is not None else math.inf))
+            rank = (-applied if applied is not None else math.inf, *freshness,
                     -ctx.priority[region], region)
             if best is None or rank < best[0]:
                 best = (rank, replication)
@@ -279,7 +286,7 @@ def _failover(
         return [NoOp(service, epoch,
                      f"writer {writer} is DOWN but no UP region holds an unfenced subscriber"
                      f"{unreached}; {writer} keeps the writer role")], writer
-    target, replication = best[0][3], best[1]
+    target, replication = best[0][-1], best[1]
     proof = acknowledged_proof(policy, writer, ctx) if policy.sync_count else None
     problems = [*(_unproven(proof, target, replication) if proof is not None else ()),
                 *_lag_problems(replication, policy, ctx.writer_position(writer, service))]

@@ -329,6 +329,29 @@ def test_the_target_is_the_up_subscriber_with_the_least_lag(
     assert isinstance(promote, PromoteSubscriber) and promote.region == winner
 
 
+@pytest.mark.parametrize(
+    ("west", "south", "winner"),
+    [
+        ((1000, NOW - 1, 0.9), (1000, NOW - 1, 0.2), "west"),  # the same heartbeat: priority
+        ((1000, NOW - 2, 0.1), (1000, NOW - 1, 0.9), "south"),  # else the newer heartbeat
+        ((1000, None, 0.1), (1000, NOW - 9, 0.9), "south"),  # a known one before a lag
+    ],
+)
+def test_after_the_position_the_freshest_heartbeat_ranks_not_the_lag_in_seconds(
+    west: tuple[int, float | None, float], south: tuple[int, float | None, float], winner: str
+) -> None:
+    """A dead writer's subscribers that applied the same data hold the same heartbeat, but
+    each measures its lag up to when it last heard the writer: that noise must not outrank
+    the priority the operator gave (west is preferred over south)."""
+    def candidate(lsn: int, beat: float | None, lag: float) -> Replication:
+        return replace(sub(lsn=lsn, lag_seconds=lag), heartbeat_at=beat)
+
+    roles = {"east": [primary()], "west": [candidate(*west)], "south": [candidate(*south)]}
+    plan = decide(reports(EAST_DOWN, roles), one_service(), make_policy(), NOW, "west").plan
+    promote = plan.actions[1]
+    assert isinstance(promote, PromoteSubscriber) and promote.region == winner
+
+
 def test_equal_candidates_are_broken_by_name() -> None:
     policy = make_policy({"a": 1, "c": 5, "b": 5})
     roles = {"b": [sub()], "c": [sub()]}
