@@ -3,14 +3,14 @@ ending in a crash failover (issue #15).
 
 Nothing here comes from `failover lab up`. The PostgreSQL servers are initialised and started
 with `pg_ctl` on three loopback addresses of a block of their own, with the settings, the TLS
-lines and the `hostssl` rules the guide lists; BIND9 serves a zone with the writer record and
-a key `tsig-keygen` made. failover is the wheel of this checkout, built offline and installed
+lines and the `hostssl` rules the guide lists; BIND9 serves a zone with the writer and reader
+records and a key `tsig-keygen` made. failover is the wheel of this checkout, built offline and installed
 into a fresh venv, and every command a newcomer types is that venv's `failover` script, with
 PYTHONPATH kept out of its environment so that the checkout cannot stand in for the wheel.
 
-The controllers run the systemd unit's own command line: `ExecStart` read from
-packaging/systemd/failover-controller.service, with the binary the guide links to
-/usr/local/bin, the topology folder and `%S` replaced by this test's folders, the environment
+The controllers run the systemd unit's own command line: `ExecStart` read from the unit the
+wheel installed (found with the guide's command; it is packaging/systemd/'s), with the binary
+the guide links to /usr/local/bin, the topology folder and `%S` replaced by this test's folders, the environment
 the unit's `EnvironmentFile` gives (a `failover.env` per region as the guide writes it) and the
 unit's `UMask`. Not the unit itself: it runs one region per host (`FAILOVER_REGION`), and the
 three regions here share one machine, which rarely has systemd as PID 1 anyway.
@@ -278,7 +278,7 @@ class Newcomer:
         return "\n".join([*(tail(self.controller_log(region)) for region in self.controllers),
                           *(tail(server.log, 10) for server in self.servers.values())])
 
-    def stop(self) -> None:
+    def stop_controllers(self) -> None:
         for process in self.controllers.values():  # KillMode=mixed: SIGTERM to the controller
             if process.poll() is None:
                 process.terminate()
@@ -288,10 +288,15 @@ class Newcomer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
-        for server in self.servers.values():
-            server.stop()
-        if self.named is not None:
-            self.named.stop()
+
+    def stop(self) -> None:
+        """The controllers, then the servers, then BIND; each even if one before it failed."""
+        with contextlib.ExitStack() as stack:  # callbacks run last-in first
+            if self.named is not None:
+                stack.callback(self.named.stop)
+            for server in self.servers.values():
+                stack.callback(server.stop)
+            stack.callback(self.stop_controllers)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> tuple[T, float]:
