@@ -618,11 +618,18 @@ def notes(conn: psycopg.Connection[tuple[Any, ...]]) -> set[str]:
 def test_a_newcomer_follows_the_guide_to_a_fleet_that_fails_over(tmp_path: Path) -> None:
     bindir = tls_bindir("the newcomer's fleet (docs/operator-guide.md, TLS on, a crash failover)")
     started = time.monotonic()
+    took_to: dict[str, float] = {}  # seconds since the start at the end of each stage
+
+    def stage(name: str) -> None:
+        took_to[name] = round(time.monotonic() - started, 1)
+
     with newcomer_site() as site:
         # 1. Install failover from the wheel.
         site.venv = install_wheel(build_wheel(tmp_path / "build"), site.root / "opt-failover")
         version = site.failover("--version").stdout
         assert version == f"failover {PYPROJECT['project']['version']}\n"
+
+        stage("installed")
 
         # 2. and 3. Keys, TLS files, PostgreSQL, BIND9.
         site.secrets.mkdir(parents=True)
@@ -637,6 +644,8 @@ def test_a_newcomer_follows_the_guide_to_a_fleet_that_fails_over(tmp_path: Path)
         start_servers(site, bindir, pg_ca, passwords, app_password)
         start_bind(site)
         write_topology(site, pg_ca, api_ca)
+
+        stage("servers up")
 
         # 4. Check the topology and the network.
         validated = site.failover("topology", "validate", str(site.topology), "--strict")
@@ -676,6 +685,8 @@ def test_a_newcomer_follows_the_guide_to_a_fleet_that_fails_over(tmp_path: Path)
                      for record in site.json("dns", "show", SERVICE)["records"]
                      for item in record["values"]}
         assert shown_dns == {("writer", FIRST), *(("reader", r) for r in PRIORITIES)}, shown_dns
+
+        stage("replicated")
 
         # 8. The controllers; 9. check.
         start_controllers(site)
@@ -717,6 +728,8 @@ def test_a_newcomer_follows_the_guide_to_a_fleet_that_fails_over(tmp_path: Path)
             (True, f"/CN={region} subscriber") for region in PRIORITIES if region != FIRST), \
             senders
 
+        stage("fleet checked")
+
         # The crash.
         crashed_at = time.time()
         site.servers[FIRST].crash()
@@ -749,4 +762,4 @@ def test_a_newcomer_follows_the_guide_to_a_fleet_that_fails_over(tmp_path: Path)
         assert promoted == {writer}, (promoted, ended)
         print(f"newcomer: new writer {writer} in {took:.1f} s, record moved after "
               f"{took + moved:.1f} s, writes after {took + moved + wrote:.1f} s (id {after_id}); "
-              f"whole test {time.monotonic() - started:.0f} s")
+              f"whole test {time.monotonic() - started:.0f} s, stages ended at {took_to}")
