@@ -16,7 +16,13 @@ from typing import Any
 from failover.controller.executor import Executor, PlanOutcome, PlanRun
 from failover.controller.journal import PLAN, Journal
 from failover.controller.metrics import Metrics
-from failover.controller.records import after_plan, promoted, to_store, writer_record_repair
+from failover.controller.records import (
+    after_plan,
+    promoted,
+    reader_record_repairs,
+    to_store,
+    writer_record_repair,
+)
 from failover.controller.status import ServiceRuntime
 from failover.controller.steps import StepFactory
 from failover.coordination.base import Claim, Coordinator, Leadership, ServiceRecord
@@ -229,40 +235,48 @@ class PlanRunner:
         runtime.degraded = (f"database promoted in {action.to_region} but the writer record "
                             f"still points at {action.from_region}: {error}; retried every tick")
 
-    async def check_writer_records(self, records: Mapping[str, ServiceRecord],
-                                   addresses: Mapping[str, str]) -> None:
-        """Compare every writer record with the fleet's record; a difference becomes a pending
-        move, retried like one a plan could not make."""
+    async def check_dns_records(self, records: Mapping[str, ServiceRecord],
+                                addresses: Mapping[str, str]) -> None:
+        """Compare every writer and reader record with the fleet's record; a difference
+        becomes a pending move, retried like one a plan could not make."""
         now = time.time()
         if now < self._dns_checked_at + DNS_RETRY_INTERVAL or self.steps.dns is None:
             return
         self._dns_checked_at = now
         for service, record in sorted(records.items()):
             runtime = self.runtime[service]
-            if runtime.dns_pending is not None:
+            if runtime.dns_pending is not None or runtime.readers_pending:
                 continue
             try:
                 seen = await asyncio.to_thread(self.steps.writer_record, service)
+                readers = await asyncio.to_thread(self.steps.reader_record, service)
             except Exception as exc:  # DNS down: reported, and checked again later
-                log.info("cannot read the writer record of %s: %s", service, exc)
+                log.info("cannot read the DNS records of %s: %s", service, exc)
                 continue
             repair = writer_record_repair(record, seen, addresses)
             if repair is not None:
                 log.warning("%s: %s", service, repair.reason)
                 self.dns_deferred(repair, repair.reason)
+            if readers is not None:  # None: the service has no reader record
+                runtime.readers_pending = tuple(reader_record_repairs(record, readers,
+                                                                      addresses))
+                if runtime.readers_pending:
+                    log.warning("%s: %s", service, runtime.readers_pending[0].reason)
 
     async def retry_dns(self) -> None:
         now = time.time()
         for service, runtime in self.runtime.items():
-            action = runtime.dns_pending
-            if action is None or now < runtime.dns_retry_at:
+            actions = [*([runtime.dns_pending] if runtime.dns_pending else []),
+                       *runtime.readers_pending]
+            if not actions or now < runtime.dns_retry_at:
                 continue
             runtime.dns_retry_at = now + DNS_RETRY_INTERVAL
-            outcome = await self.run_actions(service, [action], now,
-                                             plan_id=f"{service}-e{action.epoch}-dns-{int(now)}",
-                                             executor=self._dns_executor)
+            outcome = await self.run_actions(
+                service, actions, now, plan_id=f"{service}-e{actions[0].epoch}-dns-{int(now)}",
+                executor=self._dns_executor)
             if outcome.ok:
                 runtime.dns_pending = None
+                runtime.readers_pending = ()
                 runtime.degraded = None
 
     def _still_leading(self) -> bool:

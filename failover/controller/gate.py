@@ -46,7 +46,7 @@ class LocalFacts:
     stopping: bool
     coordination_problem: str | None  # why the store cannot be trusted now, or None
     unfinished_plans: int  # plans its journal started and never ended
-    dns_pending: bool  # a writer record move failed after a promotion and waits for a retry
+    dns_pending: bool  # a DNS record (writer or readers) differs from the fleet and waits for a move
     up_for: float  # seconds since the controller started
     startup_grace: float  # how long after a start silence does not count as isolation
 

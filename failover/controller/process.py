@@ -215,12 +215,12 @@ class Controller:
         self.report.decision(decision, records, self.coordinator.observations(),
                              self.coordinator.problem())
         if decision.executes and decision.has_quorum and self.coordinator.problem() is None:
-            await self.plans.check_writer_records(
+            await self.plans.check_dns_records(
                 records, {name: region.address for name, region in self.topo.regions.items()})
         move = next_move(decision, LocalFacts(
             stopping=self._stopping, coordination_problem=self.coordinator.problem(),
             unfinished_plans=len(self.journal.unfinished_plans()) if decision.executes else 0,
-            dns_pending=any(r.dns_pending for r in self.runtime.values()),
+            dns_pending=any(r.dns_pending or r.readers_pending for r in self.runtime.values()),
             up_for=now - self._started_at, startup_grace=self._startup_grace))
         if move.kind is MoveKind.FENCE_LOCAL:
             await self.plans.fence_local(decision.local, now)

@@ -13,10 +13,12 @@ from dataclasses import replace
 
 from failover.coordination.base import ServiceRecord, cluster_state
 from failover.engine import (
+    AddReader,
     ClusterState,
     ConfirmWriter,
     Observation,
     Plan,
+    RemoveReader,
     Role,
     SetDnsWriter,
     WriterClaim,
@@ -105,6 +107,24 @@ def writer_record_repair(record: ServiceRecord, seen: frozenset[str] | None,
     return SetDnsWriter(record.service, record.epoch, pointed[0] if pointed else record.writer,
                         record.writer, f"the writer record points at {shown} but the fleet "
                         f"records {record.writer} at epoch {record.epoch}: repair it")
+
+
+def reader_record_repairs(record: ServiceRecord, seen: frozenset[str] | None,
+                          addresses: Mapping[str, str]) -> list[AddReader | RemoveReader]:
+    """The moves that make the reader record hold exactly the addresses of the regions the
+    fleet records as readers (none when it does). An address of no region is left alone:
+    there is no region to name, and it is not failover's to remove."""
+    held = seen or frozenset()
+    shown = ", ".join(sorted(held)) or "nothing"
+    why = (f"the reader record holds {shown} but the fleet records readers "
+           f"{', '.join(sorted(record.readers)) or 'none'}: repair it")
+    moves: list[AddReader | RemoveReader] = [
+        AddReader(record.service, record.epoch, region, why)
+        for region in sorted(record.readers) if addresses[region] not in held]
+    moves += [RemoveReader(record.service, record.epoch, region, why)
+              for region, address in sorted(addresses.items())
+              if address in held and region not in record.readers]
+    return moves
 
 
 def promoted(held: ServiceRecord | None, action: WriterClaim,

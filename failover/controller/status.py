@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from failover.coordination.base import ServiceRecord
-from failover.engine import Decision, Durability, Observation, SetDnsWriter, isolation_loss_bound
+from failover.engine import (
+    AddReader,
+    Decision,
+    Durability,
+    Observation,
+    RemoveReader,
+    SetDnsWriter,
+    isolation_loss_bound,
+)
 from failover.engine.serialize import action_as_dict, verdict_as_dict
 
 
@@ -22,6 +30,8 @@ class ServiceRuntime:
     last_plan: dict[str, Any] | None = None
     degraded: str | None = None
     dns_pending: SetDnsWriter | None = None  # a writer record move that failed, retried
+    # Moves that put the reader record back to the fleet's readers, retried likewise.
+    readers_pending: tuple[AddReader | RemoveReader, ...] = ()
     dns_retry_at: float = 0.0
 
 

@@ -383,6 +383,18 @@ class StepFactory:
             found = self._provider().read(RecordKey(record, rtype)) or found
         return found.values if found is not None else None
 
+    def reader_record(self, service: str) -> frozenset[str] | None:
+        """The addresses the reader record of `service` holds now (empty: absent); None when
+        the service has no reader record."""
+        record = self.topo.services[service].reader_record
+        if record is None:
+            return None
+        values: frozenset[str] = frozenset()
+        for rtype in ("A", "AAAA"):
+            found = self._provider().read(RecordKey(record, rtype))
+            values |= found.values if found is not None else frozenset()
+        return values
+
     def dns_writer_step(self, action: SetDnsWriter) -> Step:
         service = self.topo.services[action.service]
         old = self.topo.regions[action.from_region].address

@@ -23,6 +23,8 @@ import pytest
 
 from failover.controller.client import call, send_operator
 from failover.controller.executor import CRASH_AFTER_STEP_ENV
+from failover.dns import RecordKey, RecordSet
+from failover.dns.factory import provider_from_topology
 from failover.dns.wire import Endpoint, answer
 from failover.errors import FailoverError
 from failover.lab import processes
@@ -237,6 +239,36 @@ def test_executing_controller_killed_mid_plan_completes_once(lab_dir: Path) -> N
         watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
     assert_safe(watch.report())
+
+
+def test_dns_records_changed_by_hand_are_put_back(lab_dir: Path) -> None:
+    """Level-triggered DNS: whoever leads compares the writer and reader records with the
+    fleet record and repairs them, whatever left them behind."""
+    state = lab.load(lab_dir)
+    topo = load_topology(Path(state.topology))
+    service = topo.services[state.service.name]
+    assert service.reader_record is not None
+    writer = service_view(state)["writer"]
+    other = next(r for r in state.regions if r.name != writer)
+    writer_key, reader_key = RecordKey(service.writer_record, "A"), RecordKey(service.reader_record, "A")
+    provider = provider_from_topology(topo)
+    readers_before = provider.read(reader_key)
+    assert readers_before is not None and other.address in readers_before.values
+    current = provider.read(writer_key)
+    assert current is not None
+    provider.compare_and_set(current, RecordSet(writer_key, current.ttl,
+                                                frozenset({other.address})))
+    provider.remove_value(reader_key, other.address)
+    say(f"by hand: {service.writer_record} -> {other.address}, {other.address} out of "
+        f"{service.reader_record}")
+
+    def put_back() -> bool:
+        now_writer, now_readers = provider.read(writer_key), provider.read(reader_key)
+        return (now_writer is not None and now_writer.values == frozenset(
+            {state.region(writer).address}) and now_readers is not None
+            and now_readers.values == readers_before.values)
+
+    wait_for(put_back, 30, "both records back to what the fleet records")
 
 
 def _restart_controller(lab_dir: Path, region: str, *, crash_after: str | None = None) -> None:

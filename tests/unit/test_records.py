@@ -11,6 +11,7 @@ from failover.controller.records import (
     discover_writer,
     planning_state,
     promoted,
+    reader_record_repairs,
     to_store,
     with_discovered,
     writer_record_repair,
@@ -145,6 +146,22 @@ def test_a_writer_record_that_differs_from_the_fleets_is_repaired_from_where_it_
     missing = writer_record_repair(record, None, ADDRESSES)
     assert missing is not None and "points at nothing" in missing.reason
     assert writer_record_repair(ServiceRecord("orders", None, 0), None, ADDRESSES) is None
+
+
+def test_a_reader_record_that_differs_from_the_fleets_readers_is_put_back() -> None:
+    record = ServiceRecord("orders", "west", 4, readers=("east", "west"))
+    assert reader_record_repairs(record, frozenset({"127.0.1.1", "127.0.2.1"}), ADDRESSES) == []
+    # A reader missing (say, a crash between recording and moving DNS, or a hand edit), a
+    # region the fleet took out, and an address of no region (not failover's to remove).
+    moves = reader_record_repairs(record, frozenset({"127.0.2.1", "127.0.3.1", "10.9.9.9"}),
+                                  ADDRESSES)
+    assert [(type(m).__name__, m.region, m.epoch) for m in moves] == [
+        ("AddReader", "east", 4), ("RemoveReader", "south", 4)]
+    assert "the reader record holds 10.9.9.9, 127.0.2.1, 127.0.3.1" in moves[0].reason
+    absent = reader_record_repairs(record, frozenset(), ADDRESSES)
+    assert [(type(m).__name__, m.region) for m in absent] == [("AddReader", "east"),
+                                                             ("AddReader", "west")]
+    assert "holds nothing" in absent[0].reason
 
 
 def test_the_engine_plans_above_an_epoch_a_stalled_claimant_holds() -> None:
