@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 from failover.errors import FailoverError
+from failover.lab.pki import Authority
 from failover.lab.postgres import (
     PgServer,
     init_server,
@@ -45,7 +46,6 @@ from failover.postgres.state import recorded_epoch
 from failover.postgres.steps import run_steps
 from failover.topology import PostgresEndpoint, Service
 from tests.support.loopback import allocate_block
-from tests.support.pki import Authority
 from tests.support.skipping import skip_loudly
 
 REGIONS = ("alpha", "bravo", "charlie")
