@@ -13,13 +13,12 @@ with `LabState.api_tls()`. The whole lab runs in the chaos suite (FAILOVER_CHAOS
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from failover.lab.postgres import PgServer, init_server, tls_bindir
 from failover.lab.unprivileged import server_user
 from failover.lab.writers import Session
 from failover.topology import Topology, load_topology
+from tests.support.cli import StatusOnly
 from tests.support.loopback import allocate_block
 from tests.support.pg import wait_until
 from tests.support.skipping import skip_loudly
@@ -171,32 +171,20 @@ def test_a_subscription_verifies_the_writer_with_the_ca_the_lab_topology_names(
             subscriber.execute("DROP SUBSCRIPTION copy")
 
 
-class _Status(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"region": REGION}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def test_the_region_certificate_serves_the_api_to_the_lab_clients(region: Region) -> None:
     """What the region's controller serves with (`api_server_tls`), and what `wait_healthy`,
     `service_view`, the audit and the drill verify it with (`LabState.api_tls()`)."""
     context = region.topo.api_server_tls(REGION)
     assert context is not None
-    httpd = ThreadingHTTPServer((region.server.host, 0), _Status)
+    handler = type("StatusOfTheRegion", (StatusOnly,), {"region": REGION})
+    httpd = ThreadingHTTPServer((region.server.host, 0), handler)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"https://{region.server.host}:{httpd.server_address[1]}"
-        assert fleet_statuses({REGION: url}, tls=region.state.api_tls()) == {
-            REGION: {"region": REGION}}
+        answer = fleet_statuses({REGION: url}, tls=region.state.api_tls())[REGION]
+        assert isinstance(answer, dict) and answer["region"] == REGION
         # Not with the system's CAs: the lab's CA is its own.
         refused = fleet_statuses({REGION: url}, timeout=2)[REGION]
         assert isinstance(refused, str) and "certificate verify failed" in refused
