@@ -11,6 +11,7 @@ controllers at `https://` URLs, and a topology whose every connection verifies t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -165,6 +166,15 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
     return topo
 
 
+def _tls_prerequisites() -> Path:
+    """The binaries `lab up --tls` runs; a UserError when it cannot run (no `cryptography`
+    for its CA, no PostgreSQL built with OpenSSL)."""
+    if importlib.util.find_spec("cryptography") is None:
+        raise UserError("--tls: the lab's CA needs the `cryptography` package; install the "
+                        "`lab` extra (pip install 'failover[lab]')")
+    return tls_bindir()
+
+
 def issue_tls(lab_dir: Path, addresses: dict[str, str],
               users: dict[str, RunAs]) -> dict[str, ServerTls]:
     """`lab up --tls`'s throwaway CA, and for each region a certificate naming its address
@@ -267,8 +277,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
     if not 1 <= sync_count < len(addresses):
         raise UserError(f"--sync-count: {sync_count}; use 1 to {len(addresses) - 1}, the "
                         f"subscribers of a {len(addresses)}-region lab")
-    # Before anything starts or is removed: --tls needs binaries built with OpenSSL.
-    tls_binaries = tls_bindir() if tls else None
+    # Before anything starts or is removed: what --tls needs.
+    tls_binaries = _tls_prerequisites() if tls else None
     if is_up(lab_dir):
         raise UserError(f"--dir: a lab is already running in {lab_dir}; `failover lab status` "
                         "shows it, `failover lab down` stops it")

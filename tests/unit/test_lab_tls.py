@@ -226,3 +226,13 @@ def test_lab_up_tls_takes_debians_postgresql_15_when_nothing_is_configured(
         skip_loudly("lab up --tls's binaries", f"no {DEBIAN_TLS_BINDIR} (scripts/setup.sh "
                     "installs Debian's PostgreSQL 15)")
     assert tls_bindir() == DEBIAN_TLS_BINDIR
+
+
+def test_without_cryptography_lab_up_tls_says_which_extra_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = build.importlib.util.find_spec
+    monkeypatch.setattr(build.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "cryptography" else real(name, *args))
+    with pytest.raises(UserError, match=r"^--tls: .*`cryptography`.*`lab` extra"):
+        build.up(tmp_path / "lab", tls=True, progress=lambda message: None)
+    assert not (tmp_path / "lab").exists()
