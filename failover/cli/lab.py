@@ -56,9 +56,9 @@ def up(
                               "are healthy, writes wait rather than the writer degrading to "
                               "asynchronous commits.")] = False,
     tls: Annotated[bool, typer.Option(
-        "--tls", help="TLS everywhere, from a throwaway CA in DIR/tls: PostgreSQL over TLS only "
-                      "(a PostgreSQL built with OpenSSL: FAILOVER_PG_BINDIR, else Debian's 15), "
-                      "https:// controllers, every connection verified.")] = False,
+        "--tls", help="TLS from a throwaway CA in DIR/tls: PostgreSQL over TLS only (one built "
+                      "with OpenSSL: FAILOVER_PG_BINDIR, else Debian's 15), https:// "
+                      "controllers, every connection verified (etcd stays plain).")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Start the regions and return when the fleet is healthy."""
