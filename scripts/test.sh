@@ -5,6 +5,9 @@
 #   bash scripts/test.sh                  everything (the chaos suite beside the rest)
 #   bash scripts/test.sh tests/unit -x    only what you name (pytest arguments)
 #   FAILOVER_CHAOS=0 bash scripts/test.sh everything but the chaos suite (says so loudly)
+#   FAILOVER_CHAOS_TLS=1 bash scripts/test.sh   the chaos labs come up with `lab up --tls`
+#                                         (a throwaway CA; PostgreSQL from FAILOVER_PG_BINDIR
+#                                         or Debian's 15, the embedded one has no TLS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

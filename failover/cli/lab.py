@@ -55,6 +55,10 @@ def up(
         "--sync-strict", help="With --durability sync: when fewer than --sync-count subscribers "
                               "are healthy, writes wait rather than the writer degrading to "
                               "asynchronous commits.")] = False,
+    tls: Annotated[bool, typer.Option(
+        "--tls", help="TLS from a throwaway CA in DIR/tls: PostgreSQL over TLS only (one built "
+                      "with OpenSSL: FAILOVER_PG_BINDIR, else Debian's 15), https:// "
+                      "controllers, every connection verified (etcd stays plain).")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Start the regions and return when the fleet is healthy."""
@@ -65,7 +69,7 @@ def up(
         raise UserError(f"--coordination: {coordination!r}; use peers or etcd")
     state = build_up(lab_dir, coordination=coordination, regions=regions, progress=_progress,
                      rejoin=rejoin, durability=durability, sync_count=sync_count,
-                     sync_strict=sync_strict)
+                     sync_strict=sync_strict, tls=tls)
     if json_out:
         print_json(state.model_dump(mode="json"))
         return
@@ -93,6 +97,8 @@ def _print_status(state: lab.LabState) -> None:
     console.print(f"DNS {state.dns.address}:{state.dns.port} zone {state.dns.zone} ({dns}); "
                   f"service {state.service.name}: writer record {state.service.writer_record}, "
                   f"reader record {state.service.reader_record}, TTL {state.service.ttl} s")
+    if state.tls:
+        console.print(f"TLS: PostgreSQL and the controllers, verified with the CA {state.ca_file()}")
 
 
 @lab_app.command("status")

@@ -47,7 +47,8 @@ def _answers(state: lab.LabState, record: str) -> frozenset[str] | None:
 
 
 def _fleet_record(state: lab.LabState) -> dict[str, Any] | None:
-    view = acting_view(fleet_statuses(state.controllers(), timeout=LOOK_TIMEOUT))
+    view = acting_view(fleet_statuses(state.controllers(), timeout=LOOK_TIMEOUT,
+                                      tls=state.api_tls()))
     if view is None or not view.get("has_quorum"):
         return None
     service: dict[str, Any] | None = view.get("services", {}).get(state.service.name)
@@ -120,10 +121,11 @@ class DnsAgreement:
 def journals(state: lab.LabState, key: bytes, since: float) -> dict[str, list[dict[str, Any]]]:
     """Every reachable controller's journal entries from `since`, by region."""
     out: dict[str, list[dict[str, Any]]] = {}
+    tls = state.api_tls()
     for region in state.regions:
         with contextlib.suppress(ControllerUnreachable):
             reply = call(region.controller_url, "GET", "/v1/journal", key=key,
-                         query=f"since={since}&limit={JOURNAL_LIMIT_MAX}", timeout=10)
+                         query=f"since={since}&limit={JOURNAL_LIMIT_MAX}", timeout=10, tls=tls)
             if isinstance(reply.body, dict):
                 out[region.name] = list(reply.body.get("entries", []))
     return out

@@ -3,10 +3,15 @@
 Each region's PostgreSQL server and controller run as that region's own
 unprivileged user, so that `lab fault --kind isolate` can drop the region's
 packets by owner; the DNS server is shared, as a GSLB would be.
+
+`lab up --tls` adds a throwaway CA and a certificate per region (see
+`failover.lab.state`): PostgreSQL servers that take TCP connections over TLS only,
+controllers at `https://` URLs, and a topology whose every connection verifies them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -27,8 +32,15 @@ from failover.lab import state as lab
 from failover.lab.bind import ZoneRecord, start_primary
 from failover.lab.etcd import EtcdCluster, start_cluster
 from failover.lab.launch import start_controller
-from failover.lab.postgres import PgServer, init_server, pg_bindir, server_version
-from failover.lab.unprivileged import folder_closed_to_others, region_user
+from failover.lab.postgres import (
+    PgServer,
+    ServerTls,
+    init_server,
+    pg_bindir,
+    server_version,
+    tls_bindir,
+)
+from failover.lab.unprivileged import RunAs, folder_closed_to_others, region_user
 from failover.postgres.connection import ServiceDatabases
 from failover.postgres.replicate import replication_steps
 from failover.postgres.schema import install
@@ -36,6 +48,10 @@ from failover.postgres.steps import run_steps
 from failover.topology import load_topology
 
 Progress = Callable[[str], None]
+
+# How long the certificates of `lab up --tls` are valid: a lab may run for weeks of
+# measurements, and its CA is thrown away with it.
+TLS_DAYS = 365
 
 DEMO_SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -85,10 +101,17 @@ def is_up(lab_dir: Path) -> bool:
     return any(processes.alive(r.postmaster_pid) or processes.alive(r.controller_pid) for r in state.regions)
 
 
+def controller_url(address: str, *, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://{address}:{lab.CONTROLLER_PORT}"
+
+
 def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, tsig_file: Path,
                     tsig_name: str, coordination: dict[str, Any], rejoin: str,
-                    durability: str, sync_count: int, sync_strict: bool) -> Path:
+                    durability: str, sync_count: int, sync_strict: bool,
+                    tls: bool = False) -> Path:
+    """`tls`: the files of `issue_tls` (under `lab_dir`) in every field that takes them."""
     topo = lab_dir / "topology"
+    ca = str(lab.lab_ca_file(lab_dir))
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
         "name": "lab",
@@ -111,26 +134,67 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
             "sync_strict": sync_strict,
         }],
     }
+    if tls:
+        fleet["api"] = {"ca_file": ca}
     (topo / "fleet.toml").write_text(tomli_w.dumps(fleet))
     for name, address in regions.items():
-        region = {
+        url = controller_url(address, tls=tls)
+        endpoint: dict[str, Any] = {"host": address, "port": lab.PG_PORT, "dbname": lab.SERVICE,
+                                    "user": lab.SUPERUSER, "connect_timeout": "1s"}
+        health: dict[str, Any] = {"name": "controller", "kind": "http", "url": f"{url}/healthz",
+                                  "interval": "1s", "timeout": "500ms", "purpose": "info"}
+        region: dict[str, Any] = {
             "name": name, "priority": lab.PRIORITIES[name],
-            "controller_url": f"http://{address}:{lab.CONTROLLER_PORT}", "address": address,
-            "postgres": {lab.SERVICE: {"host": address, "port": lab.PG_PORT,
-                                       "dbname": lab.SERVICE, "user": lab.SUPERUSER,
-                                       "connect_timeout": "1s"}},
+            "controller_url": url, "address": address,
+            "postgres": {lab.SERVICE: endpoint},
             "checks": [
                 {"name": "postgres", "kind": "postgres", "service": lab.SERVICE,
                  "interval": "1s", "timeout": "500ms", "healthy_threshold": 2,
                  "unhealthy_threshold": 3},
-                {"name": "controller", "kind": "http",
-                 "url": f"http://{address}:{lab.CONTROLLER_PORT}/healthz", "interval": "1s",
-                 "timeout": "500ms", "purpose": "info"},
+                health,
             ],
         }
+        if tls:
+            # Every connection verifies the server's certificate and that it names the
+            # address; the subscriptions of this region's server read the CA as its user.
+            endpoint.update(sslmode="verify-full", sslrootcert=ca, subscription_sslrootcert=ca)
+            health["ca_file"] = ca
+            cert, key = lab.region_tls_files(lab_dir, name)
+            region["api"] = {"cert_file": str(cert), "key_file": str(key)}
         (topo / f"{name}.toml").write_text(tomli_w.dumps(region))
     load_topology(topo)  # what the lab writes must validate
     return topo
+
+
+def _tls_prerequisites() -> Path:
+    """The binaries `lab up --tls` runs; a UserError when it cannot run (no `cryptography`
+    for its CA, no PostgreSQL built with OpenSSL)."""
+    if importlib.util.find_spec("cryptography") is None:
+        raise UserError("--tls: the lab's CA needs the `cryptography` package; install the "
+                        "`lab` extra (pip install 'failover[lab]')")
+    return tls_bindir()
+
+
+def issue_tls(lab_dir: Path, addresses: dict[str, str],
+              users: dict[str, RunAs]) -> dict[str, ServerTls]:
+    """`lab up --tls`'s throwaway CA, and for each region a certificate naming its address
+    (its PostgreSQL server's and its controller's), owned by and readable only by the
+    region's user; the CA's certificate is readable by every user, its key by root only."""
+    from failover.lab.pki import Authority  # needs `cryptography`: only with --tls
+
+    ca_file = lab.lab_ca_file(lab_dir)
+    authority = Authority(ca_file.parent, ca_file.stem, common_name="failover lab CA",
+                          days=TLS_DAYS)
+    ca_file.parent.chmod(0o755)
+    ca_file.chmod(0o644)
+    files = {}
+    for name, address in addresses.items():
+        cert, key = lab.region_tls_files(lab_dir, name)
+        cert.parent.mkdir(mode=0o700)
+        authority.issue(cert.stem, common_name=name, addresses=[address], folder=cert.parent)
+        users[name].chown(cert.parent)
+        files[name] = ServerTls(cert, key, authority.cert_file)
+    return files
 
 
 def _demo_database(server: PgServer) -> None:
@@ -151,7 +215,7 @@ def _demo_database(server: PgServer) -> None:
 
 def service_view(state: lab.LabState) -> dict[str, Any]:
     """The lab service as the acting controller sees it."""
-    view = acting_view(fleet_statuses(state.controllers()))
+    view = acting_view(fleet_statuses(state.controllers(), tls=state.api_tls()))
     if view is None or not view.get("has_quorum"):
         raise FailoverError("no controller with a quorum answers; is the lab healthy? "
                             "(`failover lab status`)")
@@ -163,9 +227,10 @@ def wait_healthy(state: lab.LabState, timeout: float, progress: Progress) -> Non
     """Until every controller sees every region UP and the service's writer."""
     deadline = time.monotonic() + timeout
     last = ""
+    tls = state.api_tls()
     while time.monotonic() < deadline:
         waiting = []
-        for region, body in fleet_statuses(state.controllers(), timeout=1).items():
+        for region, body in fleet_statuses(state.controllers(), timeout=1, tls=tls).items():
             if isinstance(body, str):
                 waiting.append(f"{region}: controller {body}")
                 continue
@@ -201,7 +266,7 @@ def check_reachable(lab_dir: Path) -> None:
 
 def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
        timeout: float = 90.0, rejoin: str = "auto", durability: str = "async",
-       sync_count: int = 1, sync_strict: bool = False) -> lab.LabState:
+       sync_count: int = 1, sync_strict: bool = False, tls: bool = False) -> lab.LabState:
     lab_dir = lab_dir.resolve()
     addresses = lab.lab_regions(regions)
     if rejoin not in lab.REJOIN_MODES:
@@ -212,6 +277,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
     if not 1 <= sync_count < len(addresses):
         raise UserError(f"--sync-count: {sync_count}; use 1 to {len(addresses) - 1}, the "
                         f"subscribers of a {len(addresses)}-region lab")
+    # Before anything starts or is removed: what --tls needs.
+    tls_binaries = _tls_prerequisites() if tls else None
     if is_up(lab_dir):
         raise UserError(f"--dir: a lab is already running in {lab_dir}; `failover lab status` "
                         "shows it, `failover lab down` stops it")
@@ -229,18 +296,22 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
     etcd: EtcdCluster | None = None
     etcd_members: list[lab.EtcdMember] = []
     try:
-        bindir = pg_bindir()
+        bindir = tls_binaries or pg_bindir()
         progress(f"PostgreSQL {server_version(bindir)} from {bindir}")
         users = {name: region_user(name) for name in addresses}
+        server_tls = issue_tls(lab_dir, addresses, users) if tls else {}
+        if tls:
+            progress(f"TLS: the lab's CA {lab.lab_ca_file(lab_dir)}, a certificate per region")
         servers: dict[str, PgServer] = {}
         for name, address in addresses.items():
             server = init_server(lab_dir / "pg", name, address, port=lab.PG_PORT, bindir=bindir,
-                                 run_as=users[name])
+                                 run_as=users[name], tls=server_tls.get(name))
             server.start()
             started.append(server)
             servers[name] = server
             _demo_database(server)
-            progress(f"{name}: PostgreSQL on {address}:{lab.PG_PORT}")
+            progress(f"{name}: PostgreSQL on {address}:{lab.PG_PORT}"
+                     + (" (TLS only)" if tls else ""))
 
         key = generate_key("lab-key")
         dns_dir = lab_dir / "dns"
@@ -271,7 +342,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
         topo_dir = _write_topology(lab_dir, addresses, key_file=key_file, tsig_file=tsig_file,
                                    tsig_name=key.name, coordination=coordination_settings,
                                    rejoin=rejoin, durability=durability, sync_count=sync_count,
-                                   sync_strict=sync_strict)
+                                   sync_strict=sync_strict, tls=tls)
         topo = load_topology(topo_dir)
 
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
@@ -288,7 +359,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
             region_states.append(lab.RegionState(
                 name=name, address=address, pg_port=lab.PG_PORT,
                 data_dir=str(servers[name].datadir), postmaster_pid=servers[name].pid,
-                controller_url=f"http://{address}:{lab.CONTROLLER_PORT}", controller_pid=pid,
+                controller_url=controller_url(address, tls=tls), controller_pid=pid,
                 user=users[name].name))
         state = lab.LabState(
             dir=str(lab_dir), topology=str(topo_dir), coordination=coordination,
@@ -301,7 +372,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
                                      app_role=lab.APP_ROLE, rejoin=rejoin,
                                      durability=durability, sync_count=sync_count,
                                      sync_strict=sync_strict),
-            etcd=etcd_members)
+            etcd=etcd_members, tls=tls, pg_bindir=str(bindir))
         lab.save(state, lab_dir)
         progress("controllers started; waiting for the fleet to be healthy")
         wait_healthy(state, timeout, progress)

@@ -228,7 +228,7 @@ def read_databases(state: lab.LabState, run: int) -> Observation:
             with psycopg.connect(host=region.address, port=region.pg_port,
                                  dbname=state.service.database, user=lab.SUPERUSER,
                                  connect_timeout=3, autocommit=True,
-                                 options="-c statement_timeout=10000") as conn:
+                                 options="-c statement_timeout=10000", **state.pg_tls()) as conn:
                 node = conn.execute("SELECT role, epoch, fenced FROM failover.node_state "
                                     "WHERE service = %s", [state.service.name]).fetchone()
                 rows = conn.execute(

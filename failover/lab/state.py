@@ -5,18 +5,26 @@ Regions us-east-1, us-west-2, eu-west-1 on 127.0.1.1, 127.0.2.1, 127.0.3.1
 `lab.test.`, the service `app` with `app.lab.test.` (writer) and
 `app-ro.lab.test.` (readers), TTL 1 s. `lab up --regions 5` adds ap-south-1 on
 127.0.4.1 and sa-east-1 on 127.0.5.1, below the first three in priority.
+
+`lab up --tls`: a throwaway CA in `DIR/tls/` (`ca.crt`, and `ca.key` for root only) and a
+certificate per region for its address in `DIR/tls/REGION/` (`server.crt`, `server.key`),
+owned by the region's user: its PostgreSQL server's and its controller's. The controller
+URLs are then `https://`, and every lab client verifies what it connects to with the CA.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from failover.errors import UserError
 from failover.lab.unprivileged import folder_closed_to_others
+from failover.tls import client_context
 
 DEFAULT_DIR = Path(".failover-lab")
 # Where the lab lives instead when its servers' users could not reach DEFAULT_DIR (a
@@ -40,6 +48,7 @@ WRITER_RECORD, READER_RECORD = "app.lab.test.", "app-ro.lab.test."
 TTL = 1
 APP_ROLE = "app"
 SUPERUSER = "postgres"
+TLS_DIR = "tls"  # under the lab's folder, with `lab up --tls`
 
 
 def default_dir() -> Path:
@@ -47,6 +56,19 @@ def default_dir() -> Path:
     lab's servers can reach it there, else SHARED_DIR. Every lab verb decides alike, so
     `lab status` or `lab down` run where `lab up` ran find its lab."""
     return DEFAULT_DIR if folder_closed_to_others(Path.cwd()) is None else SHARED_DIR
+
+
+def lab_ca_file(lab_dir: Path) -> Path:
+    """The certificate of the lab's CA with `lab up --tls`: every region's user reads it
+    (their servers' subscriptions verify the writer with it)."""
+    return lab_dir / TLS_DIR / "ca.crt"
+
+
+def region_tls_files(lab_dir: Path, region: str) -> tuple[Path, Path]:
+    """A region's certificate and key with `lab up --tls`, its PostgreSQL server's and its
+    controller's (both on the region's address); owned by the region's user."""
+    folder = lab_dir / TLS_DIR / region
+    return folder / "server.crt", folder / "server.key"
 
 
 def lab_regions(count: int) -> dict[str, str]:
@@ -116,10 +138,34 @@ class LabState(BaseModel):
     service: ServiceState
     etcd: list[EtcdMember] = []
     faults: dict[str, list[str]] = {}  # region -> the fault kinds in force, oldest first
+    # `lab up --tls` (False in files from before it): the servers and controllers speak TLS
+    # only, with certificates from the lab's CA (see the module's docstring).
+    tls: bool = False
+    # The PostgreSQL binaries the lab runs, which faults start its servers with again (None
+    # in files from before it: they find them as `lab up` did, `pg_bindir()`).
+    pg_bindir: str | None = None
 
     def controllers(self) -> dict[str, str]:
         """Each region's controller URL."""
         return {region.name: region.controller_url for region in self.regions}
+
+    def ca_file(self) -> Path | None:
+        """The lab's CA with TLS, else None."""
+        return lab_ca_file(Path(self.dir)) if self.tls else None
+
+    def api_tls(self) -> ssl.SSLContext | None:
+        """What verifies the controllers' `https://` URLs for the lab's clients (the lab's
+        CA, as the topology's `[api] ca_file`), or None without TLS. A new context each
+        time: a lab brought up again in the same folder has a new CA."""
+        ca = self.ca_file()
+        return None if ca is None else client_context(ca, where=f"{lab_file(Path(self.dir))}: tls")
+
+    def pg_tls(self) -> dict[str, Any]:
+        """libpq keywords for the lab's own database sessions: with TLS, verify the server's
+        certificate against the lab's CA and that it names the address connected to; none
+        without (libpq's defaults, as before TLS)."""
+        ca = self.ca_file()
+        return {} if ca is None else {"sslmode": "verify-full", "sslrootcert": str(ca)}
 
     def region(self, name: str) -> RegionState:
         for region in self.regions:

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -77,12 +77,14 @@ def classify(sent: bool, sqlstate: str | None) -> Outcome:
 
 class Session:
     """One application session to one address at a time; every connect and statement
-    is bounded, and after any error the next use reconnects."""
+    is bounded, and after any error the next use reconnects. `tls`: libpq's TLS keywords
+    (`LabState.pg_tls()`: verify-full against the lab's CA when it has one)."""
 
     def __init__(self, dbname: str, user: str, *, timeout: float, application_name: str,
-                 options: str | None = None) -> None:
+                 options: str | None = None, tls: Mapping[str, Any] | None = None) -> None:
         self.dbname, self.user, self.timeout = dbname, user, timeout
         self.application_name, self.options = application_name, options
+        self.tls = dict(tls or {})
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._address: str | None = None
 
@@ -97,7 +99,7 @@ class Session:
             conninfo = make_conninfo(host=address, port=lab.PG_PORT, dbname=self.dbname,
                                      user=self.user, connect_timeout=2,
                                      application_name=self.application_name,
-                                     options=self.options)
+                                     options=self.options, **self.tls)
             try:
                 fresh: psycopg.AsyncConnection[Any] = await asyncio.wait_for(
                     psycopg.AsyncConnection.connect(conninfo, autocommit=True), self.timeout)
@@ -180,7 +182,8 @@ class PinnedWriter:
         self.session = Session(state.service.database, state.service.app_role,
                                timeout=WRITE_TIMEOUT, application_name=f"checker-{region}",
                                options=f"-c statement_timeout={int(WRITE_TIMEOUT * 800)} "
-                                       "-c client_connection_check_interval=200")
+                                       "-c client_connection_check_interval=200",
+                               tls=state.pg_tls())
 
     async def write(self, seq: int, log: list[Write]) -> None:
         sent_at = time.time()
@@ -259,7 +262,7 @@ async def _accepts_write(state: lab.LabState, address: str, run: int,
     transaction rolled back), else why not. `read_write`: the session asks for a
     read-write transaction first, as pgJDBC's setReadOnly(false) does."""
     session = Session(state.service.database, state.service.app_role, timeout=PROBE_TIMEOUT,
-                      application_name="checker-probe")
+                      application_name="checker-probe", tls=state.pg_tls())
 
     async def attempt(conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction(force_rollback=True):

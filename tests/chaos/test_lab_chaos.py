@@ -395,7 +395,7 @@ def _supervisor_start(lab_dir: Path, region: str) -> None:
     """`pg_ctl start` as the server's user, retried as systemd's Restart= would: it is
     refused while the killed postmaster's PID still exists (a zombie not yet reaped)."""
     state = lab.load(lab_dir)
-    server = region_server(state.region(region))
+    server = region_server(state, region)
     # A supervisor reaps the server it ran; here the lab (maybe this process) started it.
     killed = state.region(region).postmaster_pid
     wait_for(lambda: not processes.alive(killed), 30, "the killed postmaster to be reaped")
@@ -476,7 +476,8 @@ def test_a_claim_that_never_became_a_promotion_does_not_stop_the_writer(lab_dir:
                 reply = call(region.controller_url, "POST", "/v1/claim",
                              key=secret.get_secret_value().encode(),
                              body={"service": state.service.name, "epoch": epoch + 1,
-                                   "claimant": claimant, "target": target})
+                                   "claimant": claimant, "target": target},
+                             tls=state.api_tls())
                 assert reply.body.get("granted") is True, reply.body
         wait_for(lambda: service_view(lab.load(lab_dir))["epoch"] > epoch + 1, 30,
                  f"{writer} confirmed above the stalled epoch {epoch + 1}")
@@ -523,13 +524,14 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
                                          method="POST",
                                          headers={"Content-Type": "application/json", **headers})
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=state.api_tls()) as response:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
 
     def rejected() -> dict[str, float]:
-        text = urllib.request.urlopen(f"{target.controller_url}/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(f"{target.controller_url}/metrics", timeout=5,
+                                      context=state.api_tls()).read().decode()
         counts = {}
         for line in text.splitlines():
             if line.startswith("failover_peer_requests_rejected_total{"):
@@ -547,7 +549,8 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
         for reason in ("unsigned", "bad-signature", "replayed"):
             assert after.get(reason, 0) == before.get(reason, 0) + 1, (reason, before, after)
         time.sleep(2)
-        verdicts = call(target.controller_url, "GET", "/v1/status", key=None).body["verdicts"]
+        verdicts = call(target.controller_url, "GET", "/v1/status", key=None,
+                        tls=state.api_tls()).body["verdicts"]
         assert verdicts[writer]["verdict"] == "UP", "a refused observation changed a verdict"
         watch.finish(QUIET_SETTLE)
     assert_safe(watch.report())
@@ -555,7 +558,7 @@ def test_forged_unsigned_and_replayed_observations_are_refused_and_counted(
 
 def _operator(state: lab.LabState, verb: str, body: dict[str, Any]) -> dict[str, Any]:
     return send_operator(state.controllers(), lambda: _fleet_key(state), verb, body,
-                         timeout=60)
+                         timeout=60, tls=state.api_tls())
 
 
 def test_a_paused_service_is_not_failed_over(lab_dir: Path) -> None:

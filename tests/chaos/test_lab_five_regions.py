@@ -128,7 +128,7 @@ def test_restart_kills_postgres_and_starts_it_again_outside_the_controller(lab_d
     assert postmaster.username() == state.region(region).user
     assert region not in after.faults  # over as soon as it is done
     with psycopg.connect(host=state.region(region).address, port=lab.PG_PORT, dbname="postgres",
-                         user=lab.SUPERUSER, connect_timeout=3) as conn:
+                         user=lab.SUPERUSER, connect_timeout=3, **state.pg_tls()) as conn:
         started = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())").fetchone()
     assert started is not None and time.time() - float(started[0]) < 60
     assert "nothing to heal" in heal(lab_dir, region, "restart")
@@ -139,15 +139,17 @@ def test_pause_controller_stops_the_process_until_heal(lab_dir: Path) -> None:
     region = state.region(bystanders(state)[0])
     assert region.controller_pid is not None
     controller = psutil.Process(region.controller_pid)
+    ca = state.ca_file()
+    verify: str | bool = str(ca) if ca is not None else True  # the lab's CA with --tls
     say(fault(lab_dir, region.name, "pause-controller"))
     try:
         assert controller.status() == psutil.STATUS_STOPPED
         with pytest.raises(requests.exceptions.Timeout):
-            requests.get(f"{region.controller_url}/healthz", timeout=1.5)
+            requests.get(f"{region.controller_url}/healthz", timeout=1.5, verify=verify)
     finally:
         say(heal(lab_dir, region.name))
     assert controller.status() != psutil.STATUS_STOPPED
-    assert requests.get(f"{region.controller_url}/healthz", timeout=5).ok
+    assert requests.get(f"{region.controller_url}/healthz", timeout=5, verify=verify).ok
 
 
 def test_partition_cuts_both_ways_on_every_port_and_no_one_else(lab_dir: Path) -> None:

@@ -20,10 +20,10 @@ import pytest
 
 from failover.controller.client import ControllerUnreachable, call, fleet_statuses
 from failover.coordination.peers import PeerCoordinator
+from failover.lab.pki import Authority
 from failover.tls import client_context
 from failover.topology import Topology, load_topology
 from tests.support.loopback import allocate_block
-from tests.support.pki import Authority
 
 pytestmark = pytest.mark.integration
 

@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from failover.errors import FailoverError
 from failover.health.postgres import PostgresProbe
+from failover.lab.pki import Authority
 from failover.postgres.connection import Unreachable, postmaster_answers
 from failover.postgres.names import standby_name
 from failover.postgres.replicate import replication_steps
@@ -42,7 +43,6 @@ from tests.support.pg import (
     wait_until,
     write_rows,
 )
-from tests.support.pki import Authority
 
 pytestmark = pytest.mark.integration
 

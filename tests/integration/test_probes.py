@@ -28,9 +28,9 @@ from failover.health.http import HttpProbe
 from failover.health.probe import TIMEOUT_REASON, ProbeResult
 from failover.health.tcp import TcpProbe
 from failover.lab.bind import NamedServer, ZoneRecord, ensure_installed, free_port, start_primary
+from failover.lab.pki import Authority
 from failover.topology import CommandCheck, DnsCheck, HttpCheck, TcpCheck
 from tests.support.loopback import LoopbackBlock, allocate_block
-from tests.support.pki import Authority
 
 pytestmark = pytest.mark.integration
 

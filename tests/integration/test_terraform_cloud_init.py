@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from failover.lab.pki import key_and_cert, pem
 from failover.lab.postgres import PgServer, init_server
 from tests.support.cloud_init import (
     assert_scripts_pass_shellcheck,
@@ -30,7 +31,6 @@ from tests.support.cloud_init import (
 )
 from tests.support.loopback import allocate_block
 from tests.support.pg import tls_bindir
-from tests.support.pki import key_and_cert, pem
 from tests.support.terraform import REPO_TERRAFORM, require_terraform
 
 pytestmark = [pytest.mark.integration, pytest.mark.terraform, pytest.mark.timeout(600)]

@@ -76,7 +76,7 @@ def quiet_topology(folder: Path) -> Path:
     return folder
 
 
-class _StatusOnly(http.server.BaseHTTPRequestHandler):
+class StatusOnly(http.server.BaseHTTPRequestHandler):
     """Answers /v1/status the way a running controller of `region` does, and nothing else."""
 
     region = ""
@@ -98,7 +98,7 @@ class _StatusOnly(http.server.BaseHTTPRequestHandler):
 def controller_answering(folder: Path, region: str) -> Iterator[None]:
     """While inside, `region`'s controller answers /v1/status (and only that): a server on
     a free port, which `region`'s file in the topology `folder` names as its controller."""
-    handler = type("StatusOf" + region.capitalize(), (_StatusOnly,), {"region": region})
+    handler = type("StatusOf" + region.capitalize(), (StatusOnly,), {"region": region})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     path = folder / f"{region}.toml"

@@ -22,9 +22,9 @@ import pytest
 from failover.coordination.etcd import EtcdCoordinator
 from failover.engine import Decision, Plan, PromoteSubscriber
 from failover.lab.etcd import ClientTls, EtcdCluster, ensure_installed, start_cluster
+from failover.lab.pki import key_and_cert, write_pem
 from failover.topology import EtcdSettings
 from tests.support.loopback import allocate_block
-from tests.support.pki import key_and_cert, write_pem
 
 # The production default: a leader checks its key through an etcd election
 # (1 to 2 s with the kit's timeouts, more on a loaded machine) only while its

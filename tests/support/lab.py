@@ -1,7 +1,8 @@
 """The lab for chaos tests: one at a time on this machine (it owns fixed loopback addresses).
 
 An flock serialises lab sessions across xdist workers and concurrent runs; the
-kernel drops it if the holder dies.
+kernel drops it if the holder dies. FAILOVER_CHAOS_TLS=1 brings every chaos lab up with
+`--tls` (the suite's run with TLS: PostgreSQL and the controllers' API verified everywhere).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from failover.lab.build import down, up
 from tests.support.skipping import skip_loudly
 
 LOCK = Path("/tmp/failover-lab.lock")
+TLS_ENV = "FAILOVER_CHAOS_TLS"
+
+
+def chaos_tls() -> bool:
+    """Whether the chaos labs come up with --tls (FAILOVER_CHAOS_TLS=1)."""
+    return os.environ.get(TLS_ENV, "0") == "1"
 
 
 def say(message: str) -> None:
@@ -26,7 +33,8 @@ def say(message: str) -> None:
 @contextlib.contextmanager
 def running_lab(directory: Path, coordination: str, regions: int = 3,
                 **service: Any) -> Iterator[Path]:
-    """`service`: the service's mode as `lab up` takes it (durability, sync_count, ...)."""
+    """`service`: the service's mode as `lab up` takes it (durability, sync_count, ...), and
+    `tls` (default: FAILOVER_CHAOS_TLS)."""
     if os.geteuid() != 0:
         skip_loudly("CHAOS SUITE", "the lab needs root (one user per region, iptables for "
                     "isolation); run the tests as root")
@@ -34,6 +42,9 @@ def running_lab(directory: Path, coordination: str, regions: int = 3,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "lab.json").exists():
             down(directory, purge=True, progress=say)
+        service.setdefault("tls", chaos_tls())
+        if service["tls"]:
+            say(f"the lab comes up with --tls ({TLS_ENV}=1)")
         up(directory, coordination=coordination, regions=regions, progress=say, **service)
         try:
             yield directory

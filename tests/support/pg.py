@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,8 +27,11 @@ import psycopg
 import pytest
 
 from failover.errors import FailoverError
+from failover.lab.pki import Authority
 from failover.lab.postgres import (
     PgServer,
+    ServerTls,
+    built_with_tls,
     init_server,
     pg_bindir,
     start_servers,
@@ -45,7 +47,6 @@ from failover.postgres.state import recorded_epoch
 from failover.postgres.steps import run_steps
 from failover.topology import PostgresEndpoint, Service
 from tests.support.loopback import allocate_block
-from tests.support.pki import Authority
 from tests.support.skipping import skip_loudly
 
 REGIONS = ("alpha", "bravo", "charlie")
@@ -84,9 +85,7 @@ def tls_bindir(untried: str) -> Path:
     """A PostgreSQL built with TLS (the embedded one is not), or a loud skip saying that
     `untried` was not tried."""
     for _, bindir in available_bindirs():
-        configure = subprocess.run([str(bindir / "pg_config"), "--configure"], check=True,
-                                   capture_output=True, text=True, timeout=30).stdout
-        if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
+        if built_with_tls(bindir):
             return bindir
     skip_loudly("PostgreSQL over TLS", f"no PostgreSQL built with TLS on this machine: "
                 f"{untried} were NOT tried (scripts/setup.sh installs Debian's PostgreSQL 15)")
@@ -118,21 +117,18 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
 
 def _start_tls_servers(root: Path, hosts: dict[str, str], bindir: Path,
                        authority: Authority) -> list[PgServer]:
-    """`start_servers` with `ssl = on`: each server's certificate, from `authority`, names its
-    address; `ssl_ca_file` is the authority's, so a client certificate it issued is verified
-    and shows in `pg_stat_ssl.client_dn`. The rules stay the lab's (TLS is not required)."""
+    """`start_servers` with TLS, as `lab up --tls` has it (TCP over TLS only): each server's
+    certificate, from `authority`, names its address; `ssl_ca_file` is the authority's, so a
+    client certificate it issued is verified and shows in `pg_stat_ssl.client_dn`."""
     servers: list[PgServer] = []
     try:
         for name, host in hosts.items():
-            server = init_server(root, name, host, bindir=bindir, durable=False)
-            servers.append(server)
-            tls = server.datadir.parent / "tls"
-            tls.mkdir()
+            tls = root / name / "tls"  # init_server hands root/name to the servers' user
+            tls.mkdir(parents=True)
             cert, key = authority.issue("server", addresses=[host], folder=tls)
-            server.run_as.chown(tls)
-            with (server.datadir / "postgresql.conf").open("a") as conf:
-                conf.write(f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
-                           f"ssl_ca_file = '{authority.cert_file}'\n")
+            server = init_server(root, name, host, bindir=bindir, durable=False,
+                                 tls=ServerTls(cert, key, authority.cert_file))
+            servers.append(server)
             server.start()
     except BaseException:
         stop_servers(servers)

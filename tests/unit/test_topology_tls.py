@@ -10,10 +10,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from failover.errors import UserError
+from failover.lab.pki import Authority
 from failover.postgres.replication import create_subscription_statement, publisher_conninfo
 from failover.topology import HttpCheck, load_topology
 from tests.support.cli import invoke
-from tests.support.pki import Authority
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "regions" / "example"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
