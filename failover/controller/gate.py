@@ -46,7 +46,8 @@ class LocalFacts:
     stopping: bool
     coordination_problem: str | None  # why the store cannot be trusted now, or None
     unfinished_plans: int  # plans its journal started and never ended
-    dns_pending: bool  # a DNS record (writer or readers) differs from the fleet and waits for a move
+    # A DNS record (writer or readers) differs from the fleet and its retry is due.
+    dns_pending: bool
     up_for: float  # seconds since the controller started
     startup_grace: float  # how long after a start silence does not count as isolation
 
@@ -68,7 +69,7 @@ def next_move(decision: Decision, facts: LocalFacts) -> Move:
     if decision.has_quorum and decision.executes and facts.unfinished_plans:
         return Move(MoveKind.RESUME, f"{facts.unfinished_plans} unfinished plan(s) in the journal")
     if decision.has_quorum and facts.dns_pending:
-        return Move(MoveKind.RETRY_DNS, "a writer record still points at the old writer")
+        return Move(MoveKind.RETRY_DNS, "a DNS record differs from the fleet's and a retry is due")
     if decision.executes and decision.plan.changes():
         return Move(MoveKind.ACT, decision.executor_reason)
     if decision.plan.changes():
