@@ -70,6 +70,7 @@ from failover.dns.tsig import load_key_file
 from failover.dns.wire import Endpoint
 from failover.lab import processes
 from failover.lab.bind import NamedServer, ZoneRecord, ensure_installed, free_port, start_primary
+from failover.lab.pki import Authority
 from failover.lab.postgres import server_version
 from failover.lab.unprivileged import RunAs, server_user
 from tests.support.loopback import LoopbackBlock, allocate_block
@@ -84,7 +85,6 @@ from tests.support.packaging import (
     unit_settings,
 )
 from tests.support.pg import tls_bindir
-from tests.support.pki import Authority
 
 pytestmark = [pytest.mark.integration, pytest.mark.packaging, pytest.mark.timeout(600)]
 
