@@ -497,6 +497,10 @@ def test_an_application_session_cannot_write_where_the_writer_is_not(lab_dir: Pa
     # read-write transaction, as pgJDBC's setReadOnly(false) does.
     state = lab.load(lab_dir)
     writer = service_view(state)["writer"]
+    # The writer first (a scenario before may have left its lease renewing): the subject
+    # here is that nowhere else takes the write.
+    wait_for(lambda: probe_writable(state, int(time.time() * 1000), read_write=True)[writer]
+             is None, 30, f"{writer} to take writes")
     writable = probe_writable(state, int(time.time() * 1000), read_write=True)
     assert [r for r, why in writable.items() if why is None] == [writer], writable
 
