@@ -464,41 +464,6 @@ def test_a_firewall_rule_on_the_writers_database_port_leaves_one_writer(lab_dir:
     assert_safe(watch.report())
 
 
-# Not strict: 2 of the last 3 runs (a fresh lab each time) ended with the confirmed writer's
-# lease lapsing again and again after the confirmation, so that no region took writes 2 s
-# later; the others passed. Open in the one-writer issue (availability, not safety: no
-# second writer was ever seen).
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "known, intermittent: after a stalled claim is confirmed over, the writer's lease can keep "
-    "lapsing (one-writer issue, open)"))
-def test_a_claim_that_never_became_a_promotion_does_not_stop_the_writer(lab_dir: Path) -> None:
-    """The fault: an executor claimed the next epoch on a majority and died before promoting
-    (injected as its signed claim requests, sent to every other controller). Those acceptors
-    stop vouching for the writer, whose lease then runs out; the fleet must confirm the
-    writer at a newer epoch instead of leaving the service without one for good."""
-    state = lab.load(lab_dir)
-    before = service_view(state)
-    writer, epoch = before["writer"], before["epoch"]
-    claimant, target = sorted(r.name for r in state.regions if r.name != writer)
-    secret = load_topology(Path(state.topology)).fleet_key()
-    assert secret is not None
-    with SafetyWatch(lab_dir) as watch:
-        for region in state.regions:
-            if region.name != claimant:
-                reply = call(region.controller_url, "POST", "/v1/claim",
-                             key=secret.get_secret_value().encode(),
-                             body={"service": state.service.name, "epoch": epoch + 1,
-                                   "claimant": claimant, "target": target},
-                             tls=state.api_tls())
-                assert reply.body.get("granted") is True, reply.body
-        wait_for(lambda: service_view(lab.load(lab_dir))["epoch"] > epoch + 1, 30,
-                 f"{writer} confirmed above the stalled epoch {epoch + 1}")
-        watch.finish(QUIET_SETTLE)
-    after = service_view(lab.load(lab_dir))
-    assert after["writer"] == writer, f"the writer moved to {after['writer']}"
-    assert_safe(watch.report())
-
-
 def test_an_application_session_cannot_write_where_the_writer_is_not(lab_dir: Path) -> None:
     # A subscriber's database is read-only by default only; the session asks for a
     # read-write transaction, as pgJDBC's setReadOnly(false) does.
@@ -640,4 +605,39 @@ def test_a_failing_pre_promote_hook_aborts_the_promotion(lab_dir: Path) -> None:
         say(heal(lab_dir, writer))
         watch.finish(SETTLE)
     _rejoin(lab_dir, writer)
+    assert_safe(watch.report())
+
+
+# Last in the module: after it, the confirmed writer's lease may keep lapsing for a while
+# and fail whatever scenario comes next. Not strict: 2 of 3 CI runs ended with the lease
+# lapsing again and again after the confirmation, so that no region took writes 2 s later. Open in the one-writer issue (availability, not safety: no
+# second writer was ever seen).
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
+    "known, intermittent: after a stalled claim is confirmed over, the writer's lease can keep "
+    "lapsing (one-writer issue, open)"))
+def test_a_claim_that_never_became_a_promotion_does_not_stop_the_writer(lab_dir: Path) -> None:
+    """The fault: an executor claimed the next epoch on a majority and died before promoting
+    (injected as its signed claim requests, sent to every other controller). Those acceptors
+    stop vouching for the writer, whose lease then runs out; the fleet must confirm the
+    writer at a newer epoch instead of leaving the service without one for good."""
+    state = lab.load(lab_dir)
+    before = service_view(state)
+    writer, epoch = before["writer"], before["epoch"]
+    claimant, target = sorted(r.name for r in state.regions if r.name != writer)
+    secret = load_topology(Path(state.topology)).fleet_key()
+    assert secret is not None
+    with SafetyWatch(lab_dir) as watch:
+        for region in state.regions:
+            if region.name != claimant:
+                reply = call(region.controller_url, "POST", "/v1/claim",
+                             key=secret.get_secret_value().encode(),
+                             body={"service": state.service.name, "epoch": epoch + 1,
+                                   "claimant": claimant, "target": target},
+                             tls=state.api_tls())
+                assert reply.body.get("granted") is True, reply.body
+        wait_for(lambda: service_view(lab.load(lab_dir))["epoch"] > epoch + 1, 30,
+                 f"{writer} confirmed above the stalled epoch {epoch + 1}")
+        watch.finish(QUIET_SETTLE)
+    after = service_view(lab.load(lab_dir))
+    assert after["writer"] == writer, f"the writer moved to {after['writer']}"
     assert_safe(watch.report())
