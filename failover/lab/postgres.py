@@ -24,7 +24,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,12 +332,15 @@ def _hba_tls_only(path: Path, host: str) -> None:
 
 
 def start_servers(root: Path, hosts: dict[str, str], *, port: int = 5432,
-                  bindir: Path | None = None, durable: bool = True) -> list[PgServer]:
-    """initdb and start one server per (name, loopback address); stop them all on failure."""
+                  bindir: Path | None = None, durable: bool = True,
+                  tls: Callable[[str, str], ServerTls] | None = None) -> list[PgServer]:
+    """initdb and start one server per (name, loopback address); stop them all on failure.
+    `tls(name, host)`: that server's TLS files, made before its initdb."""
     servers: list[PgServer] = []
     try:
         for name, host in hosts.items():
-            server = init_server(root, name, host, port=port, bindir=bindir, durable=durable)
+            server = init_server(root, name, host, port=port, bindir=bindir, durable=durable,
+                                 tls=tls(name, host) if tls is not None else None)
             servers.append(server)
             server.start()
     except BaseException:

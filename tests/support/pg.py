@@ -32,7 +32,6 @@ from failover.lab.postgres import (
     PgServer,
     ServerTls,
     built_with_tls,
-    init_server,
     pg_bindir,
     start_servers,
     stop_servers,
@@ -115,25 +114,17 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def _start_tls_servers(root: Path, hosts: dict[str, str], bindir: Path,
-                       authority: Authority) -> list[PgServer]:
-    """`start_servers` with TLS, as `lab up --tls` has it (TCP over TLS only): each server's
-    certificate, from `authority`, names its address; `ssl_ca_file` is the authority's, so a
-    client certificate it issued is verified and shows in `pg_stat_ssl.client_dn`."""
-    servers: list[PgServer] = []
-    try:
-        for name, host in hosts.items():
-            tls = root / name / "tls"  # init_server hands root/name to the servers' user
-            tls.mkdir(parents=True)
-            cert, key = authority.issue("server", addresses=[host], folder=tls)
-            server = init_server(root, name, host, bindir=bindir, durable=False,
-                                 tls=ServerTls(cert, key, authority.cert_file))
-            servers.append(server)
-            server.start()
-    except BaseException:
-        stop_servers(servers)
-        raise
-    return servers
+def _server_tls(root: Path, authority: Authority) -> Callable[[str, str], ServerTls]:
+    """As `lab up --tls` has it (TCP over TLS only): each server's certificate, from
+    `authority`, names its address; `ssl_ca_file` is the authority's, so a client
+    certificate it issued is verified and shows in `pg_stat_ssl.client_dn`."""
+    def files(name: str, host: str) -> ServerTls:
+        tls = root / name / "tls"  # init_server hands root/name to the servers' user
+        tls.mkdir(parents=True)
+        cert, key = authority.issue("server", addresses=[host], folder=tls)
+        return ServerTls(cert, key, authority.cert_file)
+
+    return files
 
 
 @contextmanager
@@ -146,8 +137,8 @@ def running_cluster(bindir: Path, *, durable: bool = False,
     block = allocate_block()
     root = Path(tempfile.mkdtemp(prefix="failover-pg-"))
     hosts = {name: block.address(i + 1) for i, name in enumerate(REGIONS)}
-    servers = (start_servers(root, hosts, bindir=bindir, durable=durable) if tls is None
-               else _start_tls_servers(root, hosts, bindir, tls))
+    servers = start_servers(root, hosts, bindir=bindir, durable=durable,
+                            tls=_server_tls(root, tls) if tls is not None else None)
     try:
         for server in servers:
             with server.connect() as conn:
