@@ -245,7 +245,7 @@ class PlanRunner:
         self._dns_checked_at = now
         for service, record in sorted(records.items()):
             runtime = self.runtime[service]
-            if runtime.dns_pending is not None or runtime.readers_pending:
+            if runtime.dns_moves():
                 continue
             try:
                 seen = await asyncio.to_thread(self.steps.writer_record, service)
@@ -266,10 +266,9 @@ class PlanRunner:
     async def retry_dns(self) -> None:
         now = time.time()
         for service, runtime in self.runtime.items():
-            actions = [*([runtime.dns_pending] if runtime.dns_pending else []),
-                       *runtime.readers_pending]
-            if not actions or now < runtime.dns_retry_at:
+            if not runtime.dns_due(now):
                 continue
+            actions = runtime.dns_moves()
             runtime.dns_retry_at = now + DNS_RETRY_INTERVAL
             outcome = await self.run_actions(
                 service, actions, now, plan_id=f"{service}-e{actions[0].epoch}-dns-{int(now)}",

@@ -221,8 +221,7 @@ class Controller:
             stopping=self._stopping, coordination_problem=self.coordinator.problem(),
             unfinished_plans=len(self.journal.unfinished_plans()) if decision.executes else 0,
             # Only when a retry is due: between retries a plan the engine wants goes ahead.
-            dns_pending=any((r.dns_pending or r.readers_pending) and now >= r.dns_retry_at
-                            for r in self.runtime.values()),
+            dns_pending=any(r.dns_due(now) for r in self.runtime.values()),
             up_for=now - self._started_at, startup_grace=self._startup_grace))
         if move.kind is MoveKind.FENCE_LOCAL:
             await self.plans.fence_local(decision.local, now)

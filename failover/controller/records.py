@@ -109,12 +109,11 @@ def writer_record_repair(record: ServiceRecord, seen: frozenset[str] | None,
                         f"records {record.writer} at epoch {record.epoch}: repair it")
 
 
-def reader_record_repairs(record: ServiceRecord, seen: frozenset[str] | None,
+def reader_record_repairs(record: ServiceRecord, held: frozenset[str],
                           addresses: Mapping[str, str]) -> list[AddReader | RemoveReader]:
     """The moves that make the reader record hold exactly the addresses of the regions the
     fleet records as readers (none when it does). An address of no region is left alone:
     there is no region to name, and it is not failover's to remove."""
-    held = seen or frozenset()
     shown = ", ".join(sorted(held)) or "nothing"
     why = (f"the reader record holds {shown} but the fleet records readers "
            f"{', '.join(sorted(record.readers)) or 'none'}: repair it")

@@ -34,6 +34,13 @@ class ServiceRuntime:
     readers_pending: tuple[AddReader | RemoveReader, ...] = ()
     dns_retry_at: float = 0.0
 
+    def dns_moves(self) -> list[SetDnsWriter | AddReader | RemoveReader]:
+        """The DNS moves waiting for a retry, the writer's first."""
+        return [*([self.dns_pending] if self.dns_pending else []), *self.readers_pending]
+
+    def dns_due(self, now: float) -> bool:
+        return bool(self.dns_moves()) and now >= self.dns_retry_at
+
 
 @dataclass(frozen=True)
 class Coordination:

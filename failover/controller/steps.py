@@ -377,11 +377,8 @@ class StepFactory:
     def writer_record(self, service: str) -> frozenset[str] | None:
         """What the writer record of `service` holds now (None: absent); ConflictError when the
         topology has no DNS provider."""
-        record = self.topo.services[service].writer_record
-        found = None
-        for rtype in ("A", "AAAA"):
-            found = self._provider().read(RecordKey(record, rtype)) or found
-        return found.values if found is not None else None
+        found = self._address_sets(self.topo.services[service].writer_record)
+        return found[-1].values if found else None
 
     def reader_record(self, service: str) -> frozenset[str] | None:
         """The addresses the reader record of `service` holds now (empty: absent); None when
@@ -389,11 +386,12 @@ class StepFactory:
         record = self.topo.services[service].reader_record
         if record is None:
             return None
-        values: frozenset[str] = frozenset()
-        for rtype in ("A", "AAAA"):
-            found = self._provider().read(RecordKey(record, rtype))
-            values |= found.values if found is not None else frozenset()
-        return values
+        return frozenset().union(*(found.values for found in self._address_sets(record)))
+
+    def _address_sets(self, record: str) -> list[RecordSet]:
+        """The record's A and then AAAA record sets, those that exist."""
+        return [found for rtype in ("A", "AAAA")
+                if (found := self._provider().read(RecordKey(record, rtype))) is not None]
 
     def dns_writer_step(self, action: SetDnsWriter) -> Step:
         service = self.topo.services[action.service]

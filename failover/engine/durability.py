@@ -50,7 +50,7 @@ def isolation_loss_bound(durability: Durability, lease_ttl: float) -> float:
     """Seconds of acknowledged writes a writer cut off from every other region may take that
     no subscriber receives (on top of what the subscribers lagged at the cut).
 
-    None while each commit waits for a subscriber (sync, or strict and waiting: a cut-off
+    0 while each commit waits for a subscriber (sync, or strict and waiting: a cut-off
     writer's commits block). Otherwise its lease, `lease_ttl`: the quorum vouched for it at
     most at the cut, and its database refuses writes `lease_ttl` after the last vouch.
     """

@@ -225,12 +225,15 @@ class ProbeScheduler:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def _end_fast(self, key: TargetKey) -> None:
+        handle = self._fast.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
     def _probe_now(self, target: ProbeTarget) -> None:
         """A probe outside the bucket's schedule: the fast timer fired, or the target closed
         the probe's session."""
-        handle = self._fast.pop(target.key, None)
-        if handle is not None:
-            handle.cancel()
+        self._end_fast(target.key)
         if self._scheduler is None or target.key in self._in_flight:
             return
         self._start(target, dt.datetime.now(dt.UTC))
@@ -239,9 +242,7 @@ class ProbeScheduler:
                    started: float) -> None:
         """After a failure short of a verdict, the next probe `fast_interval` after this one
         started; otherwise back to the bucket."""
-        handle = self._fast.pop(target.key, None)
-        if handle is not None:
-            handle.cancel()
+        self._end_fast(target.key)
         fast = target.check.fast_interval
         if (fast is None or self._scheduler is None or result.ok
                 or health.state is HealthState.UNHEALTHY):

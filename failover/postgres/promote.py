@@ -431,14 +431,15 @@ def _catch_up_step(db: ServiceDatabases, target: str, old_primary: str, epoch: i
     timeout = service.catch_up_timeout
 
     def run() -> str:
-        if inspect_node(db.conn(target), service.name).handover_epoch == epoch:
+        status = inspect_node(db.conn(target), service.name)
+        if status.handover_epoch == epoch:
             return "already detached by this promotion"
         old = db.try_conn(old_primary)
         if old is None:
             return f"{old_primary} is unreachable: {target} keeps what it applied"
         if timeout == 0:
             return "catch_up_timeout is 0: no wait"
-        if inspect_node(db.conn(target), service.name).subscription_enabled is False:
+        if status.subscription_enabled is False:
             return f"{target}'s subscription is disabled: nothing to wait for"
         marker = write_marker(old, service.name)
         if target in wait_for_marker(db, old_primary, marker, (target,), confirmed=target,
