@@ -117,6 +117,13 @@ class ServiceDatabases:
     _sessions: dict[str, Connection] = field(default_factory=dict, repr=False)
     _unreachable: set[str] = field(default_factory=set, repr=False)
 
+    def __post_init__(self) -> None:
+        # A TLS file this host cannot read is a configuration error (a UserError naming the
+        # field), whether or not the server answers: not "unreachable" when it happens to be
+        # down, which hid it behind the reachability ping.
+        for endpoint in self.endpoints.values():
+            endpoint.tls_files()
+
     @classmethod
     def from_topology(cls, topo: Topology, service_name: str, *,
                       statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> ServiceDatabases:
