@@ -28,12 +28,14 @@ from failover.controller.steps import StepFactory
 from failover.coordination.base import Claim, Coordinator, Leadership, ServiceRecord
 from failover.engine import (
     Action,
+    AfterPlan,
     Decision,
     FenceRegion,
     Observation,
     Plan,
     SetDnsWriter,
     WriterClaim,
+    changed_databases,
 )
 from failover.engine.lease import lease_end
 from failover.engine.serialize import action_from_dict, plan_as_dict, stable_plan_id
@@ -69,6 +71,8 @@ class PlanRunner:
         self._dns_executor = Executor(journal, attempts=1, on_progress=self._step_progress,
                                       still_leading=self._still_leading)
         self._failed_at: dict[str, float] = {}  # base plan id -> when it last failed
+        # The engine plans a service again only from views read after these ended.
+        self.after_plans: dict[str, AfterPlan] = {}
         self._dns_checked_at = 0.0
         self._leadership: Leadership | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,6 +142,8 @@ class PlanRunner:
                 outcome = await asyncio.to_thread((executor or self.executor).execute, run)
             finally:
                 await asyncio.to_thread(built.close)
+                if changed := changed_databases(actions):
+                    self.after_plans[service] = AfterPlan(time.time(), changed)
             log.info("plan %s", outcome.outcome)
         self.metrics.failovers.labels(service=service, outcome=outcome.outcome).inc()
         for step in outcome.steps:

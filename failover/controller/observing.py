@@ -33,7 +33,8 @@ def _epoch_seconds(value: Any) -> float | None:
     return dt.datetime.fromisoformat(value).timestamp() if isinstance(value, str) else None
 
 
-def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Replication:
+def replication_of(service: str, details: Mapping[str, Any], ready: bool,
+                   seen_at: float | None = None) -> Replication:
     return Replication(
         service=service,
         role=_role(details.get("role")),
@@ -47,6 +48,7 @@ def replication_of(service: str, details: Mapping[str, Any], ready: bool) -> Rep
         heartbeat_at=_epoch_seconds(details.get("heartbeat_at")),
         subscription_enabled=details.get("subscription_enabled"),
         sync_standbys=parse_standby_names(details.get("synchronous_standby_names")),
+        seen_at=seen_at,
     )
 
 
@@ -89,7 +91,7 @@ def observe_region(observer: str, target: str, views: Sequence[CheckView], now: 
         if "role" not in details or service is None:
             continue  # the database did not answer: nothing is known of its role
         ready = readiness_problem(details, service) is None
-        seen[service.name] = replication_of(service.name, details, ready)
+        seen[service.name] = replication_of(service.name, details, ready, status.last_started_at)
     oks = [status.last_ok_at for status in liveness]
     last_ok_at = None if not oks or None in oks else min(ok for ok in oks if ok is not None)
     return Observation(observer, target, health, consecutive, observed_at,

@@ -210,7 +210,7 @@ class Controller:
         decision = decide(self.coordinator.observations(), planning_state(records, claimed),
                           self.policy, now, self.region,
                           known_positions=self.last_decision.positions if self.last_decision
-                          else None)
+                          else None, after_plans=self.plans.after_plans)
         self.last_decision = decision
         self.report.decision(decision, records, self.coordinator.observations(),
                              self.coordinator.problem())

@@ -18,11 +18,13 @@ from failover.engine.actions import (
     SetSyncStandbys,
     UnfenceWriter,
     WriterClaim,
+    changed_databases,
 )
 from failover.engine.apply import StaleEpoch, apply_plan
 from failover.engine.decision import Decision, decide
 from failover.engine.durability import Durability, DurabilityState, isolation_loss_bound
 from failover.engine.model import (
+    AfterPlan,
     ClusterState,
     Health,
     Observation,
@@ -40,6 +42,7 @@ from failover.engine.quorum import RegionVerdict, Verdict, Vote, choose_executor
 __all__ = [
     "Action",
     "AddReader",
+    "AfterPlan",
     "ClusterState",
     "ConfirmWriter",
     "Decision",
@@ -70,6 +73,7 @@ __all__ = [
     "Vote",
     "WriterClaim",
     "apply_plan",
+    "changed_databases",
     "choose_executor",
     "decide",
     "isolation_loss_bound",

@@ -6,6 +6,7 @@ lower than the one already recorded for the service. Every action says why.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from failover.engine.model import SyncStandbys
@@ -171,3 +172,18 @@ class Plan:
 
     def changes(self) -> tuple[Action, ...]:
         return tuple(action for action in self.actions if not isinstance(action, NoOp))
+
+
+def changed_databases(actions: Iterable[Action]) -> frozenset[str]:
+    """The regions whose databases `actions` change (DNS and reader actions change none)."""
+    regions: set[str] = set()
+    for action in actions:
+        match action:
+            case PromoteSubscriber():
+                regions.update((action.region, action.previous_writer))
+            case RepointSubscribers():
+                regions.update(action.subscribers)
+            case (FenceRegion() | UnfenceWriter() | ConfirmWriter() | RejoinRegion()
+                  | SetSyncStandbys()):
+                regions.add(action.region)
+    return frozenset(regions)

@@ -6,12 +6,12 @@ so every controller given the same inputs returns the same decision.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
 from failover.engine.durability import DurabilityState
-from failover.engine.model import ClusterState, Health, Observation, Policy
+from failover.engine.model import AfterPlan, ClusterState, Health, Observation, Policy
 from failover.engine.planner import (
     Context,
     Positions,
@@ -64,7 +64,7 @@ class Decision:
 
 def decide(
     observations: Iterable[Observation], state: ClusterState, policy: Policy, now: float, me: str,
-    *, known_positions: Positions | None = None,
+    *, known_positions: Positions | None = None, after_plans: Mapping[str, AfterPlan] | None = None,
 ) -> Decision:
     latest, ignored = latest_observations(observations, policy)
     verdicts = region_verdicts(latest, policy, now)
@@ -79,7 +79,8 @@ def decide(
     reached = frozenset(target for (observer, target), seen in latest.items()
                         if observer == me and seen.health is Health.HEALTHY
                         and seen.observed_at >= cutoff)
-    ctx = Context.build(now, verdicts, views, policy, positions, reached=reached)
+    ctx = Context.build(now, verdicts, views, policy, positions, reached=reached,
+                        after_plans=after_plans or {})
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

@@ -71,6 +71,10 @@ class Replication:
     subscription_enabled: bool | None = None  # False: disabled, applies nothing
     # The server's synchronous_standby_names (None: not reported, or not a form it parses).
     sync_standbys: SyncStandbys | None = None
+    # When the probe that read this started, epoch seconds on the observer's clock (None:
+    # not reported). An observation is made every exchange; the database behind it is read
+    # at the check's own interval, so this, not `observed_at`, dates what it says.
+    seen_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,16 @@ class ServiceState:
     last_failover_at: float | None = None
     paused: bool = False
     readers: frozenset[str] = frozenset()  # regions in the reader DNS record
+
+
+@dataclass(frozen=True, slots=True)
+class AfterPlan:
+    """A plan this controller ran to its end: the moment it ended and the regions whose
+    databases it changed. Until a view of each taken after that moment arrives, what the
+    fleet sees there predates the change, and planning from it would redo the plan."""
+
+    ended_at: float
+    regions: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ only liveness, because a region that is DOWN has no reliable role to vote on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from failover.engine.actions import (
@@ -36,6 +36,7 @@ from failover.engine.durability import (
 )
 from failover.engine.lsn import format_lsn
 from failover.engine.model import (
+    AfterPlan,
     Observation,
     Policy,
     Replication,
@@ -77,6 +78,13 @@ class ReplicationViews:
             if replication is not None and replication.role is not Role.UNKNOWN:
                 return replication
         return None
+
+    def predating(self, after: AfterPlan, service: str) -> list[str]:
+        """The regions `after` changed whose view of `service` was read before it ended (a
+        view without a date, from an older controller, is taken as it stands)."""
+        return [region for region in sorted(after.regions)
+                if (seen := self.of(region, service)) is not None
+                and seen.seen_at is not None and seen.seen_at < after.ended_at]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,19 +163,23 @@ class Context:
         default_factory=dict)
     # Where each planned service stands on durability, as its plan found it (the decision's).
     durability: dict[str, DurabilityState] = field(default_factory=dict)
+    # The last plan the deciding controller ran to its end, by service.
+    after_plans: Mapping[str, AfterPlan] = field(default_factory=dict)
 
     def writer_position(self, region: str, service: str) -> WriterPosition:
         return self.positions.get((region, service), WriterPosition())
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
-              policy: Policy, positions: Positions, *, reached: frozenset[str]) -> Context:
+              policy: Policy, positions: Positions, *, reached: frozenset[str],
+              after_plans: Mapping[str, AfterPlan]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
             now, verdict_of,
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
             views=views, priority=policy.priority, positions=positions, reached=reached,
+            after_plans=after_plans,
         )
 
 
@@ -430,6 +442,12 @@ def plan_service(policy: ServicePolicy, state: ServiceState, ctx: Context) -> li
     if writer not in policy.regions:
         return [NoOp(service, epoch, f"the recorded writer {writer!r} does not hold a copy of "
                                      f"{service} in the topology; an operator must fix it")]
+    after = ctx.after_plans.get(service)
+    if after is not None and (predating := ctx.views.predating(after, service)):
+        # Seen before the plan's end, a confirmed writer still looks below the claimed epoch
+        # and a rejoined region still looks fenced: planning now would run the plan again.
+        return [NoOp(service, epoch, f"waiting for a view of {', '.join(predating)} read "
+                                     "after the last plan for this service ended")]
     actions: list[Action] = []
     verdict = ctx.verdict_of[writer]
     if verdict is Verdict.DOWN:

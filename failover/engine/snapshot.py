@@ -68,6 +68,7 @@ class _Replication(_Model):
     heartbeat_at: float | None = None
     subscription_enabled: bool | None = None
     sync_standbys: _SyncStandbys | None = None
+    seen_at: float | None = None
 
     def replication(self) -> Replication:
         sync = self.sync_standbys

@@ -102,6 +102,7 @@ class CheckStatus:
     # When the last successful probe started: the newest moment this check vouches for
     # the target. The writer's lease is bounded by the fleet's such moments.
     last_ok_at: float | None = None
+    last_started_at: float | None = None  # when the last probe started: what it read is newer
 
     @property
     def state(self) -> HealthState:
@@ -277,7 +278,7 @@ class ProbeScheduler:
         finished = time.time()
         last_ok_at = started if result.ok and result.conclusive else before.last_ok_at
         self._status[target.key] = CheckStatus(target.region, target.check.name, health, result,
-                                               finished, start_delay, last_ok_at)
+                                               finished, start_delay, last_ok_at, started)
         self._fall_fast(target, result, health, started)
         if self.on_result is not None:
             self.on_result(target, result)

@@ -16,6 +16,7 @@ import pytest
 
 from failover.engine import (
     AddReader,
+    AfterPlan,
     ClusterState,
     ConfirmWriter,
     Durability,
@@ -603,6 +604,44 @@ def test_a_writer_left_below_a_stalled_claim_is_confirmed_at_the_next_epoch() ->
     assert (confirm.region, confirm.epoch) == ("east", 5)
     assert not any(isinstance(a, PromoteSubscriber | FenceRegion) for a in plan.actions)
     assert all(a.epoch == 5 for a in plan.changes())
+
+
+@pytest.mark.parametrize("read", ["before", "after", "undated"])
+def test_a_confirmation_is_not_planned_again_from_a_view_read_before_it_ended(read: str) -> None:
+    """The confirmation at epoch 5 ended at NOW - 2; east's database, read at NOW - 3, still
+    shows epoch 3 below the record's 5. Planned from that view, a second confirmation would
+    claim epoch 6 and void the acceptors' word for east again: its lease would keep lapsing."""
+    at = {"before": NOW - 3, "after": NOW - 1, "undated": None}[read]
+    roles = {"east": [replace(primary(epoch=3), seen_at=at)], "west": [sub(epoch=3)],
+             "south": [sub(epoch=3)]}
+    after = {"orders": AfterPlan(NOW - 2, frozenset({"east"}))}
+    plan = decide(reports(HEALTHY_FLEET, roles), one_service("east", epoch=5), make_policy(),
+                  NOW, "west", after_plans=after).plan
+    if read == "before":
+        [wait] = plan.actions
+        assert isinstance(wait, NoOp) and "waiting for a view of east" in wait.reason
+    else:  # a view read since (or one that carries no date) is planned from as it is
+        assert any(isinstance(a, ConfirmWriter) for a in plan.actions)
+
+
+def test_a_rejoin_is_planned_once_views_read_after_it_show_the_region_fenced_still() -> None:
+    policy = auto_rejoin(make_policy())
+    after = {"orders": AfterPlan(NOW - 2, frozenset({"east"}))}
+
+    def planned(east_read_at: float) -> list[str]:
+        roles = {**FORMER_WRITER_BACK,
+                 "east": [replace(primary(epoch=1, fenced=True), seen_at=east_read_at)]}
+        return kinds(decide(reports(HEALTHY_FLEET, roles), one_service("west", epoch=2), policy,
+                            NOW, "west", after_plans=after).plan)
+
+    assert planned(NOW - 3) == ["NoOp"]  # the rejoin just ended: this view predates it
+    assert "RejoinRegion" in planned(NOW - 1)  # read since, still fenced: it did not take
+    other = {"orders": AfterPlan(NOW - 2, frozenset({"south"}))}
+    roles = {**FORMER_WRITER_BACK, "east": [replace(primary(epoch=1, fenced=True),
+                                                    seen_at=NOW - 3)]}
+    assert "RejoinRegion" in kinds(decide(reports(HEALTHY_FLEET, roles),
+                                          one_service("west", epoch=2), policy, NOW, "west",
+                                          after_plans=other).plan)
 
 
 @pytest.mark.parametrize("case", ["writer down", "same epoch", "paused"])

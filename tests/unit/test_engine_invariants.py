@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from failover.engine import (
+    AfterPlan,
     ClusterState,
     ConfirmWriter,
     Decision,
@@ -552,3 +553,42 @@ def test_o_a_sync_writer_degrades_only_when_not_strict_and_short_of_healthy_subs
             assert not policy.sync_strict and len(healthy) < policy.sync_count
         elif len(healthy) >= policy.sync_count or not policy.sync_strict:
             assert named == healthy and len(healthy) >= policy.sync_count
+
+
+@PROPERTY
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_p_a_service_is_planned_after_a_plan_only_from_views_read_after_it_ended(
+        scenario: Scenario, rng: random.Random) -> None:
+    """A plan this controller ran changes databases the fleet has not read since: until it
+    has, the service's plan is to wait (a single NoOp); once it has, the plan is the one
+    the engine makes without knowing of the earlier plan. Local fences never wait."""
+    dated = tuple(replace(o, services=tuple(
+        replace(r, seen_at=rng.choice([None, o.observed_at, o.observed_at - 2.0]))
+        for r in o.services)) for o in scenario.observations)
+    scenario = replace(scenario, observations=dated)
+    names = sorted(scenario.policy.priority)
+    after_plans = {
+        s.name: AfterPlan(NOW - rng.choice([0.5, 3.0, 30.0]),
+                          frozenset(rng.sample(names, rng.randint(1, len(names)))))
+        for s in scenario.policy.services if rng.random() < 0.7}
+    unaware = scenario.decide()
+    decision = decide(scenario.observations, scenario.state, scenario.policy, NOW, scenario.me,
+                      after_plans=after_plans)
+    assert decision.local == unaware.local
+    if not decision.has_quorum:
+        assert decision.plan == unaware.plan
+        return
+    states = scenario.state.by_service()
+    for service in scenario.policy.service:
+        planned = [a for a in decision.plan.actions if a.service == service]
+        expected = [a for a in unaware.plan.actions if a.service == service]
+        after = after_plans.get(service)
+        predating = after is not None and any(
+            (view := _view(scenario, region, service)) is not None
+            and view.seen_at is not None and view.seen_at < after.ended_at
+            for region in after.regions)
+        if predating and service in states and states[service].writer in \
+                scenario.policy.service[service].regions and not states[service].paused:
+            assert len(planned) == 1 and isinstance(planned[0], NoOp), planned
+        else:
+            assert planned == expected
