@@ -108,20 +108,18 @@ def controller_url(address: str, *, tls: bool) -> str:
 def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, tsig_file: Path,
                     tsig_name: str, coordination: dict[str, Any], rejoin: str,
                     durability: str, sync_count: int, sync_strict: bool,
-                    tls: bool = False) -> Path:
+                    tls: bool = False, timings: lab.Timings = lab.TIMINGS["default"]) -> Path:
     """`tls`: the files of `issue_tls` (under `lab_dir`) in every field that takes them."""
     topo = lab_dir / "topology"
     ca = str(lab.lab_ca_file(lab_dir))
     topo.mkdir(parents=True, exist_ok=True)
     fleet = {
         "name": "lab",
-        "observation_max_age": "1500ms",
-        # With self_fence_duration, the writer's lease TTL (2 s): above a probe interval
-        # plus an exchange interval, so that the lease never lapses between renewals.
-        "self_fence_after": "1s",
-        "self_fence_duration": "1s",
-        "coordination": {"key_file": str(key_file), "exchange_interval": "500ms",
-                         **coordination},
+        "observation_max_age": timings.observation_max_age,
+        "self_fence_after": timings.self_fence_after,
+        "self_fence_duration": timings.self_fence_duration,
+        "coordination": {"key_file": str(key_file),
+                         "exchange_interval": timings.exchange_interval, **coordination},
         "dns": {"provider": "rfc2136", "zone": lab.ZONE,
                 "rfc2136": {"server": lab.DNS_ADDRESS, "port": lab.DNS_PORT,
                             "key_file": str(tsig_file), "key_name": tsig_name,
@@ -149,8 +147,7 @@ def _write_topology(lab_dir: Path, regions: dict[str, str], *, key_file: Path, t
             "postgres": {lab.SERVICE: endpoint},
             "checks": [
                 {"name": "postgres", "kind": "postgres", "service": lab.SERVICE,
-                 "interval": "1s", "timeout": "500ms", "healthy_threshold": 2,
-                 "unhealthy_threshold": 3},
+                 **timings.check},
                 health,
             ],
         }
@@ -266,7 +263,8 @@ def check_reachable(lab_dir: Path) -> None:
 
 def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress: Progress,
        timeout: float = 90.0, rejoin: str = "auto", durability: str = "async",
-       sync_count: int = 1, sync_strict: bool = False, tls: bool = False) -> lab.LabState:
+       sync_count: int = 1, sync_strict: bool = False, tls: bool = False,
+       timings: str = "default") -> lab.LabState:
     lab_dir = lab_dir.resolve()
     addresses = lab.lab_regions(regions)
     if rejoin not in lab.REJOIN_MODES:
@@ -274,6 +272,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
     if durability not in lab.DURABILITY_MODES:
         raise UserError(f"--durability: {durability!r}; use "
                         f"{' or '.join(lab.DURABILITY_MODES)}")
+    if timings not in lab.TIMINGS:
+        raise UserError(f"--timings: {timings!r}; use {' or '.join(lab.TIMINGS)}")
     if not 1 <= sync_count < len(addresses):
         raise UserError(f"--sync-count: {sync_count}; use 1 to {len(addresses) - 1}, the "
                         f"subscribers of a {len(addresses)}-region lab")
@@ -342,7 +342,8 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
         topo_dir = _write_topology(lab_dir, addresses, key_file=key_file, tsig_file=tsig_file,
                                    tsig_name=key.name, coordination=coordination_settings,
                                    rejoin=rejoin, durability=durability, sync_count=sync_count,
-                                   sync_strict=sync_strict, tls=tls)
+                                   sync_strict=sync_strict, tls=tls,
+                                   timings=lab.TIMINGS[timings])
         topo = load_topology(topo_dir)
 
         with ServiceDatabases.from_topology(topo, lab.SERVICE).opened() as db:
@@ -371,7 +372,7 @@ def up(lab_dir: Path, *, coordination: str = "peers", regions: int = 3, progress
                                      reader_record=lab.READER_RECORD, ttl=lab.TTL,
                                      app_role=lab.APP_ROLE, rejoin=rejoin,
                                      durability=durability, sync_count=sync_count,
-                                     sync_strict=sync_strict),
+                                     sync_strict=sync_strict, timings=timings),
             etcd=etcd_members, tls=tls, pg_bindir=str(bindir))
         lab.save(state, lab_dir)
         progress("controllers started; waiting for the fleet to be healthy")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,35 @@ REJOIN_MODES = ("auto", "manual")
 DURABILITY_MODES = ("async", "sync")
 
 
+@dataclass(frozen=True)
+class Timings:
+    """How fast the lab's fleet notices and acts: its fleet settings and each region's
+    postgres check (durations as the topology writes them)."""
+
+    observation_max_age: str
+    self_fence_after: str
+    self_fence_duration: str
+    exchange_interval: str
+    check: dict[str, str | int]
+
+
+TIMINGS = {
+    # One probe a second, three failures: robust on a loaded machine (the chaos suite
+    # runs beside the rest of the tests). The lease (2 s) outlasts a probe interval plus
+    # an exchange interval, so that it never lapses between renewals.
+    "default": Timings("1500ms", "1s", "1s", "500ms",
+                       {"interval": "1s", "timeout": "500ms", "healthy_threshold": 2,
+                        "unhealthy_threshold": 3}),
+    # Fall fast: a server that closes its session or refuses is re-probed every 200 ms
+    # (a crash is DOWN after 0.8 s); a server that does not answer, every timeout, so that
+    # a blip of 800 ms fails at most four probes of five. The lease (1 s) outlasts a probe
+    # interval plus two exchange intervals.
+    "fast": Timings("1s", "600ms", "400ms", "250ms",
+                    {"interval": "500ms", "timeout": "250ms", "fast_interval": "200ms",
+                     "min_outage": "800ms", "healthy_threshold": 2, "unhealthy_threshold": 5}),
+}
+
+
 class ServiceState(BaseModel):
     name: str
     database: str
@@ -118,6 +148,7 @@ class ServiceState(BaseModel):
     durability: str = "async"
     sync_count: int = 1
     sync_strict: bool = False
+    timings: str = "default"  # a key of TIMINGS (`lab up --timings`)
 
 
 class EtcdMember(BaseModel):
