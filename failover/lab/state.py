@@ -123,13 +123,14 @@ TIMINGS = {
     "default": Timings("1500ms", "1s", "1s", "500ms",
                        {"interval": "1s", "timeout": "500ms", "healthy_threshold": 2,
                         "unhealthy_threshold": 3}),
-    # Fall fast: a server that closes its session or refuses is re-probed every 200 ms
-    # (a crash is DOWN after 0.8 s); a server that does not answer, every timeout, so that
-    # a blip of 800 ms fails at most four probes of five. The lease (1 s) outlasts a probe
-    # interval plus two exchange intervals.
+    # Fall fast: a server that closes its session or refuses is re-probed every 150 ms
+    # (a crash is DOWN after 0.6 s, a refusing blip shorter than that never is); a server
+    # that does not answer, every timeout, so that a blip of 800 ms that only times probes
+    # out fails at most four of five. The lease (1 s) outlasts a probe interval plus two
+    # exchange intervals.
     "fast": Timings("1s", "600ms", "400ms", "250ms",
-                    {"interval": "500ms", "timeout": "250ms", "fast_interval": "200ms",
-                     "min_outage": "800ms", "healthy_threshold": 2, "unhealthy_threshold": 5}),
+                    {"interval": "500ms", "timeout": "250ms", "fast_interval": "150ms",
+                     "min_outage": "600ms", "healthy_threshold": 2, "unhealthy_threshold": 5}),
 }
 
 

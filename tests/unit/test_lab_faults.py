@@ -139,7 +139,7 @@ def test_lab_up_refuses_a_durability_it_cannot_build_before_starting_anything(
     assert not (tmp_path / "lab").exists()
 
 
-def test_the_fast_lab_rides_out_800ms_blips_and_keeps_its_lease_above_a_probe_and_two_exchanges(
+def test_the_fast_lab_rides_out_its_min_outage_and_keeps_its_lease_above_a_probe_and_two_exchanges(
         tmp_path: Path) -> None:
     fast = _lab_topology(tmp_path, rejoin="auto", durability="async", sync_count=1,
                          sync_strict=False, timings=lab.TIMINGS["fast"])
@@ -147,8 +147,11 @@ def test_the_fast_lab_rides_out_800ms_blips_and_keeps_its_lease_above_a_probe_an
     default = _lab_topology(tmp_path / "default", rejoin="auto", durability="async",
                             sync_count=1, sync_strict=False)
     [check] = [c for c in fast.regions["us-east-1"].liveness_checks]
-    assert check.min_outage >= 0.8 and check.fast_interval is not None
+    assert check.fast_interval is not None
     assert (check.unhealthy_threshold - 1) * check.fast_interval >= check.min_outage
+    # A blip that only times probes out (a dropped packet) fails one probe per timeout: one
+    # of 800 ms fails at most four, one short of unhealthy.
+    assert (check.unhealthy_threshold - 1) * check.timeout > 0.8
     [slow] = default.regions["us-east-1"].liveness_checks
     assert check.detection_time < slow.detection_time / 2
     lease = fast.fleet.self_fence_after + fast.fleet.self_fence_duration
