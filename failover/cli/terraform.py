@@ -22,6 +22,7 @@ from failover.topology.terraform import (
     DEFAULT_PASSWORD_ENV,
     PasswordSource,
     TerraformOutputs,
+    TlsSource,
     check_topology,
     existing_files,
     parse_outputs,
@@ -65,6 +66,17 @@ def from_terraform(
     password_file: Annotated[Path | None, typer.Option(
         "--password-file", help="File the controllers read the PostgreSQL password from, "
                                 "instead of an env var.")] = None,
+    sslmode: Annotated[str, typer.Option(
+        "--sslmode", help="libpq sslmode of every endpoint: require (default; the region "
+                          "module's servers take TLS logins only), verify-ca or verify-full "
+                          "(with the two CA options).")] = "require",
+    sslrootcert: Annotated[Path | None, typer.Option(
+        "--sslrootcert", help="The CA that signed the servers' certificates, as the "
+                              "controllers and the CLI read it (relative: to --out).")] = None,
+    subscription_sslrootcert: Annotated[Path | None, typer.Option(
+        "--subscription-sslrootcert", help="The same CA on every database host, an absolute "
+                                           "path: the subscriptions verify the writer "
+                                           "with it.")] = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     json_out: JsonOption = False,
@@ -78,6 +90,7 @@ def from_terraform(
     if password_env is None and password_file is None:
         password_env = DEFAULT_PASSWORD_ENV
     password = PasswordSource(env=password_env, file=password_file)
+    tls = TlsSource(sslmode, sslrootcert, subscription_sslrootcert)
     if state_dir is not None and outputs_file is None:
         source = f"terraform outputs in {state_dir.resolve()}"
         raw = run_terraform_output(state_dir)
@@ -88,7 +101,7 @@ def from_terraform(
         raise UserError("give exactly one of --state-dir and --outputs-file")
 
     outputs = parse_outputs(raw, source=source)
-    files = topology_files(outputs, password, source=source)
+    files = topology_files(outputs, password, source=source, tls=tls)
     check_topology(files, source=source)
     summary = _summary(outputs, out, files, password)
     replaced, stale_paths = existing_files(out, files)

@@ -113,6 +113,43 @@ class PasswordSource:
         return {"password_env": str(self.env)}
 
 
+@dataclass(frozen=True)
+class TlsSource:
+    """How every region's controllers and subscriptions reach its database over TLS. The
+    region module's servers take TCP logins over TLS only (`hostssl`), so the least is
+    `require`; `verify-full` with the CA that signed the servers' certificates also checks
+    who answers."""
+
+    sslmode: str = "require"
+    sslrootcert: Path | None = None  # on the controller and CLI hosts
+    subscription_sslrootcert: Path | None = None  # on the database hosts, absolute
+
+    def __post_init__(self) -> None:
+        modes = ("require", "verify-ca", "verify-full")
+        if self.sslmode not in modes:
+            raise UserError(f"--sslmode: {self.sslmode!r}; the regions' servers take TLS logins "
+                            f"only, use {', '.join(modes)}")
+        verifying = self.sslmode != "require"
+        if verifying and (self.sslrootcert is None or self.subscription_sslrootcert is None):
+            raise UserError(f"--sslmode {self.sslmode} checks the servers' certificates: give "
+                            "--sslrootcert (the CA on the controller hosts) and "
+                            "--subscription-sslrootcert (the CA on the database hosts, an "
+                            "absolute path), or use --sslmode require")
+        if not verifying and (self.sslrootcert or self.subscription_sslrootcert):
+            raise UserError("--sslrootcert and --subscription-sslrootcert are for --sslmode "
+                            "verify-ca or verify-full: add it, or leave them out")
+        if self.subscription_sslrootcert is not None and \
+                not self.subscription_sslrootcert.is_absolute():
+            raise UserError(f"--subscription-sslrootcert: {self.subscription_sslrootcert} is "
+                            "read by each database server: give an absolute path")
+
+    def fields(self) -> dict[str, str]:
+        files = {"sslrootcert": self.sslrootcert,
+                 "subscription_sslrootcert": self.subscription_sslrootcert}
+        return {"sslmode": self.sslmode,
+                **{name: str(path) for name, path in files.items() if path is not None}}
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -218,10 +255,11 @@ def fleet_document(outputs: TerraformOutputs) -> dict[str, Any]:
 
 
 def region_document(name: str, region: _RegionOutput, services: dict[str, _ServiceOutput],
-                    password: PasswordSource) -> dict[str, Any]:
+                    password: PasswordSource, tls: TlsSource) -> dict[str, Any]:
     postgres = {
         service: {"host": region.postgres.host, "port": region.postgres.port,
-                  "dbname": spec.database, "user": region.postgres.user, **password.fields()}
+                  "dbname": spec.database, "user": region.postgres.user, **password.fields(),
+                  **tls.fields()}
         for service, spec in services.items()
     }
     checks: list[dict[str, Any]] = [
@@ -236,12 +274,13 @@ def region_document(name: str, region: _RegionOutput, services: dict[str, _Servi
 
 
 def topology_files(outputs: TerraformOutputs, password: PasswordSource,
-                   *, source: str) -> dict[str, str]:
+                   *, source: str, tls: TlsSource | None = None) -> dict[str, str]:
     """File name -> TOML text of the whole topology folder."""
     header = _header(source)
     files = {FLEET_FILE: header + tomli_w.dumps(fleet_document(outputs))}
     for name, region in outputs.failover_regions.items():
-        document = region_document(name, region, outputs.failover_services, password)
+        document = region_document(name, region, outputs.failover_services, password,
+                                   tls or TlsSource())
         files[f"{name}.toml"] = header + tomli_w.dumps(document)
     return files
 

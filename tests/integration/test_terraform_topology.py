@@ -104,11 +104,44 @@ def test_writes_a_topology_that_validates(run: Any, outputs_file: Path, tmp_path
     assert (endpoint.host, endpoint.port, endpoint.dbname, endpoint.user) == (
         "10.10.0.10", 5432, "billing", "failover")
     assert (endpoint.password_env, endpoint.password_file) == ("FAILOVER_PG_PASSWORD", None)
+    # The region module's servers take TCP logins over TLS only: never libpq's `prefer`.
+    assert (endpoint.sslmode, endpoint.sslrootcert) == ("require", None)
     # Each service's database is a liveness check; the controller is shown only.
     assert sorted((c.service, c.purpose) for c in east.checks if isinstance(c, PostgresCheck)) == [
         ("billing", "liveness"), ("orders", "liveness")]
     [controller] = [c for c in east.checks if isinstance(c, HttpCheck)]
     assert (controller.url, controller.purpose) == ("http://10.10.0.10:8700/healthz", "info")
+
+
+def test_verified_tls_names_the_ca_on_both_sides(run: Any, outputs_file: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "topology"
+    made = run("topology", "from-terraform", "--outputs-file", str(outputs_file), "--out",
+               str(out), "--sslmode", "verify-full", "--sslrootcert", "ca.crt",
+               "--subscription-sslrootcert", "/var/lib/pgsql/tls/ca.crt")
+    assert made.code == 0, made.err
+    for region in load_topology(out).regions.values():
+        for endpoint in region.postgres.values():
+            assert endpoint.sslmode == "verify-full"
+            assert endpoint.sslrootcert == out / "ca.crt"
+            assert str(endpoint.subscription_sslrootcert) == "/var/lib/pgsql/tls/ca.crt"
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--sslmode", "prefer"], "--sslmode"),
+    (["--sslmode", "verify-full", "--sslrootcert", "ca.crt"], "--subscription-sslrootcert"),
+    (["--sslrootcert", "ca.crt"], "--sslrootcert"),
+    (["--sslmode", "verify-ca", "--sslrootcert", "ca.crt", "--subscription-sslrootcert",
+      "ca.crt"], "absolute path"),
+])
+def test_tls_flags_that_cannot_work_exit_2_and_write_nothing(
+        run: Any, outputs_file: Path, tmp_path: Path, flags: list[str], named: str) -> None:
+    out = tmp_path / "topology"
+    made = run("topology", "from-terraform", "--outputs-file", str(outputs_file), "--out",
+               str(out), *flags)
+    assert made.code == 2
+    assert named in made.err
+    assert not out.exists()
 
 
 def test_emulator_endpoint_is_kept(run: Any, tmp_path: Path) -> None:
