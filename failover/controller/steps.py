@@ -276,6 +276,8 @@ class StepFactory:
                         if action.switchover_timeout is not None:
                             waits[kind] = max(waits.get(kind, 0.0), action.switchover_timeout)
                         db = databases(action.service)
+                        if not action.old_writer_answered:
+                            db.assume_unreachable(action.previous_writer)
                         first_lease = (partial(self.hooks.first_lease, action)
                                        if self.hooks is not None else None)
                         change: WriterChange = (

@@ -46,6 +46,9 @@ from failover.errors import ConflictError
 
 EXCHANGE_PATH = "/v1/observations"
 CLAIM_PATH = "/v1/claim"
+# Once a quorum has promised, how long the other peers have to answer too (their word may
+# end the old writer's lease sooner); a peer cut off would otherwise cost the whole timeout.
+PROMISE_GRACE = 0.05  # seconds
 PROMISES = TypeAdapter(dict[str, tuple[int, str, str]])  # service -> (epoch, claimant, target)
 EPOCHS = TypeAdapter(dict[str, int])
 
@@ -245,17 +248,42 @@ class PeerCoordinator:
             return None
         return answer if isinstance(answer, dict) else None
 
+    async def _gather_promises(self, body: bytes) -> dict[str, dict[str, Any]]:
+        """Every peer's answer, except that once a quorum has promised (this controller
+        included), the rest get `PROMISE_GRACE` more: a peer that is cut off would otherwise
+        hold the promotion up for the whole request timeout. Any quorum of promises bounds
+        the old writer's lease (a peer that did not answer counts as vouching for ever)."""
+        tasks = {asyncio.ensure_future(self._ask_promise(url, body)): name
+                 for name, url in sorted(self._peers.items())}
+        answers: dict[str, dict[str, Any]] = {}
+        pending = set(tasks)
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            while pending:
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=left,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break  # the grace is over
+                for task in done:
+                    if (reply := task.result()) is not None:
+                        answers[tasks[task]] = reply
+                promised = 1 + sum(1 for a in answers.values() if a.get("granted") is True)
+                if deadline is None and promised >= self._quorum:
+                    deadline = loop.time() + PROMISE_GRACE
+        finally:
+            for task in pending:
+                task.cancel()
+        return answers
+
     async def claim(self, service: str, epoch: int, target: str, writer: str,
                     lease_ttl: float) -> Claim:
         answers = {self.me: self.promise(service, epoch, self.me, target)}
         if answers[self.me]["granted"]:
             body = json.dumps({"service": service, "epoch": epoch, "claimant": self.me,
                                "target": target}).encode()
-            names = sorted(self._peers)
-            replies = await asyncio.gather(*(self._ask_promise(self._peers[name], body)
-                                             for name in names))
-            answers.update({name: reply for name, reply in zip(names, replies, strict=True)
-                            if reply is not None})
+            answers.update(await self._gather_promises(body))
         granted = {name: a for name, a in answers.items() if a.get("granted") is True}
         refusals = sorted(f"{name} promised epoch {a.get('promised')} to {a.get('claimant')}"
                           for name, a in answers.items() if a.get("granted") is False)

@@ -58,6 +58,11 @@ class PromoteSubscriber:
     # the databases that the target holds every commit they acknowledged. None: not known here
     # (an operator's promotion), the step reads them or assumes every other region.
     sync_standbys: SyncStandbys | None = None
+    # Whether the old writer's database answered the deciding controller's latest probe.
+    # When it did not (hung, cut off), the plan does not try it: each try would wait out a
+    # connection timeout on the way to the promotion, for a fence and a catch-up that its
+    # lease and the lag gate make safe without it.
+    old_writer_answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,8 @@ class Context:
     # runs a promotion it plans, and it must reach the target's database to do so: a region
     # UP by the quorum but cut off from it (a partial partition) is no target of its plans.
     reached: frozenset[str]
+    # (region, service) whose database answered the deciding controller's latest fresh probe.
+    answered: frozenset[tuple[str, str]] = frozenset()
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
     # Where each planned service stands on durability, as its plan found it (the decision's).
@@ -172,6 +174,7 @@ class Context:
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
               policy: Policy, positions: Positions, *, reached: frozenset[str],
+              answered: frozenset[tuple[str, str]],
               after_plans: Mapping[str, AfterPlan]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
@@ -179,7 +182,7 @@ class Context:
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
             views=views, priority=policy.priority, positions=positions, reached=reached,
-            after_plans=after_plans,
+            answered=answered, after_plans=after_plans,
         )
 
 
@@ -320,7 +323,8 @@ def _failover(
         PromoteSubscriber(service, new_epoch, target, writer,
                           f"{target} is the UP subscriber with the most applied data "
                           f"({figures}){proven}{forced}; epoch {epoch} -> {new_epoch}",
-                          sync_standbys=proof.standbys if proof is not None else None),
+                          sync_standbys=proof.standbys if proof is not None else None,
+                          old_writer_answered=(writer, service) in ctx.answered),
     ]
     if others:
         actions.append(RepointSubscribers(service, new_epoch, target, others,

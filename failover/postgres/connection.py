@@ -166,6 +166,12 @@ class ServiceDatabases:
         self._sessions[region] = session
         return session
 
+    def assume_unreachable(self, region: str) -> None:
+        """Take `region` as unreachable for the life of these sessions without trying it:
+        the caller's own probe just found it silent."""
+        self._unreachable.add(region)
+        self.forget(region)
+
     def try_conn(self, region: str) -> Connection | None:
         """The session to `region`, or None if it cannot be reached now.
 

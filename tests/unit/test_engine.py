@@ -653,6 +653,19 @@ def test_no_confirmation_without_a_stalled_claim_under_an_up_writer(case: str) -
     assert not any(isinstance(a, ConfirmWriter) for a in plan.actions)
 
 
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_promotion_says_whether_the_old_writer_answered_the_deciders_own_probe(
+        answered: bool) -> None:
+    """A hung or cut-off old writer: the plan must not wait out a connection timeout on it."""
+    silent = {**ROLES, "east": []}
+    observations = [o for o in reports(EAST_DOWN, ROLES)
+                    if not (o.observer == "west" and o.target == "east")]
+    observations += reports({"east": DOWN}, ROLES if answered else silent, observers=["west"])
+    plan = decide(observations, one_service(), make_policy(), NOW, "west").plan
+    [promote] = [a for a in plan.actions if isinstance(a, PromoteSubscriber)]
+    assert promote.old_writer_answered is answered
+
+
 # east failed over to west and came back fenced.
 FORMER_WRITER_BACK = {"east": [primary(epoch=1, fenced=True)], "west": [primary(epoch=2)],
                       "south": [sub(epoch=2)]}
