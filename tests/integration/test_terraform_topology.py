@@ -127,23 +127,6 @@ def test_verified_tls_names_the_ca_on_both_sides(run: Any, outputs_file: Path,
             assert str(endpoint.subscription_sslrootcert) == "/var/lib/pgsql/tls/ca.crt"
 
 
-@pytest.mark.parametrize(("flags", "named"), [
-    (["--sslmode", "prefer"], "--sslmode"),
-    (["--sslmode", "verify-full", "--sslrootcert", "ca.crt"], "--subscription-sslrootcert"),
-    (["--sslrootcert", "ca.crt"], "--sslrootcert"),
-    (["--sslmode", "verify-ca", "--sslrootcert", "ca.crt", "--subscription-sslrootcert",
-      "ca.crt"], "absolute path"),
-])
-def test_tls_flags_that_cannot_work_exit_2_and_write_nothing(
-        run: Any, outputs_file: Path, tmp_path: Path, flags: list[str], named: str) -> None:
-    out = tmp_path / "topology"
-    made = run("topology", "from-terraform", "--outputs-file", str(outputs_file), "--out",
-               str(out), *flags)
-    assert made.code == 2
-    assert named in made.err
-    assert not out.exists()
-
-
 def test_emulator_endpoint_is_kept(run: Any, tmp_path: Path) -> None:
     outputs = terraform_outputs()
     outputs["failover_fleet"]["value"]["dns"]["endpoint_url"] = "http://127.0.0.1:5000"
@@ -170,8 +153,13 @@ def test_password_file_instead_of_env(run: Any, outputs_file: Path, tmp_path: Pa
     (["--password-env", "PG", "--password-file", "/x"],
      "give exactly one of --password-env and --password-file"),
     (["--password-env", "PG-PASSWORD"], "--password-env: 'PG-PASSWORD' is not an environment"),
+    (["--sslmode", "prefer"], "--sslmode: 'prefer'"),
+    (["--sslmode", "verify-full", "--sslrootcert", "ca.crt"], "--subscription-sslrootcert"),
+    (["--sslrootcert", "ca.crt"], "--sslrootcert and --subscription-sslrootcert are for"),
+    (["--sslmode", "verify-ca", "--sslrootcert", "ca.crt", "--subscription-sslrootcert",
+      "ca.crt"], "give an absolute path"),
 ])
-def test_bad_password_flags_exit_2(run: Any, outputs_file: Path, tmp_path: Path,
+def test_bad_password_and_tls_flags_exit_2(run: Any, outputs_file: Path, tmp_path: Path,
                                    flags: list[str], message: str) -> None:
     out = tmp_path / "topology"
     done = run("topology", "from-terraform", "--outputs-file", str(outputs_file), "--out",
