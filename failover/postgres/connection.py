@@ -167,8 +167,8 @@ class ServiceDatabases:
         return session
 
     def assume_unreachable(self, region: str) -> None:
-        """Take `region` as unreachable for the life of these sessions without trying it:
-        the caller's own probe just found it silent."""
+        """Take `region` as unreachable for the life of these sessions (one plan), its
+        session dropped: found silent here, or by the caller's own probe."""
         self._unreachable.add(region)
         self.forget(region)
 
@@ -181,9 +181,9 @@ class ServiceDatabases:
         endpoint = self.endpoint(region)
         if region in self._unreachable or not postmaster_answers(endpoint.host, endpoint.port):
             # Remembered for the life of these sessions (one plan): every later step
-            # would otherwise wait the same connect timeout again.
-            self._unreachable.add(region)
-            self.forget(region)  # its session, if any, died with the server
+            # would otherwise wait the same connect timeout again. Its session, if any,
+            # died with the server.
+            self.assume_unreachable(region)
             return None
         session = self._sessions.get(region)
         if session is not None and not session.closed and not session.broken:
