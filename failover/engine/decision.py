@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from failover.engine.actions import Action, FenceRegion, NoOp, Plan
 from failover.engine.durability import DurabilityState
-from failover.engine.model import AfterPlan, ClusterState, Health, Observation, Policy, Role
+from failover.engine.model import AfterPlan, ClusterState, Health, Observation, Policy
 from failover.engine.planner import (
     Context,
     Positions,
@@ -76,13 +76,12 @@ def decide(
     positions = writer_positions(latest.values(), ((s.writer, s.service) for s in state.services
                                                    if s.writer is not None), known_positions)
     cutoff = now - policy.observation_max_age
-    mine = [seen for (observer, _), seen in latest.items()
-            if observer == me and seen.observed_at >= cutoff]
-    reached = frozenset(seen.target for seen in mine if seen.health is Health.HEALTHY)
-    answered = frozenset((seen.target, r.service) for seen in mine for r in seen.services
-                         if r.role is not Role.UNKNOWN)
-    ctx = Context.build(now, verdicts, views, policy, positions, reached=reached,
-                        answered=answered, after_plans=after_plans or {})
+    mine = {target: seen for (observer, target), seen in latest.items()
+            if observer == me and seen.observed_at >= cutoff}
+    reached = frozenset(target for target, seen in mine.items()
+                        if seen.health is Health.HEALTHY)
+    ctx = Context.build(now, verdicts, views, policy, positions, reached=reached, mine=mine,
+                        after_plans=after_plans or {})
     states = state.by_service()
     notes = list(ignored)
     notes += [f"state of service {name!r}: not a configured service"

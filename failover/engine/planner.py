@@ -159,8 +159,8 @@ class Context:
     # runs a promotion it plans, and it must reach the target's database to do so: a region
     # UP by the quorum but cut off from it (a partial partition) is no target of its plans.
     reached: frozenset[str]
-    # (region, service) whose database answered the deciding controller's latest fresh probe.
-    answered: frozenset[tuple[str, str]] = frozenset()
+    # The deciding controller's own fresh observations, by target.
+    mine: Mapping[str, Observation] = field(default_factory=dict)
     reader_changes: dict[tuple[frozenset[str], frozenset[str]], ReaderChanges] = field(
         default_factory=dict)
     # Where each planned service stands on durability, as its plan found it (the decision's).
@@ -168,13 +168,20 @@ class Context:
     # The last plan the deciding controller ran to its end, by service.
     after_plans: Mapping[str, AfterPlan] = field(default_factory=dict)
 
+    def answered(self, region: str, service: str) -> bool:
+        """Whether `region`'s database of `service` answered the deciding controller's
+        latest fresh probe (a role is known only from an answer)."""
+        seen = self.mine.get(region)
+        replication = seen.by_service.get(service) if seen is not None else None
+        return replication is not None and replication.role is not Role.UNKNOWN
+
     def writer_position(self, region: str, service: str) -> WriterPosition:
         return self.positions.get((region, service), WriterPosition())
 
     @classmethod
     def build(cls, now: float, verdicts: dict[str, RegionVerdict], views: ReplicationViews,
               policy: Policy, positions: Positions, *, reached: frozenset[str],
-              answered: frozenset[tuple[str, str]],
+              mine: Mapping[str, Observation],
               after_plans: Mapping[str, AfterPlan]) -> Context:
         verdict_of = {region: v.verdict for region, v in verdicts.items()}
         return cls(
@@ -182,7 +189,7 @@ class Context:
             up=frozenset(r for r, v in verdict_of.items() if v is Verdict.UP),
             down=frozenset(r for r, v in verdict_of.items() if v is Verdict.DOWN),
             views=views, priority=policy.priority, positions=positions, reached=reached,
-            answered=answered, after_plans=after_plans,
+            mine=mine, after_plans=after_plans,
         )
 
 
@@ -324,7 +331,7 @@ def _failover(
                           f"{target} is the UP subscriber with the most applied data "
                           f"({figures}){proven}{forced}; epoch {epoch} -> {new_epoch}",
                           sync_standbys=proof.standbys if proof is not None else None,
-                          old_writer_answered=(writer, service) in ctx.answered),
+                          old_writer_answered=ctx.answered(writer, service)),
     ]
     if others:
         actions.append(RepointSubscribers(service, new_epoch, target, others,
