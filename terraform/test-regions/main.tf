@@ -1,6 +1,9 @@
 locals {
   tags = merge(var.tags, { "failover:fleet" = var.fleet_name })
 
+  # With unchecked certificates the hosts neither need nor may read the CA parameter.
+  ssm_parameters = var.postgres_sslmode == "require" ? merge(var.ssm_parameters, { tls_ca = null }) : var.ssm_parameters
+
   databases = { for name, s in var.services : name => coalesce(s.database, replace(name, "-", "_")) }
   cidrs     = [for r in var.regions : r.cidr]
 
@@ -98,7 +101,8 @@ module "aws_region_0" {
   postgres_major_version = var.postgres_major_version
   controller_port        = var.controller_port
   databases              = local.region_databases
-  ssm_parameters         = var.ssm_parameters
+  ssm_parameters         = local.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = local.tags
@@ -121,7 +125,8 @@ module "aws_region_1" {
   postgres_major_version = var.postgres_major_version
   controller_port        = var.controller_port
   databases              = local.region_databases
-  ssm_parameters         = var.ssm_parameters
+  ssm_parameters         = local.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = local.tags
@@ -144,7 +149,8 @@ module "aws_region_2" {
   postgres_major_version = var.postgres_major_version
   controller_port        = var.controller_port
   databases              = local.region_databases
-  ssm_parameters         = var.ssm_parameters
+  ssm_parameters         = local.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = local.tags
@@ -167,7 +173,8 @@ module "aws_region_3" {
   postgres_major_version = var.postgres_major_version
   controller_port        = var.controller_port
   databases              = local.region_databases
-  ssm_parameters         = var.ssm_parameters
+  ssm_parameters         = local.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = local.tags
@@ -190,7 +197,8 @@ module "aws_region_4" {
   postgres_major_version = var.postgres_major_version
   controller_port        = var.controller_port
   databases              = local.region_databases
-  ssm_parameters         = var.ssm_parameters
+  ssm_parameters         = local.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = local.tags

@@ -129,15 +129,27 @@ variable "postgres_major_version" {
 }
 
 variable "ssm_parameters" {
-  description = "Names of the SSM parameters every host reads at boot (modules/region): create postgres_password, fleet_key and tls_key as SecureString, and tls_certificate, in each AWS region before apply; this root writes topology there after the hosts exist."
+  description = "Names of the SSM parameters every host reads at boot (modules/region): create postgres_password, fleet_key and tls_key as SecureString, and tls_certificate and tls_ca (unless postgres_sslmode is \"require\"), in each AWS region before apply; this root writes topology there after the hosts exist."
   type = object({
     postgres_password = optional(string, "/failover/postgres-password")
     fleet_key         = optional(string, "/failover/fleet-key")
     tls_certificate   = optional(string, "/failover/postgres-tls-certificate")
     tls_key           = optional(string, "/failover/postgres-tls-key")
+    tls_ca            = optional(string, "/failover/postgres-tls-ca")
     topology          = optional(string, "/failover/topology")
   })
   default = {}
+}
+
+variable "postgres_sslmode" {
+  description = "How controllers and subscriptions check the regions' PostgreSQL certificates: verify-ca (against ssm_parameters.tls_ca), verify-full, or require (unchecked, and no tls_ca is read); see modules/region."
+  type        = string
+  default     = "verify-ca"
+
+  validation {
+    condition     = contains(["require", "verify-ca", "verify-full"], var.postgres_sslmode)
+    error_message = "postgres_sslmode must be \"verify-ca\", \"verify-full\" or \"require\" (the servers take TLS logins only)."
+  }
 }
 
 variable "failover_wheel_url" {

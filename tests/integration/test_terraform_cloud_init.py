@@ -24,6 +24,7 @@ import pytest
 from failover.lab.pki import key_and_cert, pem
 from failover.lab.postgres import PgServer, init_server
 from tests.support.cloud_init import (
+    TEMPLATE_VARIABLES,
     assert_scripts_pass_shellcheck,
     assert_valid_cloud_config,
     render_user_data,
@@ -74,7 +75,19 @@ def test_it_carries_the_module_files_as_they_are_and_names_its_secrets(user_data
         "FLEET_KEY_PARAMETER='/failover/fleet-key'",
         "TLS_CERTIFICATE_PARAMETER='/failover/postgres-tls-certificate'",
         "TLS_KEY_PARAMETER='/failover/postgres-tls-key'",
+        "TLS_CA_PARAMETER='/failover/postgres-tls-ca'",
+        "POSTGRES_SSLMODE='verify-ca'",
         "TOPOLOGY_PARAMETER='/failover/topology'"]
+
+
+def test_without_a_ca_the_host_is_told_to_require_tls_unchecked(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    terraform = require_terraform(tmp_path_factory.mktemp("cloud-init-require"))
+    parameters = {**TEMPLATE_VARIABLES["parameters"], "tls_ca": None}
+    user_data = render_user_data(terraform, parameters=parameters, postgres_sslmode="require")
+    settings = written_files(user_data)["/etc/failover/region-setup.env"].splitlines()
+    assert "TLS_CA_PARAMETER=''" in settings
+    assert "POSTGRES_SSLMODE='require'" in settings
 
 
 def psql(server: PgServer, *args: str, env: dict[str, str] | None = None) -> None:

@@ -105,35 +105,60 @@ def test_a_sixth_aws_region_is_refused(terraform: Terraform) -> None:
     assert "in at most five AWS regions" in output
 
 
+REGION_INPUTS = {
+    "fleet_name": '"bad"', "name": '"us-east-1"', "vpc_cidr": '"10.10.0.0/16"',
+    "peer_cidrs": '["10.20.0.0/16"]', "databases": '["orders"]',
+    "failover_wheel_url": '"https://example.com/failover-0.1.0-py3-none-any.whl"',
+    "ssm_parameters": """{
+    postgres_password = "/failover/postgres-password", fleet_key = "/failover/fleet-key",
+    tls_certificate   = "/failover/postgres-tls-certificate",
+    tls_key           = "/failover/postgres-tls-key", tls_ca = "/failover/postgres-tls-ca",
+    topology          = "/failover/topology"
+  }""",
+}
+
+
+def _validate_region_call(terraform: Terraform, caller: str, **inputs: str) -> str:
+    """`terraform validate` of a module call with literal inputs: validate checks them
+    without any provider (a plan would first wait out the AWS provider's retries against an
+    unreachable endpoint). Returns its output, which must be a failure."""
+    folder = terraform.root / caller
+    folder.mkdir()
+    assignments = "\n".join(f"  {name} = {value}" for name, value in
+                            {**REGION_INPUTS, **inputs}.items())
+    (folder / "main.tf").write_text(
+        f'module "region" {{\n  source = "../modules/region"\n{assignments}\n}}\n')
+    terraform.init(caller)
+    done = terraform.run(caller, "validate", "-no-color", check=False)
+    assert done.returncode != 0, done.stdout
+    return " ".join((done.stdout + done.stderr).split())
+
+
 def test_the_region_module_refuses_a_bad_wheel_url_parameter_name_or_operator_cidr(
         terraform: Terraform) -> None:
-    # Literal values: validate checks them without any provider (a plan would first wait
-    # out the AWS provider's retries against an unreachable endpoint).
-    caller = terraform.root / "bad-region-inputs"
-    caller.mkdir()
-    (caller / "main.tf").write_text("""module "region" {
-  source             = "../modules/region"
-  fleet_name         = "bad"
-  name               = "us-east-1"
-  vpc_cidr           = "10.10.0.0/16"
-  peer_cidrs         = ["10.20.0.0/16"]
-  databases          = ["orders"]
-  failover_wheel_url = "http://example.com/failover.tar.gz"
-  operator_cidrs     = ["192.0.2.0/33"]
-  ssm_parameters = {
-    postgres_password = "/failover/postgres-password", fleet_key = "fleet-key",
-    tls_certificate   = "/failover/postgres-tls-certificate",
-    tls_key           = "/failover/postgres-tls-key", topology = "/failover/topology"
-  }
-}
-""")
-    terraform.init("bad-region-inputs")
-    done = terraform.run("bad-region-inputs", "validate", "-no-color", check=False)
-    assert done.returncode != 0
-    output = " ".join((done.stdout + done.stderr).split())
+    output = _validate_region_call(
+        terraform, "bad-region-inputs",
+        failover_wheel_url='"http://example.com/failover.tar.gz"',
+        operator_cidrs='["192.0.2.0/33"]',
+        ssm_parameters=REGION_INPUTS["ssm_parameters"].replace('"/failover/fleet-key"',
+                                                               '"fleet-key"'))
     assert "failover_wheel_url must be an https:// or s3:// URL ending in the wheel" in output
     assert "ssm_parameters must hold SSM parameter names" in output
     assert "operator_cidrs must hold IPv4 CIDRs" in output
+
+
+def test_the_ca_parameter_is_required_or_explicitly_null(terraform: Terraform) -> None:
+    """Leaving certificates unchecked is said, never the default."""
+    output = _validate_region_call(
+        terraform, "no-ca-parameter",
+        ssm_parameters=REGION_INPUTS["ssm_parameters"].replace(
+            'tls_ca = "/failover/postgres-tls-ca",', ""))
+    assert 'attribute "tls_ca" is required' in output
+
+
+def test_an_unknown_sslmode_is_refused(terraform: Terraform) -> None:
+    output = _validate_region_call(terraform, "prefer-sslmode", postgres_sslmode='"prefer"')
+    assert 'postgres_sslmode must be "verify-ca", "verify-full" or "require"' in output
 
 
 def test_from_terraform_names_missing_outputs(terraform: Terraform, tmp_path: Path) -> None:

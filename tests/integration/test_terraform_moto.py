@@ -105,6 +105,8 @@ def create_boot_parameters(moto: MotoServer, aws_regions: list[str]) -> dict[str
             "String", f"-----BEGIN CERTIFICATE-----\ncertificate-{run}\n-----END CERTIFICATE-----"),
         "/failover/postgres-tls-key": (
             "SecureString", f"-----BEGIN PRIVATE KEY-----\nkey-{run}\n-----END PRIVATE KEY-----"),
+        "/failover/postgres-tls-ca": (
+            "String", f"-----BEGIN CERTIFICATE-----\nca-{run}\n-----END CERTIFICATE-----"),
     }
     for aws_region in aws_regions:
         ssm = boto3.client("ssm", endpoint_url=moto.url, region_name=aws_region,
@@ -219,7 +221,7 @@ def assert_each_host_reads_exactly_its_boot_parameters(deployment: Deployment) -
 def assert_hosts_get_names_never_secrets(deployment: Deployment, workdir: Path) -> None:
     """The user data EC2 stored for every host, and the Terraform state."""
     secrets = [value for name, value in deployment.boot_parameters.items()
-               if name != "/failover/postgres-tls-certificate"]
+               if name not in ("/failover/postgres-tls-certificate", "/failover/postgres-tls-ca")]
     instances = deployment.outputs["instance_ids"]["value"]
     for region in deployment.regions:
         ec2 = deployment.client("ec2", region.aws_region)

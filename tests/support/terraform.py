@@ -99,5 +99,9 @@ def require_terraform(workdir: Path) -> Terraform:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # Each command starts a 700 MB AWS provider process per provider slot, and its
+        # start-up is mostly garbage collection: collecting a quarter as often cut a
+        # `validate` of test-regions from 27 to 17 s of CPU (about 0.5 GB a process).
+        "GOGC": "400",
     }
     return Terraform(binary=binary, root=root, env=env)

@@ -16,6 +16,9 @@ set -euo pipefail
 
 readonly pgdata=/var/lib/pgsql/data
 readonly tls_dir=/var/lib/pgsql/tls
+# The CA that signed the regions' certificates: the controller reads this copy, each
+# subscription (a connection this host's server makes) the one in $tls_dir.
+readonly controller_ca=/etc/failover/postgres-ca.crt
 readonly venv=/opt/failover
 readonly topology=/etc/failover/topology
 # Terraform writes the topology parameter only once every region's host exists.
@@ -61,6 +64,12 @@ postgres_with_tls() {
     parameter "$TLS_KEY_PARAMETER" >"$tls_dir/server.key"
   )
   chown postgres:postgres "$tls_dir/server.crt" "$tls_dir/server.key"
+  if [ -n "$TLS_CA_PARAMETER" ]; then
+    parameter "$TLS_CA_PARAMETER" >"$controller_ca.new"
+    chmod 0644 "$controller_ca.new"
+    mv "$controller_ca.new" "$controller_ca"
+    install -m 0644 -o postgres -g postgres "$controller_ca" "$tls_dir/ca.crt"
+  fi
   systemctl enable --now postgresql
   systemctl reload postgresql # a rerun's new certificate or rules
 }
@@ -134,8 +143,12 @@ controller_topology() {
     sleep 20
   done
   printf '%s\n' "$outputs" >/etc/failover/terraform-outputs.json
+  local tls=(--sslmode "$POSTGRES_SSLMODE")
+  if [ "$POSTGRES_SSLMODE" != require ]; then
+    tls+=(--sslrootcert "$controller_ca" --subscription-sslrootcert "$tls_dir/ca.crt")
+  fi
   "$venv/bin/failover" topology from-terraform \
-    --outputs-file /etc/failover/terraform-outputs.json --out "$topology" --yes
+    --outputs-file /etc/failover/terraform-outputs.json --out "$topology" --yes "${tls[@]}"
 }
 
 # The schema installs as the local superuser (its event trigger needs one); then the

@@ -27,6 +27,7 @@ locals {
   parameter_arns = [
     for name in values(var.ssm_parameters) :
     "arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter${name}"
+    if name != null # tls_ca, when the certificates go unchecked
   ]
   wheel_s3_object = startswith(var.failover_wheel_url, "s3://") ? trimprefix(var.failover_wheel_url, "s3://") : null
 
@@ -40,6 +41,7 @@ locals {
     postgres_major_version = var.postgres_major_version
     postgres_port          = var.postgres_port
     postgres_user          = var.postgres_user
+    postgres_sslmode       = var.ssm_parameters.tls_ca == null ? "require" : var.postgres_sslmode
     databases              = var.databases
     # Peers and clients apart: only the regions' controllers and subscriptions log in
     # as postgres_user.

@@ -104,6 +104,22 @@ variable "postgres_major_version" {
   }
 }
 
+variable "postgres_sslmode" {
+  description = <<-EOT
+    How the controllers and the subscriptions check the regions' PostgreSQL certificates
+    against the CA in ssm_parameters.tls_ca: "verify-ca" (signed by it), "verify-full"
+    (also names the host's private address, which each certificate must then carry as an
+    IP SAN), or "require" (unchecked). With tls_ca = null it is "require" whatever this says.
+  EOT
+  type        = string
+  default     = "verify-ca"
+
+  validation {
+    condition     = contains(["require", "verify-ca", "verify-full"], var.postgres_sslmode)
+    error_message = "postgres_sslmode must be \"verify-ca\", \"verify-full\" or \"require\" (the servers take TLS logins only)."
+  }
+}
+
 variable "postgres_port" {
   description = "TCP port PostgreSQL listens on."
   type        = number
@@ -131,20 +147,24 @@ variable "ssm_parameters" {
     Names of the SSM parameters, in this AWS region, that the host reads at boot (their
     values never pass through Terraform): postgres_password (SecureString, postgres_user's
     password), fleet_key (SecureString, the controllers' shared key), tls_certificate and
-    tls_key (PostgreSQL's server certificate and its SecureString key, PEM), topology (the
-    fleet's Terraform outputs as `terraform output -json` prints them, which test-regions
-    writes; the host waits for it). Create the others before apply.
+    tls_key (PostgreSQL's server certificate and its SecureString key, PEM), tls_ca (the
+    CA certificate, PEM, that signed every region's server certificate; null, said
+    explicitly, leaves the certificates unchecked: anyone on the path who answers TLS is
+    believed), topology (the fleet's Terraform outputs as `terraform
+    output -json` prints them, which test-regions writes; the host waits for it). Create the
+    others before apply.
   EOT
   type = object({
     postgres_password = string
     fleet_key         = string
     tls_certificate   = string
     tls_key           = string
+    tls_ca            = string # null: unchecked, see postgres_sslmode
     topology          = string
   })
 
   validation {
-    condition     = alltrue([for name in values(var.ssm_parameters) : can(regex("^/[A-Za-z0-9_.\\-/]+$", name))])
+    condition     = alltrue([for name in values(var.ssm_parameters) : name == null || can(regex("^/[A-Za-z0-9_.\\-/]+$", name))])
     error_message = "ssm_parameters must hold SSM parameter names such as \"/failover/postgres-password\"."
   }
 }

@@ -27,6 +27,7 @@ module "region" {
   controller_port        = var.controller_port
   databases              = var.databases
   ssm_parameters         = var.ssm_parameters
+  postgres_sslmode       = var.postgres_sslmode
   failover_wheel_url     = var.failover_wheel_url
   operator_cidrs         = var.operator_cidrs
   tags                   = var.tags

@@ -81,8 +81,14 @@ variable "ssm_parameters" {
     fleet_key         = string
     tls_certificate   = string
     tls_key           = string
+    tls_ca            = string
     topology          = string
   })
+}
+
+variable "postgres_sslmode" {
+  description = "How controllers and subscriptions check the regions' PostgreSQL certificates (see modules/region)."
+  type        = string
 }
 
 variable "failover_wheel_url" {
