@@ -4,8 +4,10 @@ writes unless this server holds a valid lease, and the application role cannot l
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,6 +185,83 @@ def test_a_restarted_server_boots_fenced(service_db: ServiceDb) -> None:
         assert "server restarted" in refused(conn, "INSERT INTO items (note) VALUES ('after')")
         assert renew_lease(controller, SERVICE, "alpha", 1, LONG).writer
         conn.execute("INSERT INTO items (note) VALUES ('renewed')")
+
+
+def in_transaction(sdb: ServiceDb, isolation: psycopg.IsolationLevel) -> App:
+    conn = psycopg.connect(sdb.app_conninfo("alpha"), connect_timeout=5)
+    conn.isolation_level = isolation
+    return conn
+
+
+def rows_noted(sdb: ServiceDb, note: str) -> int:
+    with sdb.admin("alpha") as conn:
+        row = conn.execute("SELECT count(*) FROM items WHERE note = %s", [note]).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+@pytest.mark.parametrize("isolation", [psycopg.IsolationLevel.REPEATABLE_READ,
+                                       psycopg.IsolationLevel.SERIALIZABLE])
+def test_a_transaction_longer_than_the_lease_writes_while_it_is_renewed(
+        service_db: ServiceDb, isolation: psycopg.IsolationLevel) -> None:
+    """Its snapshot holds the lease row as it first saw it; the guard reads the end as it
+    is now."""
+    make_primary(service_db)
+    controller = service_db.db.conn("alpha")
+    renew_lease(controller, SERVICE, "alpha", 1, 0.5)
+    with in_transaction(service_db, isolation) as conn:
+        conn.execute("SELECT count(*) FROM items")  # the snapshot is taken here
+        for _ in range(6):  # 1.2 s: the lease first seen has ended, renewed ones have not
+            time.sleep(0.2)
+            renew_lease(controller, SERVICE, "alpha", 1, 0.5)
+        conn.execute("INSERT INTO items (note) VALUES ('long transaction')")
+        conn.commit()
+    assert rows_noted(service_db, "long transaction") == 1
+
+
+FENCED_OR_ENDED = "(fenced at epoch 1|lease expired at )"  # as each isolation level sees it
+
+
+@pytest.mark.parametrize("isolation", [psycopg.IsolationLevel.READ_COMMITTED,
+                                       psycopg.IsolationLevel.REPEATABLE_READ])
+def test_a_transaction_that_wrote_under_the_lease_cannot_commit_after_a_fence(
+        service_db: ServiceDb, isolation: psycopg.IsolationLevel) -> None:
+    make_primary(service_db)
+    controller = service_db.db.conn("alpha")
+    renew_lease(controller, SERVICE, "alpha", 1, LONG)
+    with in_transaction(service_db, isolation) as conn:
+        conn.execute("INSERT INTO items (note) VALUES ('before the fence')")
+        revoke_lease(controller, SERVICE, None)
+        # A REPEATABLE READ snapshot still shows the lease and no fence, but the lease's end
+        # is read as it is now.
+        assert re.search(FENCED_OR_ENDED, refused(conn, "INSERT INTO items (note) VALUES ('after')"))
+    with in_transaction(service_db, isolation) as conn:
+        lift_fence(controller, SERVICE, 1, LONG)
+        conn.execute("INSERT INTO items (note) VALUES ('before the fence')")
+        revoke_lease(controller, SERVICE, None)
+        with pytest.raises(psycopg.Error) as caught:
+            conn.commit()
+        assert caught.value.sqlstate == WRITE_REFUSED
+        assert re.fullmatch("commit refused: writes to service shop ended on region alpha "
+                            f"before this transaction committed: {FENCED_OR_ENDED}.*",
+                            str(caught.value.diag.message_primary))
+    assert rows_noted(service_db, "before the fence") == 0
+
+
+def test_a_transaction_cannot_commit_after_its_lease_ran_out_unrenewed(
+        service_db: ServiceDb) -> None:
+    """An isolated writer whose controller is gone: nobody fences it, the lease runs out."""
+    make_primary(service_db)
+    controller = service_db.db.conn("alpha")
+    renew_lease(controller, SERVICE, "alpha", 1, 0.5)
+    with in_transaction(service_db, psycopg.IsolationLevel.READ_COMMITTED) as conn:
+        conn.execute("INSERT INTO items (note) VALUES ('outlived its lease')")
+        time.sleep(0.7)
+        with pytest.raises(psycopg.Error) as caught:
+            conn.commit()
+        assert caught.value.sqlstate == WRITE_REFUSED
+        assert "lease expired at" in str(caught.value.diag.message_primary)
+    assert rows_noted(service_db, "outlived its lease") == 0
 
 
 def test_tables_created_later_are_guarded_even_from_their_owner(service_db: ServiceDb) -> None:
