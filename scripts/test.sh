@@ -16,7 +16,7 @@ echo "== ruff"
 echo "== mypy (strict, failover/)"
 .venv/bin/mypy
 echo "== pytest"
-workers=(-n "${FAILOVER_TEST_WORKERS:-2}" --dist loadfile)
+workers=(-n "${FAILOVER_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 if [ $# -gt 0 ]; then
   exec .venv/bin/pytest "${workers[@]}" "$@"
 fi
