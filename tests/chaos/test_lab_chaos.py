@@ -343,14 +343,6 @@ def _rejoin(lab_dir: Path, old: str) -> None:
     assert by_fleet is not False, f"the fleet did not rejoin {old} as a subscriber of {writer}"
 
 
-# Not strict: 2 runs of about 8 lost one or two writes. A write acknowledged by the old
-# writer moments before its crash reached neither the new writer nor the rejoin's
-# reconciliation file; the same runs showed the new writer's apply worker failing on
-# failover.heartbeat (conflict=insert_exists). Open in the one-writer issue: a strict
-# mark would fail every run that misses it, and no mark would fail CI at random.
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "known, intermittent: an acknowledged write of the old writer just before its crash is "
-    "neither on the new writer nor in the reconciliation file (one-writer issue, open)"))
 def test_dns_down_during_a_failover_catches_up_and_shows_degraded(lab_dir: Path) -> None:
     state = lab.load(lab_dir)
     writer = service_view(state)["writer"]
