@@ -49,8 +49,13 @@ LONG = 600.0  # a lease that outlives the test
 App = psycopg.Connection[tuple[object, ...]]
 
 
-def app(sdb: ServiceDb, region: str = "alpha") -> App:
-    return psycopg.connect(sdb.app_conninfo(region), autocommit=True, connect_timeout=5)
+def app(sdb: ServiceDb, region: str = "alpha",
+        isolation: psycopg.IsolationLevel | None = None) -> App:
+    """An application session: autocommit, or with `isolation` explicit transactions."""
+    conn = psycopg.connect(sdb.app_conninfo(region), autocommit=isolation is None,
+                           connect_timeout=5)
+    conn.isolation_level = isolation
+    return conn
 
 
 def superuser(sdb: ServiceDb, region: str = "alpha") -> App:
@@ -187,12 +192,6 @@ def test_a_restarted_server_boots_fenced(service_db: ServiceDb) -> None:
         conn.execute("INSERT INTO items (note) VALUES ('renewed')")
 
 
-def in_transaction(sdb: ServiceDb, isolation: psycopg.IsolationLevel) -> App:
-    conn = psycopg.connect(sdb.app_conninfo("alpha"), connect_timeout=5)
-    conn.isolation_level = isolation
-    return conn
-
-
 def rows_noted(sdb: ServiceDb, note: str) -> int:
     with sdb.admin("alpha") as conn:
         row = conn.execute("SELECT count(*) FROM items WHERE note = %s", [note]).fetchone()
@@ -209,7 +208,7 @@ def test_a_transaction_longer_than_the_lease_writes_while_it_is_renewed(
     make_primary(service_db)
     controller = service_db.db.conn("alpha")
     renew_lease(controller, SERVICE, "alpha", 1, 0.5)
-    with in_transaction(service_db, isolation) as conn:
+    with app(service_db, isolation=isolation) as conn:
         conn.execute("SELECT count(*) FROM items")  # the snapshot is taken here
         for _ in range(6):  # 1.2 s: the lease first seen has ended, renewed ones have not
             time.sleep(0.2)
@@ -229,13 +228,13 @@ def test_a_transaction_that_wrote_under_the_lease_cannot_commit_after_a_fence(
     make_primary(service_db)
     controller = service_db.db.conn("alpha")
     renew_lease(controller, SERVICE, "alpha", 1, LONG)
-    with in_transaction(service_db, isolation) as conn:
+    with app(service_db, isolation=isolation) as conn:
         conn.execute("INSERT INTO items (note) VALUES ('before the fence')")
         revoke_lease(controller, SERVICE, None)
         # A REPEATABLE READ snapshot still shows the lease and no fence, but the lease's end
         # is read as it is now.
         assert re.search(FENCED_OR_ENDED, refused(conn, "INSERT INTO items (note) VALUES ('after')"))
-    with in_transaction(service_db, isolation) as conn:
+    with app(service_db, isolation=isolation) as conn:
         lift_fence(controller, SERVICE, 1, LONG)
         conn.execute("INSERT INTO items (note) VALUES ('before the fence')")
         revoke_lease(controller, SERVICE, None)
@@ -254,7 +253,7 @@ def test_a_transaction_cannot_commit_after_its_lease_ran_out_unrenewed(
     make_primary(service_db)
     controller = service_db.db.conn("alpha")
     renew_lease(controller, SERVICE, "alpha", 1, 0.5)
-    with in_transaction(service_db, psycopg.IsolationLevel.READ_COMMITTED) as conn:
+    with app(service_db, isolation=psycopg.IsolationLevel.READ_COMMITTED) as conn:
         conn.execute("INSERT INTO items (note) VALUES ('outlived its lease')")
         time.sleep(0.7)
         with pytest.raises(psycopg.Error) as caught:

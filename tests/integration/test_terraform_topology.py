@@ -160,7 +160,7 @@ def test_password_file_instead_of_env(run: Any, outputs_file: Path, tmp_path: Pa
       "ca.crt"], "give an absolute path"),
 ])
 def test_bad_password_and_tls_flags_exit_2(run: Any, outputs_file: Path, tmp_path: Path,
-                                   flags: list[str], message: str) -> None:
+                                          flags: list[str], message: str) -> None:
     out = tmp_path / "topology"
     done = run("topology", "from-terraform", "--outputs-file", str(outputs_file), "--out",
                str(out), *flags)
